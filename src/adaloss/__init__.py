@@ -1,0 +1,41 @@
+"""adaloss: meta-learned, adaptive loss functions for PyTorch.
+
+The subpackages hold one concept each: :mod:`adaloss.data`, :mod:`adaloss.models`,
+:mod:`adaloss.losses`, :mod:`adaloss.functional`, :mod:`adaloss.learners`,
+:mod:`adaloss.metrics` and :mod:`adaloss.training`.
+"""
+
+from __future__ import annotations
+
+from adaloss.data import DATASETS, DatasetSplits, TensorSplit, load_dataset
+from adaloss.learners import FixedLossLearner, Learner, TrainContext, create_learner
+from adaloss.losses import FocalLoss, create_loss
+from adaloss.metrics import Metric, create_metric
+from adaloss.models import create_model, list_models
+from adaloss.training import TrainConfig, Trainer, compare, load_config, seed_everything, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS",
+    "DatasetSplits",
+    "FixedLossLearner",
+    "FocalLoss",
+    "Learner",
+    "Metric",
+    "TensorSplit",
+    "TrainConfig",
+    "TrainContext",
+    "Trainer",
+    "compare",
+    "create_learner",
+    "create_loss",
+    "create_metric",
+    "create_model",
+    "list_models",
+    "load_config",
+    "load_dataset",
+    "seed_everything",
+    "train",
+    "__version__",
+]

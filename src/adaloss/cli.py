@@ -1,0 +1,156 @@
+"""The ``adaloss`` command line: ``train``, ``compare`` and ``list``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+__all__ = ["main"]
+
+EPILOG = """\
+Configuration: an optional YAML file (-c) of config keys, then key=value overrides, e.g.
+  adaloss train dataset=mnist model=lenet5 steps=10000 lr=0.01 --data-dir ../shared/datasets
+Dotted keys set one option of a mapping key: model_args.hidden=[500,500]. `adaloss list keys`
+prints every key with its default.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="adaloss", description="Train models with learned and adaptive loss functions.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", metavar="FILE", help="YAML file of config keys")
+        sp.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $ADALOSS_DATA or ~/.cache/adaloss)")
+        sp.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+        sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    t = sub.add_parser("train", help="train one run", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(t)
+    t.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoints/last.pt if present")
+
+    c = sub.add_parser(
+        "compare", help="methods × seeds on one task: mean ± std table",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(c)
+    c.add_argument("--methods", metavar="M1,M2", help="methods to compare (default: every method for the task)")
+    c.add_argument("--seeds", metavar="S1,S2", default="0,1,2", help="seeds (default: 0,1,2)")
+    c.add_argument("--out", metavar="DIR", help="output folder (default: runs/compare/<dataset>-<model>)")
+
+    ls = sub.add_parser("list", help="registered datasets, models, methods, metrics, or config keys")
+    ls.add_argument("what", choices=["datasets", "models", "methods", "metrics", "keys"])
+    return p
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"adaloss: error: expected `{flag}` to be comma-separated integers, but got {text!r}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``adaloss`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr,
+    )
+    from adaloss.training.config import ConfigError
+
+    try:
+        if args.command == "list":
+            return _list(args.what)
+        return _train(args) if args.command == "train" else _compare(args)
+    except (ConfigError, ValueError, TypeError, FileNotFoundError) as e:
+        print(f"adaloss: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _load(args: argparse.Namespace):  # -> TrainConfig
+    from adaloss.training.config import load_config
+
+    extra = {"data_dir": args.data_dir} if args.data_dir else {}
+    cfg = load_config(args.config, args.overrides)
+    return cfg.replace(**extra) if extra else cfg
+
+
+def _train(args: argparse.Namespace) -> int:
+    from adaloss.training.experiment import default_run_dir, train
+
+    cfg = _load(args)
+    summary = train(cfg, resume=args.resume)
+    run_dir = cfg.run_dir or default_run_dir(cfg)
+    print(yaml.safe_dump({"run_dir": str(run_dir), "final": summary["final"],
+                          "wall_time_s": round(summary["wall_time_s"], 2)}, sort_keys=False), end="")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from adaloss.data import load_dataset
+    from adaloss.learners import methods_for
+    from adaloss.training.compare import compare, format_markdown, summarise, write_csv
+
+    cfg = _load(args)
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    else:
+        task = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                            valid_fraction=cfg.valid_fraction, seed=0).task
+        methods = methods_for(task)
+    seeds = _int_list("--seeds", args.seeds)
+    out = Path(args.out) if args.out else Path("runs") / "compare" / f"{cfg.dataset}-{cfg.model}"
+
+    def report(r) -> None:  # type: ignore[no-untyped-def]
+        state = "reused" if r.reused else f"{r.wall_time_s:.1f}s"
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in r.final.items())
+        print(f"  {r.method:<16} seed {r.seed}: {metrics} ({state})", file=sys.stderr)
+
+    print(f"comparing {methods} x seeds {seeds} on {cfg.dataset}/{cfg.model}, {cfg.steps} steps -> {out}",
+          file=sys.stderr)
+    results = compare(cfg, methods=methods, seeds=seeds, out_dir=out, on_result=report)
+    rows = summarise(results)
+    table = format_markdown(rows)
+    runs_csv, summary_csv = write_csv(results, rows, out)
+    (out / "summary.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwrote {summary_csv}, {runs_csv}, {out / 'summary.md'}", file=sys.stderr)
+    return 0
+
+
+def _list(what: str) -> int:
+    if what == "datasets":
+        from adaloss.data import DATASETS as names
+    elif what == "models":
+        from adaloss.models import list_models
+
+        names = list_models()
+    elif what == "methods":
+        from adaloss.learners import METHOD_TASKS
+
+        for m, tasks in METHOD_TASKS.items():
+            print(f"{m}\t{','.join(tasks)}")
+        return 0
+    elif what == "metrics":
+        from adaloss.metrics import METRICS
+
+        for m, cls in METRICS.items():
+            print(f"{m}\t{cls.task}\t{'higher' if cls.higher_is_better else 'lower'} is better")
+        return 0
+    else:
+        from adaloss.training.config import TrainConfig
+
+        for k, v in TrainConfig().to_dict().items():
+            print(f"{k}={v!r}")
+        return 0
+    print("\n".join(names))
+    return 0

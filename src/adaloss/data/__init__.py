@@ -1,0 +1,29 @@
+"""Datasets as normalised in-memory splits, their file formats, downloads and augmentation."""
+
+from __future__ import annotations
+
+from adaloss.data.augment import random_crop_flip
+from adaloss.data.datasets import DATASETS, DatasetSplits, TensorSplit, load_dataset
+from adaloss.data.download import ChecksumError, DownloadError, resolve_data_dir
+from adaloss.data.formats import DataFormatError, UnsafePickleError, read_idx
+from adaloss.data.splits import random_split, stratified_split
+
+from adaloss.data.loader import BatchLoader, iterate_batches
+
+__all__ = [
+    "DATASETS",
+    "BatchLoader",
+    "ChecksumError",
+    "DataFormatError",
+    "DatasetSplits",
+    "DownloadError",
+    "TensorSplit",
+    "UnsafePickleError",
+    "iterate_batches",
+    "load_dataset",
+    "random_crop_flip",
+    "random_split",
+    "read_idx",
+    "resolve_data_dir",
+    "stratified_split",
+]

@@ -1,0 +1,11 @@
+"""Pure tensor functions underneath the stateful modules of adaloss.
+
+Nothing here holds state or owns parameters: these are the functions that tests compare against
+independent references and that ``torch.func`` transforms apply to.
+"""
+
+from __future__ import annotations
+
+from adaloss.functional.losses import focal_loss
+
+__all__ = ["focal_loss"]

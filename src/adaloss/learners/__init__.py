@@ -1,0 +1,18 @@
+"""Learners: one per method, each deciding how a base step comes about."""
+
+from __future__ import annotations
+
+from adaloss.learners.base import Learner, TrainContext
+from adaloss.learners.handcrafted import FixedLossLearner
+from adaloss.learners.registry import METHOD_TASKS, METHODS, create_learner, methods_for, register_method
+
+__all__ = [
+    "METHODS",
+    "METHOD_TASKS",
+    "FixedLossLearner",
+    "Learner",
+    "TrainContext",
+    "create_learner",
+    "methods_for",
+    "register_method",
+]

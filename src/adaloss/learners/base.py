@@ -1,0 +1,82 @@
+"""The extension point through which a method plugs into the trainer."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from adaloss.typing import Batch, StateDict, Task
+
+__all__ = ["Learner", "TrainContext"]
+
+
+@dataclass
+class TrainContext:
+    """What the trainer hands a learner once, before the first step.
+
+    Attributes:
+        model: the base model; its parameters are the single source of truth between steps.
+        optimizer: the base optimiser. A learner that computes the update functionally writes
+            the new parameters and optimiser state back before its ``step`` returns.
+        scheduler: the LR schedule, stepped by the trainer after each ``learner.step``.
+        task: classification or regression.
+        meta_batches: an endless stream of batches from the validation split, for learners that
+            meta-learn (``None`` when the run has no validation split).
+        train_batches: the training stream itself, for offline searches run in ``prepare``.
+        device: where batches live.
+    """
+
+    model: nn.Module
+    optimizer: Optimizer
+    scheduler: LRScheduler | None
+    task: Task
+    meta_batches: Iterator[Batch] | None
+    train_batches: Iterator[Batch]
+    device: torch.device
+
+
+class Learner(ABC):
+    """How one base step comes about, and what is learned alongside it.
+
+    The trainer calls :meth:`bind` once, :meth:`prepare` once on a fresh (not resumed) run, then
+    :meth:`step` once per base step. A learner knows nothing of files, logging or checkpoints:
+    it exposes :meth:`state_dict` / :meth:`load_state_dict` and returns scalars from ``step``.
+    """
+
+    context: TrainContext
+
+    def bind(self, context: TrainContext) -> None:
+        """Attach to the run's model, optimiser and data streams."""
+        self.context = context
+
+    def prepare(self) -> dict[str, float]:
+        """Offline work before step 0 of a fresh run (e.g. a loss search); returns scalars to log."""
+        return {}
+
+    @abstractmethod
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        """Do one base update on ``batch`` (and any meta-update).
+
+        Returns:
+            Detached scalar tensors to log, at least ``"loss"`` (the loss the base model was
+            trained with on this batch). Tensors, not floats: the trainer reads them only at
+            logging steps, so the step never waits on a device synchronisation.
+        """
+
+    @property
+    @abstractmethod
+    def criterion(self) -> nn.Module:
+        """The loss the base model is currently trained with."""
+
+    def state_dict(self) -> StateDict:
+        """Everything needed to continue exactly; plain containers and tensors only."""
+        return {}
+
+    def load_state_dict(self, state: StateDict) -> None:
+        """Restore :meth:`state_dict`."""

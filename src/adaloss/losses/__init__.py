@@ -1,0 +1,7 @@
+"""Loss modules: every one is a plain ``nn.Module`` criterion ``loss(prediction, target)``."""
+
+from __future__ import annotations
+
+from adaloss.losses.handcrafted import HANDCRAFTED_LOSSES, FocalLoss, create_loss
+
+__all__ = ["HANDCRAFTED_LOSSES", "FocalLoss", "create_loss"]

@@ -1,0 +1,76 @@
+"""Handcrafted losses and the name → criterion table the CLI uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from adaloss._validation import call_with_options, check_positive, unknown_name_error
+from adaloss.functional.losses import focal_loss
+from adaloss.typing import Task
+
+__all__ = ["FocalLoss", "HANDCRAFTED_LOSSES", "create_loss"]
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al., "Focal Loss for Dense Object Detection", 2017, eq. 4).
+
+    Args:
+        gamma: focusing parameter (default: ``2.0``); ``0`` gives cross-entropy.
+    """
+
+    def __init__(self, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.gamma = float(check_positive("gamma", gamma, allow_zero=True))
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return focal_loss(prediction, target, gamma=self.gamma)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}"
+
+
+def _cross_entropy() -> nn.Module:
+    return nn.CrossEntropyLoss()
+
+
+def _label_smoothing(smoothing: float = 0.1) -> nn.Module:
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"Expected `smoothing` to be in [0, 1), but got {smoothing!r}.")
+    return nn.CrossEntropyLoss(label_smoothing=float(smoothing))
+
+
+def _focal(gamma: float = 2.0) -> nn.Module:
+    return FocalLoss(gamma=gamma)
+
+
+def _mse() -> nn.Module:
+    return nn.MSELoss()
+
+
+#: name → (task the loss applies to, factory taking the loss's keyword options)
+HANDCRAFTED_LOSSES: dict[str, tuple[Task, Callable[..., nn.Module]]] = {
+    "ce": ("classification", _cross_entropy),
+    "label_smoothing": ("classification", _label_smoothing),
+    "focal": ("classification", _focal),
+    "mse": ("regression", _mse),
+}
+
+
+def create_loss(name: str, *, task: Task, **options: Any) -> nn.Module:
+    """Build the handcrafted loss ``name`` for ``task``, checking that both fit together.
+
+    Raises:
+        ValueError: unknown name, a loss for the other task, or an option the loss does not take.
+    """
+    if name not in HANDCRAFTED_LOSSES:
+        raise unknown_name_error("loss", name, HANDCRAFTED_LOSSES)
+    loss_task, factory = HANDCRAFTED_LOSSES[name]
+    if loss_task != task:
+        fitting = sorted(n for n, (t, _) in HANDCRAFTED_LOSSES.items() if t == task)
+        raise ValueError(
+            f"Loss {name!r} is for {loss_task}, but the task is {task}; losses for {task}: {fitting}."
+        )
+    return call_with_options(f"loss {name!r}", factory, options)

@@ -1,0 +1,41 @@
+"""The training loop, its configuration, checkpoints, seeding and the comparison harness."""
+
+from __future__ import annotations
+
+from adaloss.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from adaloss.training.compare import RunResult, compare, format_markdown, summarise, write_csv
+from adaloss.training.config import ConfigError, TrainConfig, load_config, parse_overrides
+from adaloss.training.experiment import build_trainer, default_run_dir, train
+from adaloss.training.optim import create_optimizer, create_scheduler
+from adaloss.training.seed import get_rng_state, seed_everything, set_rng_state
+from adaloss.training.sinks import JsonlSink, MetricSink, read_jsonl
+from adaloss.training.trainer import Trainer, TrainingDiverged, evaluate
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "JsonlSink",
+    "MetricSink",
+    "RunResult",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "build_trainer",
+    "compare",
+    "create_optimizer",
+    "create_scheduler",
+    "default_run_dir",
+    "evaluate",
+    "format_markdown",
+    "get_rng_state",
+    "load_checkpoint",
+    "load_config",
+    "parse_overrides",
+    "read_jsonl",
+    "save_checkpoint",
+    "seed_everything",
+    "set_rng_state",
+    "summarise",
+    "train",
+    "write_csv",
+]

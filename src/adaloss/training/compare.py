@@ -1,0 +1,156 @@
+"""Methods × seeds on one task, with finished runs reused, summarised as mean ± std tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adaloss.data import DatasetSplits, load_dataset
+from adaloss.training.config import TrainConfig
+from adaloss.training.experiment import train
+
+__all__ = ["RunResult", "compare", "format_markdown", "summarise", "write_csv"]
+
+logger = logging.getLogger("adaloss")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One finished run of a comparison."""
+
+    method: str
+    seed: int
+    final: dict[str, float]
+    wall_time_s: float
+    run_dir: Path
+    reused: bool
+
+
+def compare(
+    base: TrainConfig,
+    *,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    on_result: Callable[[RunResult], None] | None = None,
+) -> list[RunResult]:
+    """Train every method with every seed on ``base``'s task; reuse runs already finished.
+
+    A run is reused when ``<out_dir>/<method>/seed<k>/summary.json`` exists and its recorded
+    configuration equals the one wanted; a run killed part-way resumes from its checkpoint.
+    """
+    if not methods:
+        raise ValueError("Expected `methods` to name at least one method, but got an empty list.")
+    if not seeds:
+        raise ValueError("Expected `seeds` to list at least one seed, but got an empty list.")
+    out = Path(out_dir)
+    results: list[RunResult] = []
+    data_cache: dict[int, DatasetSplits] = {}
+    for method in methods:
+        for seed in seeds:
+            run_dir = out / method / f"seed{seed}"
+            cfg = base.replace(method=method, seed=seed, run_dir=str(run_dir))
+            summary = _finished_summary(run_dir, cfg)
+            reused = summary is not None
+            if summary is None:
+                if seed not in data_cache:
+                    data_cache[seed] = load_dataset(
+                        cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                        valid_fraction=cfg.valid_fraction, seed=seed,
+                    )
+                logger.info("training %s seed %d -> %s", method, seed, run_dir)
+                summary = train(cfg, resume=True, data=data_cache[seed])
+            result = RunResult(method, seed, summary["final"], float(summary["wall_time_s"]), run_dir, reused)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return summary if summary.get("config") == cfg.identity() else None
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarise(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """One row per method: mean and sample std (n−1) over seeds of every final metric and wall time."""
+    rows = []
+    for method in dict.fromkeys(r.method for r in results):
+        runs = [r for r in results if r.method == method]
+        row: dict[str, Any] = {"method": method, "seeds": len(runs)}
+        for key in runs[0].final:
+            vals = [r.final[key] for r in runs if key in r.final and r.final[key] is not None]
+            if vals:
+                row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
+        row["wall_time_s_mean"], row["wall_time_s_std"] = _mean_std([r.wall_time_s for r in runs])
+        rows.append(row)
+    return rows
+
+
+def _metric_of(key: str) -> str:
+    return key.split("_", 1)[1] if "_" in key else key
+
+
+def format_markdown(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | None = None) -> str:
+    """A markdown table of ``mean ± std`` per method; error rates are shown in percent."""
+    if not rows:
+        return ""
+    if keys is None:
+        keys = [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean") and k != "wall_time_s_mean"]
+    headers = ["method", "seeds"]
+    for k in keys:
+        headers.append(f"{k} (%)" if _metric_of(k) == "error" else k)
+    headers.append("wall time (s)")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [str(row["method"]), str(row["seeds"])]
+        for k in keys:
+            scale = 100.0 if _metric_of(k) == "error" else 1.0
+            mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
+            cells.append("n/a" if mean is None else f"{scale * mean:.{_digits(k)}f} ± {scale * std:.{_digits(k)}f}")
+        cells.append(f"{row['wall_time_s_mean']:.1f} ± {row['wall_time_s_std']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _digits(key: str) -> int:
+    return 2 if _metric_of(key) == "error" else 4
+
+
+def write_csv(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
+    """``runs.csv`` (one line per run) and ``summary.csv`` (one line per method) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_path, summary_path = out / "runs.csv", out / "summary.csv"
+    metric_keys = list(dict.fromkeys(k for r in results for k in r.final))
+    with runs_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "seed", *metric_keys, "wall_time_s", "run_dir"])
+        for r in results:
+            w.writerow([r.method, r.seed, *[r.final.get(k) for k in metric_keys], f"{r.wall_time_s:.3f}", str(r.run_dir)])
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with summary_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()})
+    return runs_path, summary_path

@@ -1,0 +1,243 @@
+"""Run configuration: a typed dataclass filled from YAML files and ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from adaloss._validation import unknown_name_error
+
+__all__ = ["ConfigError", "TrainConfig", "load_config", "parse_overrides"]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true/false are bools, so ``progress: on`` stays the string 'on'."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that is not allowed; the message names key, allowed and received."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run. Every field is a config key.
+
+    The defaults are the offline built-in task: digits, an MLP, cross-entropy, SGD.
+    ``model_args`` and ``method_args`` are passed to the model factory and the method's learner,
+    which check their own option names.
+    """
+
+    # data
+    dataset: str = "digits"
+    data_dir: Union[str, None] = None
+    download: bool = False
+    valid_fraction: float = 0.1
+    # model and method
+    model: str = "mlp"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    method: str = "ce"
+    method_args: dict[str, Any] = field(default_factory=dict)
+    # base optimisation (the papers count gradient steps, not epochs)
+    steps: int = 1000
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    # evaluation, logging, checkpoints
+    metrics: list[str] = field(default_factory=list)
+    eval_every: int = 0
+    eval_batch_size: int = 1000
+    log_every: int = 100
+    checkpoint_every: int = 0
+    # reproducibility and placement
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "cpu"
+    threads: Union[int, None] = None
+    run_dir: Union[str, None] = None
+    progress: Literal["auto", "on", "off"] = "auto"
+
+    #: keys that do not change results, so resuming or reusing a run may differ in them
+    RUNTIME_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
+        {"data_dir", "download", "run_dir", "progress", "checkpoint_every", "threads", "device"}
+    )
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        for name in ("steps", "batch_size", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"Expected `{name}` to be a positive integer, but got {getattr(self, name)!r}.")
+        for name in ("eval_every", "log_every", "checkpoint_every", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"Expected `{name}` to be a non-negative integer, but got {getattr(self, name)!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-serialisable mapping of every key."""
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The keys that determine the results (everything but :attr:`RUNTIME_KEYS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_KEYS}
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied and validated."""
+        return from_mapping({**self.to_dict(), **changes})
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def from_mapping(values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+    """Build a :class:`TrainConfig` from a mapping, rejecting unknown keys by name."""
+    allowed = TrainConfig.keys()
+    for key in values:
+        if key not in allowed:
+            err = unknown_name_error("config key", key, allowed)
+            raise ConfigError(f"Unknown key {key!r} in {source}. {err}") from None
+    return TrainConfig(**values)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["lr=0.1", "model_args.hidden=[100,100]"]`` into a nested dict.
+
+    Values are read as YAML scalars/flow collections (``0.1`` is a float, ``[1,2]`` a list,
+    ``true`` a bool, ``null`` None); a dotted key sets one entry of a dict-valued key.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"Expected an override of the form key=value, but got {item!r}.")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"Expected an override of the form key=value, but got {item!r} (empty key).")
+        try:
+            value = _yaml_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Cannot parse the value of {key!r}: {raw!r} ({e}).") from None
+        target = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = target.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"Override {item!r} sets an entry of {p!r}, which is not a mapping.")
+            target = node
+        target[leaf] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (), **defaults: Any
+) -> TrainConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides; validated."""
+    values: dict[str, Any] = dict(defaults)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file {str(p)!r} does not exist.")
+        loaded = _yaml_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Config file {str(p)!r} must hold a mapping of keys to values, got {type(loaded).__name__}.")
+        _merge(values, loaded)
+    _merge(values, parse_overrides(overrides))
+    return from_mapping(values, source=str(path) if path else "overrides")
+
+
+def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = {**base[k]}
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return f"one of {list(get_args(tp))}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (with the few safe conversions YAML needs)."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"Invalid value for `{key}`: {value!r}.")
+    if origin is Literal:
+        allowed = list(get_args(tp))
+        if value not in allowed:
+            raise ConfigError(f"Expected `{key}` to be one of {allowed}, but got {value!r}.")
+        return value
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if isinstance(value, str):  # "0,1,2" from a shell is a convenient spelling of a list
+            value = [_yaml_load(v) for v in value.split(",") if v.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Expected `{key}` to be a list of {_type_name(item_tp)}, but got {value!r}.")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"Expected `{key}` to be a mapping, but got {value!r}.")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"Expected `{key}` to be true or false, but got {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"Expected `{key}` to be an integer, but got {value!r}.")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"Expected `{key}` to be a number, but got {value!r}.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"Expected `{key}` to be a string, but got {value!r}.")
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"Unsupported config annotation for `{key}`: {tp!r}.")  # a bug in TrainConfig itself

@@ -1,0 +1,93 @@
+"""From a :class:`TrainConfig` to a finished run directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from adaloss.data import DatasetSplits, load_dataset
+from adaloss.data.loader import BatchLoader
+from adaloss.learners import create_learner
+from adaloss.models import create_model
+from adaloss.training.config import TrainConfig
+from adaloss.training.optim import create_optimizer, create_scheduler
+from adaloss.training.seed import seed_everything
+from adaloss.training.trainer import Trainer
+
+__all__ = ["build_trainer", "default_run_dir", "train"]
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    """``runs/<dataset>-<model>-<method>-seed<k>`` under the working directory."""
+    return Path("runs") / f"{config.dataset}-{config.model}-{config.method}-seed{config.seed}"
+
+
+def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> Trainer:
+    """Seed, load data, build model, learner, optimiser and schedule, and wire the trainer.
+
+    Args:
+        config: the run.
+        data: already-loaded splits to reuse (must be what ``config`` would load).
+    """
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
+    if data is None:
+        data = load_dataset(
+            config.dataset, data_dir=config.data_dir, download=config.download,
+            valid_fraction=config.valid_fraction, seed=config.seed,
+        )
+    seed_everything(config.seed, deterministic=config.deterministic)
+    model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
+    learner = create_learner(config.method, task=data.task, **config.method_args)
+    optimizer = create_optimizer(
+        model.parameters(), config.optimizer, lr=config.lr, momentum=config.momentum,
+        nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
+    )
+    scheduler = create_scheduler(optimizer, milestones=config.milestones, gamma=config.lr_gamma)
+    train_loader = BatchLoader(
+        data.train, batch_size=config.batch_size, seed=config.seed, augment=data.augment, device=device
+    )
+    meta_loader = None
+    if len(data.valid) > 0:
+        meta_loader = BatchLoader(
+            data.valid, batch_size=min(config.batch_size, len(data.valid)), seed=config.seed + 1, device=device
+        )
+    run_dir = Path(config.run_dir) if config.run_dir is not None else default_run_dir(config)
+    progress = sys.stderr.isatty() if config.progress == "auto" else config.progress == "on"
+    return Trainer(
+        model,
+        learner,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        meta_loader=meta_loader,
+        task=data.task,
+        steps=config.steps,
+        eval_splits={"valid": data.valid, "test": data.test},
+        metrics=config.metrics or None,
+        eval_every=config.eval_every,
+        eval_batch_size=config.eval_batch_size,
+        log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every,
+        run_dir=run_dir,
+        progress=progress,
+        device=device,
+        config=config.identity(),
+    )
+
+
+def train(config: TrainConfig, *, resume: bool = False, data: DatasetSplits | None = None) -> dict[str, Any]:
+    """Run ``config`` to the end and return its summary (also in ``<run_dir>/summary.json``).
+
+    The resolved configuration is written to ``<run_dir>/config.yaml`` first.
+    """
+    trainer = build_trainer(config, data=data)
+    assert trainer.run_dir is not None
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return trainer.fit(resume=resume)

@@ -1,0 +1,336 @@
+"""The step loop shared by every method: data, learner step, schedule, evaluation, logging, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from tqdm.auto import tqdm
+
+from adaloss.data.loader import BatchLoader, iterate_batches
+from adaloss.learners.base import Learner, TrainContext
+from adaloss.metrics import Metric, create_metric
+from adaloss.training.checkpoint import load_checkpoint, save_checkpoint
+from adaloss.training.seed import get_rng_state, set_rng_state
+from adaloss.training.sinks import JsonlSink, MetricSink
+from adaloss.typing import Device, StateDict, Task
+
+if TYPE_CHECKING:
+    from adaloss.data.datasets import TensorSplit
+
+__all__ = ["TrainingDiverged", "Trainer", "evaluate"]
+
+logger = logging.getLogger("adaloss")
+
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {"classification": ("error",), "regression": ("mse",)}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss a model is trained with became non-finite; the last checkpoint on disk is kept."""
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    split: TensorSplit,
+    metrics: Sequence[Metric],
+    *,
+    batch_size: int = 1000,
+    device: Device = "cpu",
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``split`` in eval mode (no dropout, BatchNorm running statistics).
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        for m in metrics:
+            m.reset()
+        for x, y in iterate_batches(split, batch_size=batch_size, device=device):
+            out = model(x)
+            for m in metrics:
+                m.update(out, y)
+        return {m.name: m.compute() for m in metrics}
+    finally:
+        model.train(was_training)
+
+
+class Trainer:
+    """Runs ``steps`` base steps of ``learner`` on ``model``; method-agnostic.
+
+    Args:
+        model: the base model, already on ``device``.
+        learner: decides how each base step comes about (see :class:`~adaloss.learners.Learner`).
+        optimizer: the base optimiser over ``model``'s parameters.
+        train_loader: the training stream.
+        task: classification or regression (chooses the default metrics).
+        steps: total number of base steps.
+        scheduler: LR schedule stepped once per base step.
+        meta_loader: validation stream handed to meta-learners.
+        eval_splits: named splits evaluated every ``eval_every`` steps and at the end
+            (e.g. ``{"valid": ..., "test": ...}``); records are ``<split>_<metric>``.
+        metrics: metric names (default: error for classification, mse for regression).
+        eval_every: evaluate every this many steps (0: only at the end).
+        log_every: write the running mean of the learner's scalars every this many steps (0: never).
+        checkpoint_every: write ``run_dir/checkpoints/last.pt`` every this many steps (0: never).
+        run_dir: where ``metrics.jsonl``, checkpoints and ``summary.json`` go (``None``: nowhere).
+        progress: show a tqdm bar.
+        config: the resolved run configuration, stored in checkpoints and the summary.
+        sinks: extra metric sinks besides the run directory's JSON lines.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        learner: Learner,
+        *,
+        optimizer: Optimizer,
+        train_loader: BatchLoader,
+        task: Task,
+        steps: int,
+        scheduler: LRScheduler | None = None,
+        meta_loader: BatchLoader | None = None,
+        eval_splits: Mapping[str, TensorSplit] | None = None,
+        metrics: Sequence[str] | None = None,
+        eval_every: int = 0,
+        eval_batch_size: int = 1000,
+        log_every: int = 100,
+        checkpoint_every: int = 0,
+        run_dir: str | Path | None = None,
+        progress: bool = False,
+        device: Device = "cpu",
+        config: Mapping[str, Any] | None = None,
+        sinks: Sequence[MetricSink] = (),
+    ) -> None:
+        for name, value in (("steps", steps), ("eval_every", eval_every), ("log_every", log_every),
+                            ("checkpoint_every", checkpoint_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Expected `{name}` to be a non-negative integer, but got {value!r}.")
+        if checkpoint_every and run_dir is None:
+            raise ValueError("`checkpoint_every` > 0 needs a `run_dir` to write checkpoints into.")
+        self.model = model
+        self.learner = learner
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_loader = train_loader
+        self.meta_loader = meta_loader
+        self.task = task
+        self.steps = steps
+        self.eval_splits = dict(eval_splits or {})
+        self.metrics = [create_metric(n, task=task) for n in (metrics or DEFAULT_METRICS[task])]
+        self.eval_every = eval_every
+        self.eval_batch_size = eval_batch_size
+        self.log_every = log_every
+        self.checkpoint_every = checkpoint_every
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.device = torch.device(device)
+        self.config = dict(config) if config is not None else None
+        self.extra_sinks = list(sinks)
+        self.step = 0
+        self.elapsed_s = 0.0
+        self._sums: dict[str, Tensor] = {}
+        self._count = 0
+        self._sinks: list[MetricSink] | None = None
+        self._bar: Any = None
+        learner.bind(
+            TrainContext(
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                task=task,
+                meta_batches=meta_loader,
+                train_batches=train_loader,
+                device=self.device,
+            )
+        )
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / "last.pt" if self.run_dir is not None else None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> StateDict:
+        """The whole training state: model, optimiser, schedule, learner, data streams, RNGs, step."""
+        return {
+            "step": self.step,
+            "elapsed_s": self.elapsed_s,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "learner": self.learner.state_dict(),
+            "train_loader": self.train_loader.state_dict(),
+            "meta_loader": self.meta_loader.state_dict() if self.meta_loader is not None else None,
+            "rng": get_rng_state(),
+            "running": {"sums": dict(self._sums), "count": self._count},
+            "config": json.dumps(self.config, sort_keys=True) if self.config is not None else None,
+        }
+
+    def load_state_dict(self, state: StateDict) -> None:
+        """Restore :meth:`state_dict`; refuses a checkpoint taken under a different configuration."""
+        if self.config is not None and state.get("config") is not None:
+            saved = json.loads(state["config"])
+            diff = _config_diff(saved, self.config)
+            if diff:
+                raise ValueError(
+                    "Cannot resume: the checkpoint was written with a different configuration "
+                    f"({diff}). Use a new run directory, or the original settings."
+                )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.learner.load_state_dict(state["learner"])
+        self.train_loader.load_state_dict(state["train_loader"])
+        if self.meta_loader is not None:
+            self.meta_loader.load_state_dict(state["meta_loader"])
+        set_rng_state(state["rng"])
+        self._sums = dict(state["running"]["sums"])
+        self._count = int(state["running"]["count"])
+        self.step = int(state["step"])
+        self.elapsed_s = float(state["elapsed_s"])
+
+    def save_checkpoint(self) -> Path:
+        """Write the training state atomically to ``run_dir/checkpoints/last.pt``."""
+        if self.checkpoint_path is None:
+            raise ValueError("Trainer has no `run_dir`; nowhere to write a checkpoint.")
+        return save_checkpoint(self.state_dict(), self.checkpoint_path)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Train to ``steps``, evaluate, and return (and write) the summary.
+
+        Args:
+            resume: continue from ``run_dir/checkpoints/last.pt`` if it exists (a fresh start if not).
+        """
+        started = time.perf_counter()
+        ckpt = self.checkpoint_path
+        resumed = bool(resume and ckpt is not None and ckpt.exists())
+        if resumed:
+            assert ckpt is not None
+            self.load_state_dict(load_checkpoint(ckpt, map_location=self.device))
+            logger.info("resumed from %s at step %d", ckpt, self.step)
+        self._open_sinks(truncate_after_step=self.step if resumed else None)
+        try:
+            if not resumed:
+                prep = self.learner.prepare()
+                if prep:
+                    self._emit({"step": 0, **{f"prepare_{k}": v for k, v in prep.items()}})
+            self._bar = tqdm(
+                total=self.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
+                file=sys.stderr, desc="train", leave=False,
+            )
+            self.run(self.steps - self.step, _started=started)
+            final = self.evaluate()
+            self.elapsed_s += time.perf_counter() - started
+            summary = {
+                "step": self.step,
+                "final": final,
+                "wall_time_s": self.elapsed_s,
+                "config": self.config,
+            }
+            self._emit({"step": self.step, **final})
+            if self.run_dir is not None:
+                (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            return summary
+        finally:
+            self.close()
+
+    def run(self, num_steps: int, *, _started: float | None = None) -> None:
+        """Run ``num_steps`` base steps with their logging, evaluation and checkpoint triggers.
+
+        :meth:`fit` is the usual entry; calling ``run`` directly (benchmarks, notebooks) writes a
+        fresh ``metrics.jsonl`` on first use; call :meth:`close` when done.
+        """
+        started = time.perf_counter() if _started is None else _started
+        if self._sinks is None:
+            self._open_sinks(truncate_after_step=None)
+        learner, loader, scheduler = self.learner, self.train_loader, self.scheduler
+        for _ in range(num_steps):
+            out = learner.step(next(loader))
+            if scheduler is not None:
+                scheduler.step()
+            self.step += 1
+            for k, v in out.items():
+                s = self._sums.get(k)
+                self._sums[k] = v if s is None else s + v
+            self._count += 1
+            step = self.step
+            record: dict[str, Any] | None = None
+            if self.log_every and step % self.log_every == 0:
+                record = self._running_record()
+            if self.eval_every and step % self.eval_every == 0 and step != self.steps:
+                record = {**(record or {"step": step}), **self.evaluate()}
+            if record is not None:
+                self._emit(record)
+            if self.checkpoint_every and step % self.checkpoint_every == 0:
+                # account the time so far before the state is captured, so a resumed run keeps it
+                now = time.perf_counter()
+                self.elapsed_s += now - started
+                started = now
+                self.save_checkpoint()
+            if self._bar is not None:
+                self._bar.update(1)
+        if _started is None:
+            self.elapsed_s += time.perf_counter() - started
+
+    def evaluate(self) -> dict[str, float]:
+        """Every metric on every evaluation split, as ``{"<split>_<metric>": value}``."""
+        results: dict[str, float] = {}
+        for split_name, split in self.eval_splits.items():
+            values = evaluate(self.model, split, self.metrics, batch_size=self.eval_batch_size, device=self.device)
+            results.update({f"{split_name}_{k}": v for k, v in values.items()})
+        return results
+
+    # ------------------------------------------------------------------ logging
+    def _running_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"step": self.step}
+        for k, v in self._sums.items():
+            record[f"train_{k}"] = float(v) / self._count
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        self._sums, self._count = {}, 0
+        loss = record.get("train_loss")
+        if loss is not None and not math.isfinite(loss):
+            where = f"; the last checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path else ""
+            raise TrainingDiverged(f"Training loss became {loss} by step {self.step}{where}.")
+        if self._bar is not None and loss is not None:
+            self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        return record
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        for sink in self._sinks or ():
+            sink.write(record)
+
+    def _open_sinks(self, *, truncate_after_step: int | None) -> None:
+        self._sinks = list(self.extra_sinks)
+        if self.run_dir is not None:
+            self._sinks.insert(0, JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_step=truncate_after_step))
+
+    def close(self) -> None:
+        """Close the progress bar and the metric sinks."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        for sink in self._sinks or ():
+            sink.close()
+        self._sinks = None
+
+
+def _config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    keys = sorted(set(saved) | set(current))
+    diffs = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    return "; ".join(diffs)
+
+

@@ -1,0 +1,31 @@
+"""Type aliases shared across adaloss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Batch",
+    "Criterion",
+    "Device",
+    "Params",
+    "StateDict",
+    "Task",
+]
+
+#: A batch of inputs and targets, already on the training device.
+Batch = tuple[Tensor, Tensor]
+#: Named tensors of a module (parameters or buffers), as ``torch.func.functional_call`` takes them.
+Params = dict[str, Tensor]
+#: A criterion ``loss(prediction, target) -> scalar``.
+Criterion = Callable[[Tensor, Tensor], Tensor]
+#: What ``state_dict()`` returns: only tensors, numbers, strings, lists, tuples and dicts, so it
+#: round-trips through ``torch.load(weights_only=True)``.
+StateDict = dict[str, Any]
+Device = Union[str, torch.device]
+#: The two supervised task kinds the library trains.
+Task = Literal["classification", "regression"]

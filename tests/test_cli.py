@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from adaloss.cli import main
+
+
+def test_train_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "steps=5", "model_args.hidden=[8]", f"run_dir={tmp_path}"]) == 0
+    assert "test_error" in capsys.readouterr().out
+    assert main(["train", "optimizer=rmsprop"]) == 2
+    err = capsys.readouterr().err
+    assert "Expected `optimizer` to be one of ['sgd', 'adam', 'adamw'], but got 'rmsprop'" in err
+    assert main(["train", "model=lenet7", f"run_dir={tmp_path / 'x'}"]) == 2
+    assert "Expected `model` to be one of" in capsys.readouterr().err
+    assert main(["train", "dataset=mnist", f"run_dir={tmp_path / 'y'}", "--data-dir", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "empty") in err
+
+
+def test_compare_table_csv_and_reuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["compare", "--methods", "ce,focal", "--seeds", "0,1", "--out", str(tmp_path),
+            "steps=30", "batch_size=32", "model_args.hidden=[16]", "progress=off"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].startswith("| method | seeds | valid_error (%) | test_error (%) | wall time (s) |")
+    assert lines[2].startswith("| ce | 2 |") and lines[3].startswith("| focal | 2 |")
+    rows = list(csv.DictReader((tmp_path / "runs.csv").read_text().splitlines()))
+    assert [(r["method"], r["seed"]) for r in rows] == [("ce", "0"), ("ce", "1"), ("focal", "0"), ("focal", "1")]
+    assert main(args) == 0
+    assert captured.err.count("reused") == 0 and capsys.readouterr().err.count("reused") == 4
+    assert main(["compare", "--methods", "mse", "--seeds", "0", "--out", str(tmp_path / "z"), "steps=2"]) == 2
+    assert "Method 'mse' applies to ['regression']" in capsys.readouterr().err

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adaloss.training.config import ConfigError, TrainConfig, load_config, parse_overrides
+
+
+def test_overrides_parse_yaml_values_and_dotted_keys() -> None:
+    out = parse_overrides(["lr=0.1", "steps=20", "nesterov=true", "milestones=[5,10]", "model_args.hidden=[8,8]"])
+    assert out == {"lr": 0.1, "steps": 20, "nesterov": True, "milestones": [5, 10], "model_args": {"hidden": [8, 8]}}
+
+
+def test_yaml_file_then_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("dataset: mnist\nlr: 0.05\nmodel_args:\n  hidden: [10]\n  dropout: 0.1\n")
+    cfg = load_config(f, ["lr=1", "model_args.hidden=[20,20]", "milestones=5,10"])
+    assert cfg.dataset == "mnist"
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.model_args == {"hidden": [20, 20], "dropout": 0.1}
+    assert cfg.milestones == [5, 10]
+
+
+def test_unknown_key_names_it_and_suggests() -> None:
+    with pytest.raises(ConfigError, match=r"Unknown key 'stesp' in overrides.*Did you mean 'steps'"):
+        load_config(None, ["stesp=10"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer=rmsprop", r"Expected `optimizer` to be one of \['sgd', 'adam', 'adamw'\], but got 'rmsprop'"),
+        ("steps=ten", r"Expected `steps` to be an integer, but got 'ten'"),
+        ("steps=0", r"Expected `steps` to be a positive integer, but got 0"),
+        ("lr=fast", r"Expected `lr` to be a number, but got 'fast'"),
+        ("nesterov=maybe", r"Expected `nesterov` to be true or false, but got 'maybe'"),
+        ("milestones=[a]", r"Expected `milestones\[0\]` to be an integer, but got 'a'"),
+        ("progress=yes", r"Expected `progress` to be one of \['auto', 'on', 'off'\], but got 'yes'"),
+        ("lr", r"Expected an override of the form key=value, but got 'lr'"),
+    ],
+)
+def test_bad_values_name_key_allowed_and_received(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_identity_excludes_runtime_keys() -> None:
+    a = TrainConfig(run_dir="x", progress="off")
+    b = TrainConfig(run_dir="y", progress="on", checkpoint_every=5)
+    assert a.identity() == b.identity()
+    assert a.identity() != TrainConfig(lr=0.5).identity()

@@ -1,0 +1,105 @@
+"""The trainer against a hand-written PyTorch loop, and resume-after-kill equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adaloss.data import load_dataset
+from adaloss.models import create_model
+from adaloss.training import TrainConfig, build_trainer, read_jsonl, train
+from adaloss.training.trainer import TrainingDiverged
+
+SMALL = {"model_args": {"hidden": [32]}, "progress": "off"}
+
+
+def _hand_loop(cfg: TrainConfig) -> torch.nn.Module:
+    """A minimal PyTorch loop: the same seed, model, sampling order and SGD settings."""
+    data = load_dataset(cfg.dataset, valid_fraction=cfg.valid_fraction, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, data.input_shape, data.num_outputs, **cfg.model_args)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                          weight_decay=cfg.weight_decay)
+    x, y = data.train.x, data.train.y
+    g = torch.Generator().manual_seed(cfg.seed)
+    perm, pos = torch.randperm(len(x), generator=g), 0
+    for _ in range(cfg.steps):
+        if pos + cfg.batch_size > len(x):
+            perm, pos = torch.randperm(len(x), generator=g), 0
+        idx = perm[pos : pos + cfg.batch_size]
+        pos += cfg.batch_size
+        opt.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_trainer_matches_hand_written_loop(tmp_path: Path, momentum: float) -> None:
+    cfg = TrainConfig(steps=25, batch_size=64, lr=0.05, momentum=momentum, seed=4, run_dir=str(tmp_path), **SMALL)
+    trainer = build_trainer(cfg)
+    trainer.fit()
+    reference = _hand_loop(cfg)
+    for (name, p), q in zip(trainer.model.named_parameters(), reference.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_outputs_of_a_run(tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=40, batch_size=32, log_every=10, eval_every=20, run_dir=str(tmp_path), **SMALL)
+    summary = train(cfg)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [10, 20, 30, 40, 40]
+    assert {"train_loss", "lr", "valid_error", "test_error"} <= set(records[1])
+    assert set(summary["final"]) == {"valid_error", "test_error"}
+    assert json.loads((tmp_path / "summary.json").read_text())["final"] == summary["final"]
+    assert (tmp_path / "config.yaml").exists()
+    assert records[0]["train_loss"] > records[3]["train_loss"]  # it learns
+
+
+def test_resume_after_kill_gives_identical_results(tmp_path: Path) -> None:
+    args = ["steps=1500", "batch_size=32", "log_every=50", "eval_every=500", "checkpoint_every=100",
+            "model_args.hidden=[32]", "progress=off", "momentum=0.9", "model_args.dropout=0.2"]
+    full = tmp_path / "full"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "adaloss", "train", "threads=1"]
+    subprocess.run([*cmd, *args, f"run_dir={full}"], check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, *args, f"run_dir={killed}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 60
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([*cmd, *args, f"run_dir={killed}", "--resume"], check=True, env=env,
+                             capture_output=True)
+    assert resumed.returncode == 0
+    a = json.loads((full / "summary.json").read_text())
+    b = json.loads((killed / "summary.json").read_text())
+    assert a["final"] == b["final"]
+    assert read_jsonl(full / "metrics.jsonl") == read_jsonl(killed / "metrics.jsonl")
+
+
+def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=20, batch_size=32, checkpoint_every=10, run_dir=str(tmp_path), **SMALL)
+    train(cfg)
+    with pytest.raises(ValueError, match=r"different configuration \(lr: 0.01 -> 0.5\)"):
+        train(cfg.replace(lr=0.5, steps=20), resume=True)
+
+
+def test_divergence_stops_with_the_step(tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=200, batch_size=32, lr=1e6, log_every=10, run_dir=str(tmp_path), **SMALL)
+    with pytest.raises(TrainingDiverged, match=r"Training loss became nan by step \d+"):
+        train(cfg)
