@@ -1,4 +1,4 @@
-"""The ``adaloss`` command line: ``train``, ``compare`` and ``list``."""
+"""The ``adaloss`` command line: ``train``, ``compare``, ``plot`` and ``list``."""
 
 from __future__ import annotations
 
@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", metavar="S1,S2", default="0,1,2", help="seeds (default: 0,1,2)")
     c.add_argument("--out", metavar="DIR", help="output folder (default: runs/compare/<dataset>-<model>)")
 
+    from adaloss.plotting.cli import add_plot_parser
+
+    add_plot_parser(sub)
+
     ls = sub.add_parser("list", help="registered datasets, models, methods, metrics, or config keys")
     ls.add_argument("what", choices=["datasets", "models", "methods", "metrics", "keys"])
     return p
@@ -70,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(args.what)
+        if args.command == "plot":
+            from adaloss.plotting.cli import run_plot
+
+            return run_plot(args)
         return _train(args) if args.command == "train" else _compare(args)
     except (ConfigError, ValueError, TypeError, FileNotFoundError) as e:
         print(f"adaloss: error: {e}", file=sys.stderr)
@@ -106,7 +114,7 @@ def _compare(args: argparse.Namespace) -> int:
     else:
         task = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
                             valid_fraction=cfg.valid_fraction, seed=0).task
-        methods = methods_for(task)
+        methods = methods_for(task, runnable_on_defaults=True)
     seeds = _int_list("--seeds", args.seeds)
     out = Path(args.out) if args.out else Path("runs") / "compare" / f"{cfg.dataset}-{cfg.model}"
 

@@ -7,5 +7,6 @@ independent references and that ``torch.func`` transforms apply to.
 from __future__ import annotations
 
 from adaloss.functional.losses import focal_loss
+from adaloss.functional.optim import adam, sgd
 
-__all__ = ["focal_loss"]
+__all__ = ["adam", "focal_loss", "sgd"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from adaloss.learners.base import Learner, TrainContext
+from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.learners.registry import METHOD_TASKS, METHODS, create_learner, methods_for, register_method
 
 __all__ = [
     "METHODS",
     "METHOD_TASKS",
+    "DifferentiableOptimizer",
     "FixedLossLearner",
     "Learner",
     "TrainContext",

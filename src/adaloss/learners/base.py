@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,11 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from adaloss.typing import Batch, StateDict, Task
 
-__all__ = ["Learner", "TrainContext"]
+__all__ = ["Learner", "TrainContext", "TrainingDiverged"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss a model is trained with became non-finite; the last checkpoint on disk is kept."""
 
 
 @dataclass
@@ -30,6 +35,8 @@ class TrainContext:
             meta-learn (``None`` when the run has no validation split).
         train_batches: the training stream itself, for offline searches run in ``prepare``.
         device: where batches live.
+        model_factory: builds a freshly initialised base model (offline searches that restart
+            training from scratch need it).
     """
 
     model: nn.Module
@@ -39,6 +46,7 @@ class TrainContext:
     meta_batches: Iterator[Batch] | None
     train_batches: Iterator[Batch]
     device: torch.device
+    model_factory: Callable[[], nn.Module] | None = None
 
 
 class Learner(ABC):
@@ -80,3 +88,10 @@ class Learner(ABC):
 
     def load_state_dict(self, state: StateDict) -> None:
         """Restore :meth:`state_dict`."""
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """A JSON-serialisable picture of what is learned (e.g. the loss shape), or ``None``.
+
+        The trainer writes it to ``snapshots.jsonl`` after ``prepare`` and at every evaluation.
+        """
+        return None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
-from adaloss._validation import unknown_name_error
+import torch
+
+from adaloss._validation import call_with_options, check_positive, unknown_name_error
 from adaloss.learners.base import Learner
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.losses import HANDCRAFTED_LOSSES, create_loss
@@ -17,19 +20,30 @@ __all__ = ["METHODS", "METHOD_TASKS", "create_learner", "methods_for", "register
 METHODS: dict[str, Callable[..., Learner]] = {}
 #: name → the tasks the method applies to
 METHOD_TASKS: dict[str, tuple[Task, ...]] = {}
+#: methods that need arguments (e.g. a file) and so are left out of a default comparison
+_NEEDS_ARGS: set[str] = set()
 
 
-def register_method(name: str, factory: Callable[..., Learner], *, tasks: tuple[Task, ...]) -> None:
-    """Make ``method=name`` build ``factory(task=..., **method_args)`` for the given tasks."""
+def register_method(
+    name: str, factory: Callable[..., Learner], *, tasks: tuple[Task, ...], needs_args: bool = False
+) -> None:
+    """Make ``method=name`` build ``factory(task=..., **method_args)`` for the given tasks.
+
+    ``needs_args`` marks a method that cannot run on defaults; ``adaloss compare`` without
+    ``--methods`` skips it.
+    """
     if name in METHODS:
         raise ValueError(f"A method named {name!r} is already registered.")
     METHODS[name] = factory
     METHOD_TASKS[name] = tasks
+    if needs_args:
+        _NEEDS_ARGS.add(name)
 
 
-def methods_for(task: Task) -> list[str]:
+def methods_for(task: Task, *, runnable_on_defaults: bool = False) -> list[str]:
     """Registered methods that apply to ``task``, in registration order."""
-    return [m for m, tasks in METHOD_TASKS.items() if task in tasks]
+    return [m for m, tasks in METHOD_TASKS.items()
+            if task in tasks and not (runnable_on_defaults and m in _NEEDS_ARGS)]
 
 
 def create_learner(method: str, *, task: Task, **method_args: Any) -> Learner:
@@ -41,7 +55,7 @@ def create_learner(method: str, *, task: Task, **method_args: Any) -> Learner:
             f"Method {method!r} applies to {list(METHOD_TASKS[method])}, but the task is {task}; "
             f"methods for {task}: {methods_for(task)}."
         )
-    return METHODS[method](task=task, **method_args)
+    return call_with_options(f"method {method!r}", functools.partial(METHODS[method], task=task), method_args)
 
 
 def _handcrafted(name: str) -> Callable[..., Learner]:
@@ -53,3 +67,45 @@ def _handcrafted(name: str) -> Callable[..., Learner]:
 
 for _name, (_task, _) in HANDCRAFTED_LOSSES.items():
     register_method(_name, _handcrafted(_name), tasks=(_task,))
+
+
+def _adalfl(
+    *,
+    task: Task,
+    init_steps: int = 2500,
+    online: bool = True,
+    meta_lr: float = 1e-3,
+    meta_batch: str = "valid",
+    grad_ratio_every: int = 10,
+    hidden: list[int] | tuple[int, ...] = (40, 40),
+    beta: float = 2.0,
+    gamma: float = 0.25,
+    output_activation: str = "smooth_leaky_relu",
+    bias: bool = False,
+    init: str = "kaiming_normal",
+) -> Learner:
+    from adaloss.learners.adalfl import AdaLFLLearner
+    from adaloss.losses import LossNetwork
+
+    loss = LossNetwork(task=task, hidden=hidden, beta=beta, gamma=gamma,
+                       output_activation=output_activation, bias=bias, init=init)  # type: ignore[arg-type]
+    check_positive("meta_lr", meta_lr)
+    return AdaLFLLearner(
+        task=task, loss=loss, meta_optimizer=lambda p: torch.optim.Adam(p, lr=meta_lr), init_steps=init_steps,
+        online=online, meta_batch=meta_batch, grad_ratio_every=grad_ratio_every,  # type: ignore[arg-type]
+    )
+
+
+def _learned_loss(*, task: Task, path: str) -> Learner:
+    from adaloss.losses import load
+
+    loss = load(path)
+    if getattr(loss, "task", task) != task:
+        raise ValueError(f"The learned loss in {path!r} is for {loss.task}, but the task is {task}.")
+    for p in loss.parameters():
+        p.requires_grad_(False)
+    return FixedLossLearner(loss)
+
+
+register_method("adalfl", _adalfl, tasks=("classification", "regression"))
+register_method("learned_loss", _learned_loss, tasks=("classification", "regression"), needs_args=True)

@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from adaloss.losses.handcrafted import HANDCRAFTED_LOSSES, FocalLoss, create_loss
+from adaloss.losses.io import load, save
+from adaloss.losses.network import LossNetwork, SmoothLeakyReLU
 
-__all__ = ["HANDCRAFTED_LOSSES", "FocalLoss", "create_loss"]
+__all__ = ["HANDCRAFTED_LOSSES", "FocalLoss", "LossNetwork", "SmoothLeakyReLU", "create_loss", "load", "save"]

@@ -76,6 +76,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     log_every: int = 100
     checkpoint_every: int = 0
+    keep_checkpoints: bool = False
     # reproducibility and placement
     seed: int = 0
     deterministic: bool = False
@@ -86,7 +87,7 @@ class TrainConfig:
 
     #: keys that do not change results, so resuming or reusing a run may differ in them
     RUNTIME_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
-        {"data_dir", "download", "run_dir", "progress", "checkpoint_every", "threads", "device"}
+        {"data_dir", "download", "run_dir", "progress", "checkpoint_every", "keep_checkpoints", "threads", "device"}
     )
 
     def __post_init__(self) -> None:

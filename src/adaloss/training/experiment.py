@@ -78,6 +78,8 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
         progress=progress,
         device=device,
         config=config.identity(),
+        model_factory=lambda: create_model(config.model, data.input_shape, data.num_outputs, **config.model_args),
+        keep_checkpoints=config.keep_checkpoints,
     )
 
 

@@ -7,7 +7,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from adaloss.data.loader import BatchLoader, iterate_batches
-from adaloss.learners.base import Learner, TrainContext
+from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric
 from adaloss.training.checkpoint import load_checkpoint, save_checkpoint
 from adaloss.training.seed import get_rng_state, set_rng_state
@@ -33,10 +33,6 @@ __all__ = ["TrainingDiverged", "Trainer", "evaluate"]
 logger = logging.getLogger("adaloss")
 
 DEFAULT_METRICS: dict[str, tuple[str, ...]] = {"classification": ("error",), "regression": ("mse",)}
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss a model is trained with became non-finite; the last checkpoint on disk is kept."""
 
 
 @torch.no_grad()
@@ -88,6 +84,9 @@ class Trainer:
         progress: show a tqdm bar.
         config: the resolved run configuration, stored in checkpoints and the summary.
         sinks: extra metric sinks besides the run directory's JSON lines.
+        model_factory: builds a fresh base model, for learners whose offline search restarts
+            training (handed to the learner in its :class:`~adaloss.learners.TrainContext`).
+        keep_checkpoints: besides ``last.pt``, keep every checkpoint as ``step<NNNNNNNN>.pt``.
     """
 
     def __init__(
@@ -112,6 +111,8 @@ class Trainer:
         device: Device = "cpu",
         config: Mapping[str, Any] | None = None,
         sinks: Sequence[MetricSink] = (),
+        model_factory: Callable[[], nn.Module] | None = None,
+        keep_checkpoints: bool = False,
     ) -> None:
         for name, value in (("steps", steps), ("eval_every", eval_every), ("log_every", log_every),
                             ("checkpoint_every", checkpoint_every)):
@@ -138,11 +139,13 @@ class Trainer:
         self.device = torch.device(device)
         self.config = dict(config) if config is not None else None
         self.extra_sinks = list(sinks)
+        self.keep_checkpoints = keep_checkpoints
         self.step = 0
         self.elapsed_s = 0.0
         self._sums: dict[str, Tensor] = {}
-        self._count = 0
+        self._counts: dict[str, int] = {}
         self._sinks: list[MetricSink] | None = None
+        self._snapshot_sink: JsonlSink | None = None
         self._bar: Any = None
         learner.bind(
             TrainContext(
@@ -153,6 +156,7 @@ class Trainer:
                 meta_batches=meta_loader,
                 train_batches=train_loader,
                 device=self.device,
+                model_factory=model_factory,
             )
         )
 
@@ -174,7 +178,7 @@ class Trainer:
             "train_loader": self.train_loader.state_dict(),
             "meta_loader": self.meta_loader.state_dict() if self.meta_loader is not None else None,
             "rng": get_rng_state(),
-            "running": {"sums": dict(self._sums), "count": self._count},
+            "running": {"sums": dict(self._sums), "counts": dict(self._counts)},
             "config": json.dumps(self.config, sort_keys=True) if self.config is not None else None,
         }
 
@@ -198,7 +202,7 @@ class Trainer:
             self.meta_loader.load_state_dict(state["meta_loader"])
         set_rng_state(state["rng"])
         self._sums = dict(state["running"]["sums"])
-        self._count = int(state["running"]["count"])
+        self._counts = {k: int(v) for k, v in state["running"]["counts"].items()}
         self.step = int(state["step"])
         self.elapsed_s = float(state["elapsed_s"])
 
@@ -206,7 +210,10 @@ class Trainer:
         """Write the training state atomically to ``run_dir/checkpoints/last.pt``."""
         if self.checkpoint_path is None:
             raise ValueError("Trainer has no `run_dir`; nowhere to write a checkpoint.")
-        return save_checkpoint(self.state_dict(), self.checkpoint_path)
+        state = self.state_dict()
+        if self.keep_checkpoints:
+            save_checkpoint(state, self.checkpoint_path.with_name(f"step{self.step:08d}.pt"))
+        return save_checkpoint(state, self.checkpoint_path)
 
     # ------------------------------------------------------------------ loop
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
@@ -228,12 +235,14 @@ class Trainer:
                 prep = self.learner.prepare()
                 if prep:
                     self._emit({"step": 0, **{f"prepare_{k}": v for k, v in prep.items()}})
+                self._snapshot()
             self._bar = tqdm(
                 total=self.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                 file=sys.stderr, desc="train", leave=False,
             )
             self.run(self.steps - self.step, _started=started)
             final = self.evaluate()
+            self._snapshot()
             self.elapsed_s += time.perf_counter() - started
             summary = {
                 "step": self.step,
@@ -266,13 +275,14 @@ class Trainer:
             for k, v in out.items():
                 s = self._sums.get(k)
                 self._sums[k] = v if s is None else s + v
-            self._count += 1
+                self._counts[k] = self._counts.get(k, 0) + 1
             step = self.step
             record: dict[str, Any] | None = None
             if self.log_every and step % self.log_every == 0:
                 record = self._running_record()
             if self.eval_every and step % self.eval_every == 0 and step != self.steps:
                 record = {**(record or {"step": step}), **self.evaluate()}
+                self._snapshot()
             if record is not None:
                 self._emit(record)
             if self.checkpoint_every and step % self.checkpoint_every == 0:
@@ -298,9 +308,9 @@ class Trainer:
     def _running_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"step": self.step}
         for k, v in self._sums.items():
-            record[f"train_{k}"] = float(v) / self._count
+            record[f"train_{k}"] = float(v) / self._counts[k]
         record["lr"] = self.optimizer.param_groups[0]["lr"]
-        self._sums, self._count = {}, 0
+        self._sums, self._counts = {}, {}
         loss = record.get("train_loss")
         if loss is not None and not math.isfinite(loss):
             where = f"; the last checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path else ""
@@ -308,6 +318,11 @@ class Trainer:
         if self._bar is not None and loss is not None:
             self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         return record
+
+    def _snapshot(self) -> None:
+        snap = self.learner.snapshot()
+        if snap is not None and self._snapshot_sink is not None:
+            self._snapshot_sink.write({"step": self.step, **snap})
 
     def _emit(self, record: dict[str, Any]) -> None:
         for sink in self._sinks or ():
@@ -317,15 +332,20 @@ class Trainer:
         self._sinks = list(self.extra_sinks)
         if self.run_dir is not None:
             self._sinks.insert(0, JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_step=truncate_after_step))
+            if self.learner.snapshot() is not None:
+                self._snapshot_sink = JsonlSink(
+                    self.run_dir / "snapshots.jsonl", truncate_after_step=truncate_after_step
+                )
 
     def close(self) -> None:
         """Close the progress bar and the metric sinks."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        for sink in self._sinks or ():
+        for sink in [*(self._sinks or ()), *([self._snapshot_sink] if self._snapshot_sink else [])]:
             sink.close()
         self._sinks = None
+        self._snapshot_sink = None
 
 
 def _config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:

@@ -1,0 +1,64 @@
+"""The pieces of the exact one-step meta-gradient of a learned loss (AdaLFL Alg. 2, ML3).
+
+With θ' = U(θ, g, s), g = ∇_θ M_φ(f_θ(x), y) and task loss L(θ') on a meta batch, the
+meta-gradient is
+
+    dL/dφ = ∂/∂φ ⟨ J_θ v, ∇_z M_φ(z, y) ⟩,   v = (∂U/∂g)ᵀ ∇_θ' L,   z = f_θ(x),
+
+because the learned loss sees θ only through the outputs z: g = J_θᵀ ∇_z M_φ(z). So the
+second-order term needs one forward-mode Jacobian-vector product of the model (``u = J_θ v``)
+and a double backward through the tiny loss network — never a create_graph backward through
+the base model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jvp
+
+from adaloss.typing import Params
+
+__all__ = ["loss_meta_gradient", "model_jvp"]
+
+
+def model_jvp(
+    model: nn.Module,
+    params: Params,
+    tangents: Params,
+    x: Tensor,
+    *,
+    rng_state: Tensor | None = None,
+) -> Tensor:
+    """``J_θ v``: the directional derivative of ``model(x)`` at ``params`` along ``tangents``.
+
+    The model runs in its current mode. Buffers are cloned inside the differentiated function,
+    so BatchNorm in train mode uses (and differentiates through) the batch statistics without
+    touching the module's running statistics. With ``rng_state`` the CPU generator is set to
+    it for the call and restored afterwards, so dropout replays the masks of the forward pass
+    that ``rng_state`` preceded.
+    """
+    buffers = dict(model.named_buffers())
+
+    def f(p: Params) -> Tensor:
+        return functional_call(model, (p, {k: b.clone() for k, b in buffers.items()}), (x,))
+
+    primals = {k: v.detach() for k, v in params.items()}
+    tans = {k: tangents[k].detach() for k in primals}
+    if rng_state is None:
+        return jvp(f, (primals,), (tans,))[1]
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.set_rng_state(rng_state)
+        return jvp(f, (primals,), (tans,))[1]
+
+
+def loss_meta_gradient(
+    loss: nn.Module, outputs: Tensor, target: Tensor, direction: Tensor, phi: Sequence[Tensor]
+) -> tuple[Tensor, ...]:
+    """``∂/∂φ ⟨direction, ∇_z M_φ(z, y)⟩`` at ``z = outputs``: a double backward through ``loss`` only."""
+    z = outputs.detach().requires_grad_(True)
+    (gz,) = torch.autograd.grad(loss(z, target), z, create_graph=True)
+    return torch.autograd.grad((gz * direction.detach()).sum(), list(phi), allow_unused=True)

@@ -1,0 +1,47 @@
+"""Save and load learned losses as standalone criteria."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from adaloss.losses.network import LossNetwork
+
+__all__ = ["load", "save"]
+
+LOSS_FORMAT = "adaloss-loss"
+
+
+def save(loss: LossNetwork, path: str | os.PathLike[str]) -> Path:
+    """Write ``loss`` (architecture and weights) to ``path``; :func:`load` rebuilds it."""
+    from adaloss.training.checkpoint import save_checkpoint  # deferred: training imports losses
+
+    if not isinstance(loss, LossNetwork):
+        raise TypeError(f"Expected `loss` to be a LossNetwork, but got {type(loss).__name__}.")
+    return save_checkpoint(
+        {"kind": LOSS_FORMAT, "class": "LossNetwork", "loss_config": loss.config(), "loss": loss.state_dict()}, path
+    )
+
+
+def load(path: str | os.PathLike[str]) -> nn.Module:
+    """A learned loss as a criterion ``loss(prediction, target)``, from a file written by
+    :func:`save` or from a training checkpoint of a learned-loss run (its loss at that step).
+
+    The file is read with ``weights_only`` loading: no code from it is executed.
+    """
+    from adaloss.training.checkpoint import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(path)
+    if "loss_config" not in state:
+        learner = state.get("learner")
+        if not isinstance(learner, dict) or "loss_config" not in learner:
+            raise CheckpointError(
+                f"{str(path)!r} holds no learned loss: expected a file from adaloss.losses.save or a checkpoint of "
+                "a run whose method learns a loss (e.g. adalfl)."
+            )
+        state = learner
+    loss = LossNetwork(**state["loss_config"])
+    loss.load_state_dict(state["loss"])
+    return loss.eval()

@@ -1,0 +1,22 @@
+"""Figures of run directories: learned-loss evolution, implicit learning rate, learning curves.
+
+matplotlib is imported only when a figure is drawn, with the non-interactive Agg canvas.
+"""
+
+from __future__ import annotations
+
+from adaloss.plotting.figures import (
+    FIGURE_FORMATS,
+    plot_implicit_lr,
+    plot_learning_curves,
+    plot_loss_evolution,
+    plot_run,
+)
+
+__all__ = [
+    "FIGURE_FORMATS",
+    "plot_implicit_lr",
+    "plot_learning_curves",
+    "plot_loss_evolution",
+    "plot_run",
+]

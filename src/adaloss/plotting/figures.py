@@ -1,0 +1,315 @@
+"""Figures of one run directory: learned-loss evolution, implicit learning rate, learning curves.
+
+Every function returns a :class:`matplotlib.figure.Figure` drawn with the non-interactive Agg
+canvas; nothing touches pyplot's global state, so these work headless and in threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adaloss._validation import check_choice
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "FIGURE_FORMATS",
+    "plot_implicit_lr",
+    "plot_learning_curves",
+    "plot_loss_evolution",
+    "plot_run",
+]
+
+FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
+"""File formats :func:`plot_run` can write."""
+
+SNAPSHOT_KINDS: tuple[str, ...] = ("classification", "regression")
+_NOT_EVAL_PREFIXES: tuple[str, ...] = ("train_", "prepare_")
+_NOT_EVAL_KEYS: frozenset[str] = frozenset({"step", "lr"})
+
+
+# ---------------------------------------------------------------------------- helpers
+def _new_figure(*, figsize: tuple[float, float]) -> Figure:
+    """A figure bound to an Agg canvas (no pyplot, no global backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _series(records: Iterable[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """Steps and values of ``key``, sorted by step; nulls skipped, the last value kept per step."""
+    by_step: dict[float, float] = {}
+    for r in records:
+        value, step = r.get(key), r.get("step")
+        if _is_number(value) and _is_number(step):
+            by_step[step] = float(value)
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def _split_eval_key(key: str, metric_names: Sequence[str]) -> tuple[str, str]:
+    """``"<split>_<metric>"`` → ``(split, metric)``; a registered metric name wins as the suffix."""
+    for name in sorted(metric_names, key=len, reverse=True):
+        if key.endswith("_" + name) and len(key) > len(name) + 1:
+            return key[: -len(name) - 1], name
+    split, _, metric = key.partition("_")
+    return split, metric
+
+
+def _eval_keys(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Keys of the form ``<split>_<metric>`` that hold a number somewhere, in first-seen order."""
+    keys: dict[str, None] = {}
+    for r in records:
+        for k, v in r.items():
+            if (k in _NOT_EVAL_KEYS or k.startswith(_NOT_EVAL_PREFIXES) or "_" not in k.strip("_")
+                    or not _is_number(v)):
+                continue
+            keys.setdefault(k, None)
+    return list(keys)
+
+
+def _metric_names() -> list[str]:
+    try:
+        from adaloss.metrics import METRICS
+    except ImportError:  # pragma: no cover - metrics always ships with the package
+        return []
+    return list(METRICS)
+
+
+def _floats(values: Sequence[Any] | None, *, field: str, step: Any) -> list[float]:
+    if values is None or isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"Expected snapshot field `{field}` to be a list of numbers (step {step}), but got {values!r}.")
+    return [float("nan") if v is None else float(v) for v in values]
+
+
+def _snapshot_kind(snapshot: dict[str, Any]) -> str:
+    kind = snapshot.get("kind")
+    if kind is None:  # older snapshots: infer from the fields
+        kind = "classification" if "p" in snapshot else "regression" if "residual" in snapshot else None
+    return check_choice("snapshot kind", kind, SNAPSHOT_KINDS)
+
+
+# ---------------------------------------------------------------------------- figures
+def plot_loss_evolution(snapshots: Sequence[dict[str, Any]], *, title: str | None = None) -> Figure:
+    """The learned loss at each snapshot, one curve per snapshot coloured by step.
+
+    Classification snapshots give two panels (target 1 and target 0; x: predicted probability),
+    regression snapshots one panel (x: residual = prediction − target). A viridis colorbar maps
+    colour to step. Curves are drawn in step order.
+
+    Args:
+        snapshots: records of ``snapshots.jsonl`` (all of one kind).
+        title: figure title.
+
+    Raises:
+        ValueError: no snapshots, mixed or unknown kinds, or malformed fields.
+    """
+    if not snapshots:
+        raise ValueError("Expected `snapshots` to hold at least one snapshot, but got none.")
+    kinds = {_snapshot_kind(s) for s in snapshots}
+    if len(kinds) > 1:
+        raise ValueError(f"Expected `snapshots` of one kind, but got a mix of {sorted(kinds)}.")
+    kind = kinds.pop()
+    ordered = sorted(snapshots, key=lambda s: s.get("step", 0))
+
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    steps = [s.get("step", 0) for s in ordered]
+    lo, hi = min(steps), max(steps)
+    norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+    cmap = colormaps["viridis"]
+
+    if kind == "classification":
+        fig = _new_figure(figsize=(10.0, 4.0))
+        axes = fig.subplots(1, 2, sharex=True)
+        panels = [(axes[0], "loss_target1", "target y = 1"), (axes[1], "loss_target0", "target y = 0")]
+        for s in ordered:
+            x = _floats(s.get("p"), field="p", step=s.get("step"))
+            for ax, field, _ in panels:
+                y = _floats(s.get(field), field=field, step=s.get("step"))
+                if len(y) != len(x):
+                    raise ValueError(f"Expected snapshot field `{field}` to have {len(x)} values like `p` "
+                                     f"(step {s.get('step')}), but got {len(y)}.")
+                ax.plot(x, y, color=cmap(norm(s.get("step", 0))), linewidth=1.2)
+        for ax, _, label in panels:
+            ax.set_title(label)
+            ax.set_xlabel("predicted probability p")
+            ax.set_xlim(0.0, 1.0)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("learned loss ℓ(y, p)")
+        cbar_axes: Any = list(axes)
+    else:
+        fig = _new_figure(figsize=(6.0, 4.0))
+        ax = fig.subplots()
+        for s in ordered:
+            x = _floats(s.get("residual"), field="residual", step=s.get("step"))
+            y = _floats(s.get("loss"), field="loss", step=s.get("step"))
+            if len(y) != len(x):
+                raise ValueError(f"Expected snapshot field `loss` to have {len(x)} values like `residual` "
+                                 f"(step {s.get('step')}), but got {len(y)}.")
+            ax.plot(x, y, color=cmap(norm(s.get("step", 0))), linewidth=1.2)
+        ax.set_xlabel("residual (prediction − target)")
+        ax.set_ylabel("learned loss")
+        ax.grid(alpha=0.3)
+        cbar_axes = ax
+
+    mappable = ScalarMappable(norm=norm, cmap=cmap)
+    mappable.set_array([])
+    fig.colorbar(mappable, ax=cbar_axes, label="step")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_implicit_lr(records: Sequence[dict[str, Any]], *, title: str | None = None) -> Figure:
+    """``train_grad_norm_ratio`` against step: the implicit learning-rate effect of a learned loss.
+
+    The ratio is ‖∇θ learned loss‖ / ‖∇θ cross-entropy‖; a dashed line marks 1 (the scale of
+    cross-entropy). When the base learning rate ``lr`` varies it is drawn on a twin y axis.
+
+    Args:
+        records: records of ``metrics.jsonl``.
+        title: figure title.
+
+    Raises:
+        ValueError: no record holds a number under ``train_grad_norm_ratio``.
+    """
+    steps, ratio = _series(records, "train_grad_norm_ratio")
+    if not steps:
+        raise ValueError("Expected some record in `records` to hold `train_grad_norm_ratio` "
+                         "(logged by AdaLFL runs), but none does.")
+    fig = _new_figure(figsize=(7.0, 4.0))
+    ax: Axes = fig.subplots()
+    ax.plot(steps, ratio, color="C0", label="grad-norm ratio", linewidth=1.5)
+    ax.axhline(1.0, color="0.5", linestyle="--", linewidth=1.0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("‖∇ learned loss‖ / ‖∇ cross-entropy‖", color="C0")
+    ax.grid(alpha=0.3)
+    lr_steps, lr = _series(records, "lr")
+    if len(set(lr)) > 1:
+        twin = ax.twinx()
+        twin.plot(lr_steps, lr, color="C1", label="lr", linewidth=1.0, alpha=0.8)
+        twin.set_ylabel("base learning rate", color="C1")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_learning_curves(records: Sequence[dict[str, Any]], *, title: str | None = None) -> Figure:
+    """Training loss and every evaluation metric against step.
+
+    ``train_loss`` gets its own panel (first); then one panel per metric, with one line per split
+    (``valid_error`` and ``test_error`` share the ``error`` panel). Nulls are skipped.
+
+    Args:
+        records: records of ``metrics.jsonl``.
+        title: figure title.
+
+    Raises:
+        ValueError: no record holds ``train_loss`` nor any ``<split>_<metric>`` number.
+    """
+    panels: dict[str, list[tuple[str, list[float], list[float]]]] = {}
+    steps, values = _series(records, "train_loss")
+    if steps:
+        panels["train loss"] = [("train", steps, values)]
+    names = _metric_names()
+    for key in _eval_keys(records):
+        split, metric = _split_eval_key(key, names)
+        steps, values = _series(records, key)
+        panels.setdefault(metric, []).append((split, steps, values))
+    if not panels:
+        raise ValueError("Expected `records` to hold `train_loss` or `<split>_<metric>` values "
+                         "(e.g. `valid_error`), but found none.")
+    fig = _new_figure(figsize=(4.5 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, lines) in zip(axes, panels.items()):
+        for label, steps, values in lines:
+            ax.plot(steps, values, label=label, marker="o" if len(steps) < 30 else None, markersize=3)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(lines) > 1 or name != "train loss":
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------- run directory
+def _check_formats(formats: Sequence[str] | str) -> list[str]:
+    items = [formats] if isinstance(formats, str) else list(formats)
+    if not items:
+        raise ValueError(f"Expected `formats` to name at least one of {list(FIGURE_FORMATS)}, but got none.")
+    return [check_choice("formats", f.lower() if isinstance(f, str) else f, FIGURE_FORMATS) for f in items]
+
+
+def plot_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    formats: Sequence[str] = ("png",),
+    dpi: int = 150,
+) -> list[Path]:
+    """Write every figure the run's files support.
+
+    ``learning_curves`` from ``metrics.jsonl``, ``implicit_lr`` when it holds
+    ``train_grad_norm_ratio``, ``loss_evolution`` when ``snapshots.jsonl`` has snapshots.
+
+    Args:
+        run_dir: the run directory (holds ``metrics.jsonl``).
+        out_dir: where the figures go (default: ``<run_dir>/figures``).
+        formats: file formats, each of ``png``, ``pdf``, ``svg``.
+        dpi: resolution of raster formats.
+
+    Returns:
+        The written paths (``<name>.<format>``), figure by figure.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``metrics.jsonl``.
+        ValueError: an unknown format.
+    """
+    from adaloss.training.sinks import read_jsonl
+
+    fmts = _check_formats(formats)
+    run = Path(run_dir)
+    metrics_path = run / "metrics.jsonl"
+    if not metrics_path.is_file():
+        what = "does not exist" if not run.exists() else "has no metrics.jsonl"
+        raise FileNotFoundError(f"Expected `run_dir` to be a run directory with metrics.jsonl, but {str(run)!r} {what}.")
+    out = Path(out_dir) if out_dir is not None else run / "figures"
+    records = read_jsonl(metrics_path)
+    snapshots = read_jsonl(run / "snapshots.jsonl")
+    name = run.resolve().name
+
+    figures: list[tuple[str, Figure]] = []
+    if snapshots:
+        figures.append(("loss_evolution", plot_loss_evolution(snapshots, title=f"{name}: learned loss")))
+    if _series(records, "train_grad_norm_ratio")[0]:
+        figures.append(("implicit_lr", plot_implicit_lr(records, title=f"{name}: implicit learning rate")))
+    if _series(records, "train_loss")[0] or _eval_keys(records):
+        figures.append(("learning_curves", plot_learning_curves(records, title=name)))
+
+    written: list[Path] = []
+    if figures:
+        out.mkdir(parents=True, exist_ok=True)
+    for stem, fig in figures:
+        for fmt in fmts:
+            path = out / f"{stem}.{fmt}"
+            fig.savefig(path, format=fmt, dpi=dpi)
+            written.append(path)
+    return written

@@ -1,0 +1,174 @@
+"""AdaLFL's fast meta-gradient against a naive create_graph implementation, in float64."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+import adaloss
+from adaloss.learners import TrainContext
+from adaloss.learners.adalfl import AdaLFLLearner
+from adaloss.losses import LossNetwork
+from adaloss.models import create_model
+from adaloss.training import TrainConfig, read_jsonl, train
+
+
+def _stream(x: torch.Tensor, y: torch.Tensor, batch: int):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(0)
+    while True:
+        idx = torch.randperm(len(x), generator=g)[:batch]
+        yield x[idx], y[idx]
+
+
+def _naive_update(params, grads, state, *, lr, momentum, nesterov, weight_decay):  # type: ignore[no-untyped-def]
+    """torch.optim.SGD's documented update, written out by hand, differentiable in grads."""
+    out = {}
+    for n, p in params.items():
+        d = grads[n] + weight_decay * p
+        if momentum:
+            buf = d if state.get(n) is None else momentum * state[n] + d
+            d = d + momentum * buf if nesterov else buf
+        out[n] = p - lr * d
+    return out
+
+
+def _naive_meta_grad(model, loss_net, opt, batch, meta_batch, *, nesterov):  # type: ignore[no-untyped-def]
+    group = opt.param_groups[0]
+    names = [n for n, p in model.named_parameters()]
+    params = dict(model.named_parameters())
+    state = {n: opt.state[p].get("momentum_buffer") for n, p in params.items()}
+    x, y = batch
+    m = loss_net(model(x), y)
+    g = torch.autograd.grad(m, [params[n] for n in names], create_graph=True)
+    theta1 = _naive_update(params, dict(zip(names, g)), state, lr=group["lr"], momentum=group["momentum"],
+                           nesterov=nesterov, weight_decay=group["weight_decay"])
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    xm, ym = meta_batch
+    loss = F.cross_entropy(functional_call(model, (theta1, buffers), (xm,)), ym)
+    return torch.autograd.grad(loss, list(loss_net.parameters())), theta1
+
+
+MODELS = {
+    "mlp_dropout": ("mlp", (1, 8, 8), {"hidden": [16, 16], "dropout": 0.3}),
+    "lenet5": ("lenet5", (1, 12, 12), {}),
+    "mlp_batchnorm": ("mlp", (1, 8, 8), {"hidden": [16], "batch_norm": True}),
+}
+
+
+@pytest.mark.parametrize("model_key", list(MODELS))
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_meta_gradient_matches_naive_create_graph_float64(model_key: str, nesterov: bool) -> None:
+    name, shape, kw = MODELS[model_key]
+    torch.manual_seed(0)
+    model = create_model(name, shape, 5, **kw).double()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, *shape, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 5, (64,), generator=gen)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-3)
+    loss_net = LossNetwork(task="classification").double()
+    learner = AdaLFLLearner(loss=loss_net, meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
+                            init_steps=0, grad_ratio_every=0)
+    meta_source = _stream(x.flip(0), y.flip(0), 16)
+    meta_list = [next(meta_source) for _ in range(4)]
+    train_stream, meta_stream = _stream(x, y, 16), iter(meta_list)
+    learner.bind(TrainContext(model=model, optimizer=opt, scheduler=None, task="classification",
+                              meta_batches=meta_stream, train_batches=train_stream, device=torch.device("cpu")))
+    for _ in range(3):  # build up momentum buffers and move φ first
+        learner.step(next(train_stream))
+    batch = next(train_stream)
+    meta_batch = meta_list[3]  # the batch the learner will draw next
+
+    ref_model = copy.deepcopy(model)
+    ref_loss = copy.deepcopy(loss_net)
+    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-3)
+    ref_opt.load_state_dict(opt.state_dict())
+    torch.manual_seed(123)
+    expected, theta1 = _naive_meta_grad(ref_model, ref_loss, ref_opt, batch, meta_batch, nesterov=nesterov)
+
+    phi_before = [p.detach().clone() for p in loss_net.parameters()]
+    torch.manual_seed(123)
+    learner.step(batch)
+    got = [before - after.detach() for before, after in zip(phi_before, loss_net.parameters())]  # SGD lr 1
+    num = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(got, expected)))
+    den = torch.sqrt(sum((b**2).sum() for b in expected))
+    assert den > 0
+    assert float(num / den) <= 1e-8
+    # the base update kept is θ' itself
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p, theta1[n].detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_loss_network_is_vectorised_and_matches_per_class_loop() -> None:
+    torch.manual_seed(0)
+    net = LossNetwork(task="classification").double()
+    logits = torch.randn(7, 4, dtype=torch.float64)
+    target = torch.randint(0, 4, (7,))
+    p = logits.softmax(-1)
+    y = F.one_hot(target, 4).double()
+    per_class = []
+    for c in range(4):  # the reference implementation's per-class loop
+        h = torch.stack([y[:, c], p[:, c]], dim=1)
+        for layer in net.layers[:-1]:
+            h = net.act(layer(h))
+        per_class.append(net.act(net.layers[-1](h)).squeeze(1))
+    expected = torch.stack(per_class, 1).mean(1).mean(0)  # 1/C over outputs, mean over the batch
+    torch.testing.assert_close(net(logits, target), expected)
+
+
+def test_smooth_leaky_relu_hand_values() -> None:
+    from adaloss.functional.activations import smooth_leaky_relu
+
+    x = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64)
+    beta, gamma = 2.0, 0.25
+    expected = gamma * x + (1 - gamma) * torch.log1p(torch.exp(beta * x)) / beta
+    torch.testing.assert_close(smooth_leaky_relu(x, beta=beta, gamma=gamma), expected)
+
+
+def test_adalfl_run_end_to_end_export_and_reuse(tmp_path: Path) -> None:
+    cfg = TrainConfig(method="adalfl", steps=30, batch_size=32, eval_every=15, log_every=10, checkpoint_every=15,
+                      keep_checkpoints=True, model_args={"hidden": [16]}, progress="off",
+                      method_args={"init_steps": 5, "grad_ratio_every": 1}, run_dir=str(tmp_path / "a"))
+    summary = train(cfg)
+    assert set(summary["final"]) == {"valid_error", "test_error"}
+    records = read_jsonl(tmp_path / "a" / "metrics.jsonl")
+    assert records[0]["step"] == 0 and "prepare_meta_loss" in records[0]
+    assert all(r["train_grad_norm_ratio"] > 0 for r in records if "train_grad_norm_ratio" in r)
+    snaps = read_jsonl(tmp_path / "a" / "snapshots.jsonl")
+    assert [s["step"] for s in snaps] == [0, 15, 30] and len(snaps[0]["p"]) == 101
+    loss = adaloss.losses.load(tmp_path / "a" / "checkpoints" / "step00000015.pt")
+    assert isinstance(loss, LossNetwork)
+    out = adaloss.losses.save(loss, tmp_path / "loss.pt")
+    again = adaloss.losses.load(out)
+    z, t = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    assert torch.equal(loss(z, t), again(z, t))
+    fixed = cfg.replace(method="learned_loss", method_args={"path": str(out)}, run_dir=str(tmp_path / "b"))
+    assert set(train(fixed)["final"]) == {"valid_error", "test_error"}
+
+
+def test_adalfl_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = TrainConfig(method="adalfl", steps=20, batch_size=32, log_every=5, checkpoint_every=10,
+                       model_args={"hidden": [16]}, progress="off", momentum=0.9,
+                       method_args={"init_steps": 3})
+    full = train(base.replace(run_dir=str(tmp_path / "full")))
+    part = base.replace(run_dir=str(tmp_path / "part"))
+    from adaloss.training.trainer import Trainer
+
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self: Trainer):  # type: ignore[no-untyped-def]
+        original(self)
+        raise KeyboardInterrupt  # killed right after the step-10 checkpoint
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(part)
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    resumed = train(part, resume=True)
+    assert resumed["final"] == full["final"]
+    assert read_jsonl(tmp_path / "full" / "metrics.jsonl") == read_jsonl(tmp_path / "part" / "metrics.jsonl")
