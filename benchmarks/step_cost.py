@@ -1,10 +1,12 @@
 """Per-step time and peak memory of AdaLFL's online step against a plain cross-entropy step.
 
+Also times a naive create_graph implementation of the same step (SGD), for reference.
 Batch 128 of MNIST-shaped random inputs (1×28×28, 10 classes), SGD lr 0.01, meta batch from a
 separate stream, Adam 1e-3 on φ. Times are measured interleaved in one process (rounds alternate
 which goes first; median over rounds). Peak memory is measured in a fresh subprocess per
-configuration as the growth of peak RSS over the RSS after set-up (CPU), or as
-``torch.cuda.max_memory_allocated`` on a GPU.
+configuration: the peak RSS of the process over the measured steps (VmHWM, reset after set-up
+and one step), and the step's working memory = that peak minus the RSS before the steps (CPU);
+on a GPU ``torch.cuda.max_memory_allocated`` and its growth over the allocated memory.
 
     python benchmarks/step_cost.py [--models mlp lenet5] [--rounds 7] [--steps 20] [--device cpu]
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -23,9 +24,12 @@ import time
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call
 
 from adaloss.learners import FixedLossLearner, TrainContext
 from adaloss.learners.adalfl import AdaLFLLearner
+from adaloss.losses import LossNetwork
 from adaloss.models import create_model
 
 
@@ -40,11 +44,43 @@ def stream(device: torch.device, seed: int) -> Iterator[tuple[torch.Tensor, torc
         yield x[idx], y[idx]
 
 
+class NaiveAdaLFL(FixedLossLearner):
+    """The textbook one-step unroll: create_graph backward through the model (SGD only)."""
+
+    def __init__(self) -> None:
+        super().__init__(LossNetwork())
+        self.meta_opt = torch.optim.Adam(self.loss.parameters(), lr=1e-3)
+
+    def step(self, batch):  # type: ignore[no-untyped-def]
+        model, opt = self.context.model, self.context.optimizer
+        lr = opt.param_groups[0]["lr"]
+        params = dict(model.named_parameters())
+        x, y = batch
+        m = self.loss(model(x), y)
+        grads = torch.autograd.grad(m, list(params.values()), create_graph=True)
+        theta1 = {n: p - lr * g for (n, p), g in zip(params.items(), grads)}
+        xm, ym = next(self.context.meta_batches)
+        task = F.cross_entropy(functional_call(model, theta1, (xm,)), ym)
+        self.meta_opt.zero_grad(set_to_none=True)
+        task.backward()
+        self.meta_opt.step()
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(theta1[n])
+                p.grad = None
+        return {"loss": m.detach()}
+
+
 def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = create_model(model_name, (1, 28, 28), 10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    learner = FixedLossLearner(torch.nn.CrossEntropyLoss()) if kind == "ce" else AdaLFLLearner(init_steps=0)
+    learners = {
+        "ce": lambda: FixedLossLearner(torch.nn.CrossEntropyLoss()),
+        "adalfl": lambda: AdaLFLLearner(init_steps=0),
+        "naive": NaiveAdaLFL,
+    }
+    learner = learners[kind]()
     train, meta = stream(device, 1), stream(device, 2)
     learner.bind(TrainContext(model=model, optimizer=opt, scheduler=None, task="classification",
                               meta_batches=meta, train_batches=train, device=device))
@@ -65,25 +101,31 @@ def timed(learner, batches, steps: int, device: torch.device) -> float:  # type:
     return (time.perf_counter() - t) / steps
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def memory_child(kind: str, model_name: str, device_name: str, steps: int) -> None:
     device = torch.device(device_name)
     learner, batches = make(kind, model_name, device)
-    next(batches)
+    learner.step(next(batches))  # first step allocates optimiser state
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = rss_bytes()
+        with open("/proc/self/clear_refs", "w") as f:  # resets the peak RSS (VmHWM) to the current RSS
+            f.write("5")
+        base = _status_kib("VmRSS") * 1024
     for _ in range(steps):
         learner.step(next(batches))
     sync(device)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_bytes": peak - base}))
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _status_kib("VmHWM") * 1024
+    print(json.dumps({"peak_bytes": peak, "step_working_bytes": peak - base}))
 
 
 def main() -> None:
@@ -106,31 +148,40 @@ def main() -> None:
     for model_name in args.models:
         ce, ce_batches = make("ce", model_name, device)
         ada, ada_batches = make("adalfl", model_name, device)
-        timed(ce, ce_batches, 3, device), timed(ada, ada_batches, 3, device)  # warm-up
-        t_ce, t_ada, ratios = [], [], []
+        naive, naive_batches = make("naive", model_name, device)
+        runs = [(ce, ce_batches), (ada, ada_batches), (naive, naive_batches)]
+        for learner, batches in runs:
+            timed(learner, batches, 3, device)  # warm-up
+        t_ce, t_ada, t_naive, ratios, naive_ratios = [], [], [], [], []
         for r in range(args.rounds):
-            if r % 2 == 0:
-                a, b = timed(ce, ce_batches, args.steps, device), timed(ada, ada_batches, args.steps, device)
-            else:
-                b, a = timed(ada, ada_batches, args.steps, device), timed(ce, ce_batches, args.steps, device)
+            order = runs if r % 2 == 0 else runs[::-1]
+            times = {id(l): timed(l, b, args.steps, device) for l, b in order}
+            a, b, c = times[id(ce)], times[id(ada)], times[id(naive)]
             t_ce.append(a)
             t_ada.append(b)
+            t_naive.append(c)
             ratios.append(b / a)
+            naive_ratios.append(c / a)
         mem = {}
         for kind in ("ce", "adalfl"):
             cmd = [sys.executable, __file__, "--device", args.device, "--memory-child", kind, model_name, "10"]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            mem[kind] = json.loads(out.strip().splitlines()[-1])["peak_bytes"]
+            mem[kind] = json.loads(out.strip().splitlines()[-1])
         results[model_name] = {
             "ce_step_ms_median": 1000 * statistics.median(t_ce),
             "adalfl_step_ms_median": 1000 * statistics.median(t_ada),
             "time_ratio_median": statistics.median(ratios),
             "time_ratios": [round(v, 3) for v in ratios],
-            "ce_peak_mem_mib": mem["ce"] / 2**20,
-            "adalfl_peak_mem_mib": mem["adalfl"] / 2**20,
-            "memory_ratio": mem["adalfl"] / max(mem["ce"], 1),
+            "naive_create_graph_step_ms_median": 1000 * statistics.median(t_naive),
+            "naive_time_ratio_median": statistics.median(naive_ratios),
+            "ce_peak_mem_mib": mem["ce"]["peak_bytes"] / 2**20,
+            "adalfl_peak_mem_mib": mem["adalfl"]["peak_bytes"] / 2**20,
+            "peak_memory_ratio": mem["adalfl"]["peak_bytes"] / mem["ce"]["peak_bytes"],
+            "ce_step_working_mib": mem["ce"]["step_working_bytes"] / 2**20,
+            "adalfl_step_working_mib": mem["adalfl"]["step_working_bytes"] / 2**20,
+            "step_working_memory_ratio": mem["adalfl"]["step_working_bytes"] / max(mem["ce"]["step_working_bytes"], 1),
         }
     print(json.dumps({
         "benchmark": "step_cost", "device": str(device), "threads": torch.get_num_threads(),

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from adaloss.training import load_config, train
 
 HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "configs" / "mnist_lenet5_ce.yaml"
+CONFIG = HERE / "configs" / "mnist_lenet5.yaml"
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr,
     )
+    from adaloss.learners.base import TrainingDiverged
+    from adaloss.training.checkpoint import CheckpointError
     from adaloss.training.config import ConfigError
 
     try:
@@ -79,9 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_plot(args)
         return _train(args) if args.command == "train" else _compare(args)
-    except (ConfigError, ValueError, TypeError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, TypeError, FileNotFoundError, CheckpointError) as e:
         print(f"adaloss: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"adaloss: training stopped: {e}", file=sys.stderr)
+        return 1
 
 
 def _load(args: argparse.Namespace):  # -> TrainConfig
