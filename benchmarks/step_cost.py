@@ -87,6 +87,48 @@ def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-u
     return learner, train
 
 
+def phase_times(model_name: str, device: torch.device, steps: int) -> dict[str, float]:
+    """Median ms of each part of an AdaLFL step, run on its own: where the time goes."""
+    from adaloss.functional.meta import loss_meta_gradient, model_jvp
+
+    torch.manual_seed(0)
+    model = create_model(model_name, (1, 28, 28), 10).to(device)
+    loss = LossNetwork().to(device)
+    x, y = next(stream(device, 3))
+    params = dict(model.named_parameters())
+    tangent = {k: torch.randn_like(p) for k, p in params.items()}
+    z = model(x).detach()
+    u = torch.randn_like(z)
+
+    def base() -> None:  # forward + backward with the learned loss (what a CE step costs, plus the loss net)
+        torch.autograd.grad(loss(model(x), y), list(params.values()))
+
+    def meta() -> None:  # forward + backward of the task loss at θ' (cloned buffers, functional_call)
+        theta = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+        out = functional_call(model, (theta, {k: b.clone() for k, b in model.named_buffers()}), (x,))
+        torch.autograd.grad(F.cross_entropy(out, y), list(theta.values()))
+
+    def jvp() -> None:
+        model_jvp(model, params, tangent, x)
+
+    def double_backward() -> None:
+        loss_meta_gradient(loss, z, y, u, list(loss.parameters()))
+
+    out = {}
+    for name, fn in [("base_fwd_bwd", base), ("meta_fwd_bwd", meta), ("model_jvp", jvp), ("loss_double_bwd", double_backward)]:
+        fn()
+        ts = []
+        for _ in range(5):
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync(device)
+            ts.append((time.perf_counter() - t) / steps)
+        out[name] = 1000 * statistics.median(ts)
+    return out
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -174,6 +216,7 @@ def main() -> None:
             "adalfl_step_ms_median": 1000 * statistics.median(t_ada),
             "time_ratio_median": statistics.median(ratios),
             "time_ratios": [round(v, 3) for v in ratios],
+            "adalfl_phase_ms_median": phase_times(model_name, device, args.steps),
             "naive_create_graph_step_ms_median": 1000 * statistics.median(t_naive),
             "naive_time_ratio_median": statistics.median(naive_ratios),
             "ce_peak_mem_mib": mem["ce"]["peak_bytes"] / 2**20,

@@ -35,3 +35,17 @@ def test_compare_table_csv_and_reuse(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert captured.err.count("reused") == 0 and capsys.readouterr().err.count("reused") == 4
     assert main(["compare", "--methods", "mse", "--seeds", "0", "--out", str(tmp_path / "z"), "steps=2"]) == 2
     assert "Method 'mse' applies to ['regression']" in capsys.readouterr().err
+
+
+def test_compare_takes_per_method_args(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["compare", "--methods", "ce,focal", "--seeds", "0", "--out", str(tmp_path), "steps=5",
+            "model_args.hidden=[8]", "method_args.focal.gamma=0.5"]
+    assert main(args) == 0
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "focal" / "seed0" / "config.yaml").read_text())
+    assert cfg["method_args"] == {"gamma": 0.5}
+    assert yaml.safe_load((tmp_path / "ce" / "seed0" / "config.yaml").read_text())["method_args"] == {}
+    capsys.readouterr()
+    assert main([*args[:-1], "method_args.gamma=0.5"]) == 2
+    assert "keyed by method" in capsys.readouterr().err

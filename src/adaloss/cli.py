@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The built-in default job (`adaloss compare` with no config and no overrides): offline digits,
+#: an MLP sized for 8x8 inputs, every method runnable on defaults, AdaLFL with a shorter
+#: offline initialisation so that the whole job takes a few minutes on 2 CPU cores.
+BUILTIN_COMPARE = ["dataset=digits", "model=mlp", "model_args.hidden=[256,256]", "steps=1000",
+                   "method_args.adalfl.init_steps=250"]
+
+
 def _int_list(flag: str, text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
@@ -113,6 +120,9 @@ def _compare(args: argparse.Namespace) -> int:
     from adaloss.learners import methods_for
     from adaloss.training.compare import compare, format_markdown, summarise, write_csv
 
+    if args.config is None and not args.overrides:
+        args.overrides = list(BUILTIN_COMPARE)
+        print(f"built-in default job: {' '.join(BUILTIN_COMPARE)}", file=sys.stderr)
     cfg = _load(args)
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -43,20 +43,31 @@ def compare(
 ) -> list[RunResult]:
     """Train every method with every seed on ``base``'s task; reuse runs already finished.
 
-    A run is reused when ``<out_dir>/<method>/seed<k>/summary.json`` exists and its recorded
-    configuration equals the one wanted; a run killed part-way resumes from its checkpoint.
+    ``base.method_args`` is keyed by method name here (``{"adalfl": {"init_steps": 250}}``):
+    each method gets its own options. A run is reused when
+    ``<out_dir>/<method>/seed<k>/summary.json`` exists and its recorded configuration equals the
+    one wanted; a run killed part-way resumes from its checkpoint.
     """
     if not methods:
         raise ValueError("Expected `methods` to name at least one method, but got an empty list.")
     if not seeds:
         raise ValueError("Expected `seeds` to list at least one seed, but got an empty list.")
+    from adaloss.learners import METHODS
+
+    stray = sorted(k for k, v in base.method_args.items() if k not in METHODS or not isinstance(v, dict))
+    if stray:
+        raise ValueError(
+            "In a comparison `method_args` is keyed by method (e.g. method_args.adalfl.init_steps=250); "
+            f"expected method names {sorted(METHODS)} with mapping values, but got {stray}."
+        )
     out = Path(out_dir)
     results: list[RunResult] = []
     data_cache: dict[int, DatasetSplits] = {}
     for method in methods:
         for seed in seeds:
             run_dir = out / method / f"seed{seed}"
-            cfg = base.replace(method=method, seed=seed, run_dir=str(run_dir))
+            cfg = base.replace(method=method, seed=seed, run_dir=str(run_dir),
+                               method_args=base.method_args.get(method, {}))
             summary = _finished_summary(run_dir, cfg)
             reused = summary is not None
             if summary is None:
