@@ -172,3 +172,29 @@ def test_adalfl_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     resumed = train(part, resume=True)
     assert resumed["final"] == full["final"]
     assert read_jsonl(tmp_path / "full" / "metrics.jsonl") == read_jsonl(tmp_path / "part" / "metrics.jsonl")
+
+
+def test_frozen_loss_after_offline_init_is_ml3(tmp_path: Path) -> None:
+    """ml3 = online=False: φ changes only in prepare(); each step is an ordinary step on the frozen loss."""
+    from adaloss.training import build_trainer
+
+    cfg = TrainConfig(method="ml3", steps=6, batch_size=32, model_args={"hidden": [16]}, progress="off",
+                      method_args={"init_steps": 4, "grad_ratio_every": 1}, run_dir=str(tmp_path))
+    trainer = build_trainer(cfg)
+    phi0 = [p.detach().clone() for p in trainer.learner.criterion.parameters()]
+    trainer.learner.prepare()
+    phi = [p.detach().clone() for p in trainer.learner.criterion.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(phi0, phi))
+    for _ in range(3):
+        model = copy.deepcopy(trainer.model)
+        ref_opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        x, y = next(copy.deepcopy(trainer.train_loader))
+        ref_opt.zero_grad()
+        trainer.learner.criterion(model(x), y).backward()
+        ref_opt.step()
+        out = trainer.learner.step(next(trainer.train_loader))
+        assert "meta_loss" not in out and float(out["grad_norm_ratio"]) > 0
+        for p, q in zip(trainer.model.parameters(), model.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+    for a, b in zip(phi, trainer.learner.criterion.parameters()):
+        assert torch.equal(a, b)

@@ -54,8 +54,11 @@ def test_trainer_matches_hand_written_loop(tmp_path: Path, momentum: float) -> N
 
 
 def test_outputs_of_a_run(tmp_path: Path) -> None:
-    cfg = TrainConfig(steps=40, batch_size=32, log_every=10, eval_every=20, run_dir=str(tmp_path), **SMALL)
+    cfg = TrainConfig(steps=40, batch_size=32, log_every=10, eval_every=20, checkpoint_every=10,
+                      run_dir=str(tmp_path), **SMALL)
+    t0 = time.perf_counter()
     summary = train(cfg)
+    assert 0 < summary["wall_time_s"] <= time.perf_counter() - t0  # checkpoints must not double-count time
     records = read_jsonl(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records] == [10, 20, 30, 40, 40]
     assert {"train_loss", "lr", "valid_error", "test_error"} <= set(records[1])

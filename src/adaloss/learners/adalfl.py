@@ -106,7 +106,8 @@ class AdaLFLLearner(Learner):
     ) -> tuple[Params, dict[str, dict[str, Tensor]], dict[str, Tensor], tuple[Tensor, ...]]:
         """One base step θ → θ' with the learned loss, and the exact ∇_φ L_T(f_θ'(x_meta))."""
         x, y = batch
-        params = {n: p for n, p in model.named_parameters() if n in set(diffopt.names)}
+        trainable = set(diffopt.names)
+        params = {n: p for n, p in model.named_parameters() if n in trainable}
         rng = torch.get_rng_state()
         z = model(x)  # the one forward that updates BatchNorm running statistics
         m = self._checked_loss(z, y)

@@ -96,6 +96,11 @@ def _adalfl(
     )
 
 
+def _ml3(*, task: Task, init_steps: int = 250, **options: Any) -> Learner:
+    """ML3 (Bechtle et al. 2021) as the AdaLFL papers run it: Algorithm 1 only, then frozen."""
+    return _adalfl(task=task, init_steps=init_steps, online=False, **options)
+
+
 def _learned_loss(*, task: Task, path: str) -> Learner:
     from adaloss.losses import load
 
@@ -108,4 +113,5 @@ def _learned_loss(*, task: Task, path: str) -> Learner:
 
 
 register_method("adalfl", _adalfl, tasks=("classification", "regression"))
+register_method("ml3", _ml3, tasks=("classification", "regression"))
 register_method("learned_loss", _learned_loss, tasks=("classification", "regression"), needs_args=True)

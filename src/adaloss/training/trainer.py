@@ -142,6 +142,7 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         self.step = 0
         self.elapsed_s = 0.0
+        self._mark: float | None = None
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
         self._sinks: list[MetricSink] | None = None
@@ -222,13 +223,13 @@ class Trainer:
         Args:
             resume: continue from ``run_dir/checkpoints/last.pt`` if it exists (a fresh start if not).
         """
-        started = time.perf_counter()
         ckpt = self.checkpoint_path
         resumed = bool(resume and ckpt is not None and ckpt.exists())
         if resumed:
             assert ckpt is not None
             self.load_state_dict(load_checkpoint(ckpt, map_location=self.device))
             logger.info("resumed from %s at step %d", ckpt, self.step)
+        self._mark = time.perf_counter()
         self._open_sinks(truncate_after_step=self.step if resumed else None)
         try:
             if not resumed:
@@ -240,10 +241,10 @@ class Trainer:
                 total=self.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                 file=sys.stderr, desc="train", leave=False,
             )
-            self.run(self.steps - self.step, _started=started)
+            self.run(self.steps - self.step)
             final = self.evaluate()
             self._snapshot()
-            self.elapsed_s += time.perf_counter() - started
+            self._tick()
             summary = {
                 "step": self.step,
                 "final": final,
@@ -257,13 +258,14 @@ class Trainer:
         finally:
             self.close()
 
-    def run(self, num_steps: int, *, _started: float | None = None) -> None:
+    def run(self, num_steps: int) -> None:
         """Run ``num_steps`` base steps with their logging, evaluation and checkpoint triggers.
 
         :meth:`fit` is the usual entry; calling ``run`` directly (benchmarks, notebooks) writes a
         fresh ``metrics.jsonl`` on first use; call :meth:`close` when done.
         """
-        started = time.perf_counter() if _started is None else _started
+        if self._mark is None:
+            self._mark = time.perf_counter()
         if self._sinks is None:
             self._open_sinks(truncate_after_step=None)
         learner, loader, scheduler = self.learner, self.train_loader, self.scheduler
@@ -286,15 +288,11 @@ class Trainer:
             if record is not None:
                 self._emit(record)
             if self.checkpoint_every and step % self.checkpoint_every == 0:
-                # account the time so far before the state is captured, so a resumed run keeps it
-                now = time.perf_counter()
-                self.elapsed_s += now - started
-                started = now
+                self._tick()  # account the time so far before the state is captured, so a resume keeps it
                 self.save_checkpoint()
             if self._bar is not None:
                 self._bar.update(1)
-        if _started is None:
-            self.elapsed_s += time.perf_counter() - started
+        self._tick()
 
     def evaluate(self) -> dict[str, float]:
         """Every metric on every evaluation split, as ``{"<split>_<metric>": value}``."""
@@ -319,6 +317,13 @@ class Trainer:
             self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         return record
 
+    def _tick(self) -> None:
+        """Add the wall time since the last mark to ``elapsed_s`` and move the mark to now."""
+        now = time.perf_counter()
+        if self._mark is not None:
+            self.elapsed_s += now - self._mark
+        self._mark = now
+
     def _snapshot(self) -> None:
         snap = self.learner.snapshot()
         if snap is not None and self._snapshot_sink is not None:
@@ -339,6 +344,7 @@ class Trainer:
 
     def close(self) -> None:
         """Close the progress bar and the metric sinks."""
+        self._mark = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None
