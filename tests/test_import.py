@@ -6,7 +6,7 @@ import pytest
 
 import adaloss
 
-SUBPACKAGES = ["data", "models", "losses", "functional", "learners", "metrics", "training"]
+SUBPACKAGES = ["data", "models", "losses", "functional", "learners", "metrics", "training", "plotting"]
 
 
 def test_top_level_names_resolve() -> None:

@@ -141,6 +141,10 @@ def test_adalfl_run_end_to_end_export_and_reuse(tmp_path: Path) -> None:
     assert all(r["train_grad_norm_ratio"] > 0 for r in records if "train_grad_norm_ratio" in r)
     snaps = read_jsonl(tmp_path / "a" / "snapshots.jsonl")
     assert [s["step"] for s in snaps] == [0, 15, 30] and len(snaps[0]["p"]) == 101
+    from adaloss.plotting import plot_run
+
+    written = plot_run(tmp_path / "a")
+    assert sorted(p.name for p in written) == ["implicit_lr.png", "learning_curves.png", "loss_evolution.png"]
     loss = adaloss.losses.load(tmp_path / "a" / "checkpoints" / "step00000015.pt")
     assert isinstance(loss, LossNetwork)
     out = adaloss.losses.save(loss, tmp_path / "loss.pt")

@@ -6,7 +6,17 @@ independent references and that ``torch.func`` transforms apply to.
 
 from __future__ import annotations
 
+from adaloss.functional.activations import smooth_leaky_relu
 from adaloss.functional.losses import focal_loss
+from adaloss.functional.meta import capture_rng, loss_meta_gradient, model_jvp
 from adaloss.functional.optim import adam, sgd
 
-__all__ = ["adam", "focal_loss", "sgd"]
+__all__ = [
+    "adam",
+    "capture_rng",
+    "focal_loss",
+    "loss_meta_gradient",
+    "model_jvp",
+    "sgd",
+    "smooth_leaky_relu",
+]

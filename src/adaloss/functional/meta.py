@@ -21,7 +21,7 @@ from torch.func import functional_call, jvp
 
 from adaloss.typing import Params
 
-__all__ = ["loss_meta_gradient", "model_jvp"]
+__all__ = ["capture_rng", "loss_meta_gradient", "model_jvp"]
 
 
 def model_jvp(
@@ -30,15 +30,15 @@ def model_jvp(
     tangents: Params,
     x: Tensor,
     *,
-    rng_state: Tensor | None = None,
+    rng_state: tuple[Tensor, Tensor | None] | None = None,
 ) -> Tensor:
     """``J_θ v``: the directional derivative of ``model(x)`` at ``params`` along ``tangents``.
 
     The model runs in its current mode. Buffers are cloned inside the differentiated function,
     so BatchNorm in train mode uses (and differentiates through) the batch statistics without
-    touching the module's running statistics. With ``rng_state`` the CPU generator is set to
-    it for the call and restored afterwards, so dropout replays the masks of the forward pass
-    that ``rng_state`` preceded.
+    touching the module's running statistics. With ``rng_state`` (from :func:`capture_rng`) the
+    generators are set to it for the call and restored afterwards, so dropout replays the masks
+    of the forward pass that ``rng_state`` preceded.
     """
     buffers = dict(model.named_buffers())
 
@@ -49,10 +49,19 @@ def model_jvp(
     tans = {k: tangents[k].detach() for k in primals}
     if rng_state is None:
         return jvp(f, (primals,), (tans,))[1]
+    cpu_state, cuda_state = rng_state
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.set_rng_state(rng_state)
+        torch.set_rng_state(cpu_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state, device=x.device)
         return jvp(f, (primals,), (tans,))[1]
+
+
+def capture_rng(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The generator states that a forward pass on ``device`` will draw dropout masks from."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
 
 
 def loss_meta_gradient(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from adaloss.learners.base import Learner, TrainContext
+from adaloss.learners.adalfl import AdaLFLLearner
+from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.learners.registry import METHOD_TASKS, METHODS, create_learner, methods_for, register_method
@@ -10,10 +11,12 @@ from adaloss.learners.registry import METHOD_TASKS, METHODS, create_learner, met
 __all__ = [
     "METHODS",
     "METHOD_TASKS",
+    "AdaLFLLearner",
     "DifferentiableOptimizer",
     "FixedLossLearner",
     "Learner",
     "TrainContext",
+    "TrainingDiverged",
     "create_learner",
     "methods_for",
     "register_method",

@@ -12,7 +12,7 @@ from torch.func import functional_call
 from torch.optim import Optimizer
 
 from adaloss._validation import check_choice, check_positive
-from adaloss.functional.meta import loss_meta_gradient, model_jvp
+from adaloss.functional.meta import capture_rng, loss_meta_gradient, model_jvp
 from adaloss.learners.base import Learner, TrainingDiverged
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.losses.network import LossNetwork
@@ -108,7 +108,7 @@ class AdaLFLLearner(Learner):
         x, y = batch
         trainable = set(diffopt.names)
         params = {n: p for n, p in model.named_parameters() if n in trainable}
-        rng = torch.get_rng_state()
+        rng = capture_rng(x.device)
         z = model(x)  # the one forward that updates BatchNorm running statistics
         m = self._checked_loss(z, y)
         scalars: dict[str, Tensor] = {"loss": m.detach()}
