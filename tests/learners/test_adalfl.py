@@ -202,3 +202,12 @@ def test_frozen_loss_after_offline_init_is_ml3(tmp_path: Path) -> None:
             torch.testing.assert_close(p, q, rtol=0, atol=0)
     for a, b in zip(phi, trainer.learner.criterion.parameters()):
         assert torch.equal(a, b)
+
+
+def test_unknown_adalfl_option_names_it_and_the_accepted_ones() -> None:
+    from adaloss.learners import create_learner
+
+    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['hiden'\].*'hidden'.*Learner options: .*'init_steps'"):
+        create_learner("adalfl", task="classification", hiden=[8])
+    with pytest.raises(ValueError, match=r"`meta_batch` to be one of \['train', 'valid'\], but got 'test'"):
+        create_learner("adalfl", task="classification", meta_batch="test", init_steps=0)

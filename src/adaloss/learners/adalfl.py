@@ -144,7 +144,7 @@ class AdaLFLLearner(Learner):
         return m
 
     def _apply_meta_gradient(self, meta_grads: tuple[Tensor, ...], scalars: dict[str, Tensor]) -> None:
-        finite = all(bool(torch.isfinite(g).all()) for g in meta_grads)
+        finite = bool(torch.stack([torch.isfinite(g).all() for g in meta_grads]).all())  # one sync, not one per tensor
         scalars["meta_skipped"] = torch.tensor(0.0 if finite else 1.0)
         if not finite:
             self.skipped_meta_steps += 1

@@ -77,18 +77,17 @@ def _adalfl(
     meta_lr: float = 1e-3,
     meta_batch: str = "valid",
     grad_ratio_every: int = 10,
-    hidden: list[int] | tuple[int, ...] = (40, 40),
-    beta: float = 2.0,
-    gamma: float = 0.25,
-    output_activation: str = "smooth_leaky_relu",
-    bias: bool = False,
-    init: str = "kaiming_normal",
+    **loss_options: Any,
 ) -> Learner:
+    """AdaLFL with Adam(meta_lr) on φ; ``loss_options`` go to :class:`~adaloss.losses.LossNetwork`."""
     from adaloss.learners.adalfl import AdaLFLLearner
     from adaloss.losses import LossNetwork
 
-    loss = LossNetwork(task=task, hidden=hidden, beta=beta, gamma=gamma,
-                       output_activation=output_activation, bias=bias, init=init)  # type: ignore[arg-type]
+    learner_options = ["grad_ratio_every", "init_steps", "meta_batch", "meta_lr", "online"]
+    try:
+        loss = call_with_options("the AdaLFL loss network", functools.partial(LossNetwork, task=task), loss_options)
+    except TypeError as e:
+        raise TypeError(f"{e} Learner options: {learner_options}.") from None
     check_positive("meta_lr", meta_lr)
     return AdaLFLLearner(
         task=task, loss=loss, meta_optimizer=lambda p: torch.optim.Adam(p, lr=meta_lr), init_steps=init_steps,
