@@ -46,3 +46,19 @@ def test_errors_and_in_order_iteration() -> None:
         BatchLoader(_split(), batch_size=5, seed=0, augment="flip")  # type: ignore[arg-type]
     ys = [y for _, y in iterate_batches(_split(), batch_size=20)]
     assert [len(y) for y in ys] == [20, 20, 10] and torch.equal(torch.cat(ys), torch.arange(50))
+
+
+def test_crop_flip_batches_are_seeded_and_resume_exactly() -> None:
+    g = torch.Generator().manual_seed(0)
+    split = TensorSplit(x=torch.rand(40, 3, 32, 32, generator=g), y=torch.arange(40))
+    a = BatchLoader(split, batch_size=8, seed=5, augment="crop_flip")
+    b = BatchLoader(split, batch_size=8, seed=5, augment="crop_flip")
+    xa, ya = next(a)
+    xb, yb = next(b)
+    assert xa.shape == (8, 3, 32, 32) and torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(xa, split.x[ya])  # augmented, not the raw images
+    state = a.state_dict()
+    expected = [next(a)[0] for _ in range(6)]  # crosses an epoch boundary
+    c = BatchLoader(split, batch_size=8, seed=99, augment="crop_flip")
+    c.load_state_dict(state)
+    assert all(torch.equal(next(c)[0], e) for e in expected)
