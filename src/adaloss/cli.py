@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 #: The built-in default job (`adaloss compare` with no config and no overrides): offline digits,
 #: an MLP sized for 8x8 inputs, every method runnable on defaults, AdaLFL with a shorter
 #: offline initialisation so that the whole job takes a few minutes on 2 CPU cores.
-BUILTIN_COMPARE = ["dataset=digits", "model=mlp", "model_args.hidden=[256,256]", "steps=1000",
+BUILTIN_COMPARE = ["dataset=digits", "model=mlp", "model_args.hidden=[256,256]", "steps=1000", "eval_every=200",
                    "method_args.adalfl.init_steps=250"]
 
 
