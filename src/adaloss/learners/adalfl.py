@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from adaloss._validation import check_choice, check_positive
 from adaloss.functional.meta import capture_rng, loss_meta_gradient, model_jvp
-from adaloss.learners.base import Learner, TrainingDiverged
+from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.losses.network import LossNetwork
 from adaloss.typing import Batch, Criterion, Params, StateDict, Task
@@ -155,11 +155,10 @@ class AdaLFLLearner(Learner):
         self.meta_optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ Learner interface
-    def bind(self, context) -> None:  # type: ignore[no-untyped-def]
+    def bind(self, context: TrainContext) -> None:
         super().bind(context)
         self._diffopt = DifferentiableOptimizer(context.optimizer, context.model)
-        device = context.device
-        self.loss.to(device)
+        self.loss.to(context.device)
 
     def prepare(self) -> dict[str, float]:
         """Algorithm 1: S_init one-step unrolls, each from a freshly initialised base model."""

@@ -147,6 +147,7 @@ class Trainer:
         self._counts: dict[str, int] = {}
         self._sinks: list[MetricSink] | None = None
         self._snapshot_sink: JsonlSink | None = None
+        self._truncate_after_step: int | None = None
         self._bar: Any = None
         learner.bind(
             TrainContext(
@@ -325,22 +326,26 @@ class Trainer:
         self._mark = now
 
     def _snapshot(self) -> None:
+        if self.run_dir is None:
+            return
         snap = self.learner.snapshot()
-        if snap is not None and self._snapshot_sink is not None:
-            self._snapshot_sink.write({"step": self.step, **snap})
+        if snap is None:
+            return
+        if self._snapshot_sink is None:  # opened on the first snapshot: most learners never write one
+            self._snapshot_sink = JsonlSink(
+                self.run_dir / "snapshots.jsonl", truncate_after_step=self._truncate_after_step
+            )
+        self._snapshot_sink.write({"step": self.step, **snap})
 
     def _emit(self, record: dict[str, Any]) -> None:
         for sink in self._sinks or ():
             sink.write(record)
 
     def _open_sinks(self, *, truncate_after_step: int | None) -> None:
+        self._truncate_after_step = truncate_after_step
         self._sinks = list(self.extra_sinks)
         if self.run_dir is not None:
             self._sinks.insert(0, JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_step=truncate_after_step))
-            if self.learner.snapshot() is not None:
-                self._snapshot_sink = JsonlSink(
-                    self.run_dir / "snapshots.jsonl", truncate_after_step=truncate_after_step
-                )
 
     def close(self) -> None:
         """Close the progress bar and the metric sinks."""
