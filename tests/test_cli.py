@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,15 @@ from adaloss.cli import main
 def test_train_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "steps=5", "model_args.hidden=[8]", f"run_dir={tmp_path}"]) == 0
     assert "test_error" in capsys.readouterr().out
+    # overrides may also come after options
+    assert main(["train", "--data-dir", str(tmp_path / "d"), "steps=3", "model_args.hidden=[8]",
+                 f"run_dir={tmp_path / 'after'}"]) == 0
+    assert json.loads((tmp_path / "after" / "summary.json").read_text())["step"] == 3
+    assert main(["train", "--data-dir", str(tmp_path), "notakeyvalue"]) == 2
+    assert "Expected an override of the form key=value, but got 'notakeyvalue'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "steps=3", "--data-dir", str(tmp_path), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
     assert main(["train", "optimizer=rmsprop"]) == 2
     err = capsys.readouterr().err
     assert "Expected `optimizer` to be one of ['sgd', 'adam', 'adamw'], but got 'rmsprop'" in err

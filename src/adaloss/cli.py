@@ -71,7 +71,15 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``adaloss`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # key=value overrides may also follow options (`--data-dir D steps=10`): argparse stops the
+    # positional list at the first option, so the rest is collected here.
+    args, rest = parser.parse_known_args(argv)
+    stray = [a for a in rest if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr,

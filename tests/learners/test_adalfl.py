@@ -121,6 +121,20 @@ def test_loss_network_is_vectorised_and_matches_per_class_loop() -> None:
     torch.testing.assert_close(net(logits, target), expected)
 
 
+def test_output_activation_default_depends_on_task() -> None:
+    assert LossNetwork(task="classification").output_activation == "smooth_leaky_relu"
+    reg = LossNetwork(task="regression")
+    assert reg.output_activation == "identity"
+    # identity output: the pointwise loss is exactly the last linear layer's output
+    y, p = torch.randn(5), torch.randn(5)
+    h = torch.stack((y, p), -1)
+    for layer in reg.layers[:-1]:
+        h = reg.act(layer(h))
+    torch.testing.assert_close(reg.pointwise(y, p), reg.layers[-1](h).squeeze(-1))
+    with pytest.raises(ValueError, match="Expected `output_activation` to be one of"):
+        LossNetwork(task="regression", output_activation="relu")  # type: ignore[arg-type]
+
+
 def test_smooth_leaky_relu_hand_values() -> None:
     from adaloss.functional.activations import smooth_leaky_relu
 

@@ -12,6 +12,12 @@ def test_overrides_parse_yaml_values_and_dotted_keys() -> None:
     assert out == {"lr": 0.1, "steps": 20, "nesterov": True, "milestones": [5, 10], "model_args": {"hidden": [8, 8]}}
 
 
+def test_exponent_floats_are_floats_yaml_1_2() -> None:
+    # PyYAML's YAML 1.1 reads "1e-4" as a string; YAML 1.2 (and every user) reads a float.
+    out = parse_overrides(["method_args.meta_lr=1e-4", "lr=5E+1", "a=.5e-1", "b=1e", "c=on"])
+    assert out == {"method_args": {"meta_lr": 1e-4}, "lr": 50.0, "a": 0.05, "b": "1e", "c": "on"}
+
+
 def test_yaml_file_then_overrides(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("dataset: mnist\nlr: 0.05\nmodel_args:\n  hidden: [10]\n  dropout: 0.1\n")

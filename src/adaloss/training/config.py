@@ -20,7 +20,11 @@ __all__ = ["ConfigError", "TrainConfig", "load_config", "parse_overrides"]
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML with 1.2 booleans: only true/false are bools, so ``progress: on`` stays the string 'on'."""
+    """YAML with 1.2 booleans and floats.
+
+    Only true/false are bools, so ``progress: on`` stays the string 'on'; and ``1e-4`` is a float
+    (YAML 1.1, PyYAML's default, reads it as a string because it has no dot).
+    """
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -29,6 +33,10 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
 )
 
 
