@@ -102,17 +102,52 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def summarise(results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """One row per method: mean and sample std (n−1) over seeds of every final metric and wall time."""
+#: Handcrafted losses a comparison is tested against, in order of preference.
+BASELINES = ("ce", "mse", "label_smoothing", "focal")
+
+
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided Welch t-test p-value of equal means (unequal variances); ``None`` when undefined."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.variance(a) == 0.0 and statistics.variance(b) == 0.0:
+        return None if statistics.fmean(a) == statistics.fmean(b) else 0.0
+    from scipy import stats
+
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> list[dict[str, Any]]:
+    """One row per method: mean and sample std (n−1) over seeds of every final metric and wall time.
+
+    Each row also carries ``p_value``: the Welch t-test of its final test metric (the first
+    ``test_*`` key) against ``baseline`` (default: the first of :data:`BASELINES` present, else
+    the first method), over seeds.
+    """
+    methods = list(dict.fromkeys(r.method for r in results))
+    if baseline is None:
+        baseline = next((m for m in BASELINES if m in methods), methods[0] if methods else None)
+    elif baseline not in methods:
+        raise ValueError(f"Expected `baseline` to be one of {methods}, but got {baseline!r}.")
+    test_key = next((k for r in results for k in r.final if k.startswith("test_")), None)
+
+    def values(method: str, key: str) -> list[float]:
+        return [r.final[key] for r in results if r.method == method and r.final.get(key) is not None]
+
     rows = []
-    for method in dict.fromkeys(r.method for r in results):
+    for method in methods:
         runs = [r for r in results if r.method == method]
         row: dict[str, Any] = {"method": method, "seeds": len(runs)}
         for key in runs[0].final:
-            vals = [r.final[key] for r in runs if key in r.final and r.final[key] is not None]
+            vals = values(method, key)
             if vals:
                 row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
         row["wall_time_s_mean"], row["wall_time_s_std"] = _mean_std([r.wall_time_s for r in runs])
+        row["baseline"] = baseline
+        row["p_value"] = (
+            None if test_key is None or method == baseline
+            else welch_p_value(values(method, test_key), values(baseline, test_key))
+        )
         rows.append(row)
     return rows
 
@@ -131,6 +166,9 @@ def format_markdown(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | Non
     for k in keys:
         headers.append(f"{k} (%)" if _metric_of(k) == "error" else k)
     headers.append("wall time (s)")
+    baseline = rows[0].get("baseline")
+    if baseline is not None:
+        headers.append(f"p vs {baseline} (Welch)")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         cells = [str(row["method"]), str(row["seeds"])]
@@ -139,6 +177,9 @@ def format_markdown(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | Non
             mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
             cells.append("n/a" if mean is None else f"{scale * mean:.{_digits(k)}f} ± {scale * std:.{_digits(k)}f}")
         cells.append(f"{row['wall_time_s_mean']:.1f} ± {row['wall_time_s_std']:.1f}")
+        if baseline is not None:
+            p = row.get("p_value")
+            cells.append("—" if row["method"] == baseline else ("n/a" if p is None else f"{p:.3g}"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
