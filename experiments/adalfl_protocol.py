@@ -49,9 +49,10 @@ def _report(name: str, cfg, methods: list[str], seeds: list[int], results, comma
         command,
         "```",
     ]
-    fig = HERE / "figures" / name / "loss_evolution.png"
-    if fig.exists():
-        lines += ["", f"Learned-loss evolution, AdaLFL seed {seeds[0]}: `{fig.relative_to(HERE.parent)}`"]
+    figs = HERE / "figures" / name
+    lines += ["", f"Test metric against step (mean ± std band per method): `{(figs / 'learning_curves.png').relative_to(HERE.parent)}`"]
+    if (figs / "loss_evolution.png").exists():
+        lines += [f"Learned-loss evolution, AdaLFL seed {seeds[0]}: `{(figs / 'loss_evolution.png').relative_to(HERE.parent)}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from adaloss.plotting.figures import plot_run
     from adaloss.training import load_config
-    from adaloss.training.compare import compare
+    from adaloss.training.compare import compare, write_learning_curves
 
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.configs:
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path("runs") / "compare" / f"{cfg.dataset}-{cfg.model}"
         print(f"{name}: {methods} x {seeds} -> {out}", file=sys.stderr)
         results = compare(cfg, methods=methods, seeds=seeds, out_dir=out)
+        write_learning_curves(results, HERE / "figures" / name)
         if "adalfl" in methods:
             plot_run(out / "adalfl" / f"seed{seeds[0]}", out_dir=HERE / "figures" / name)
         command = (f"adaloss compare -c experiments/configs/{name}.yaml --methods {','.join(methods)} "

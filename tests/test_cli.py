@@ -39,6 +39,7 @@ def test_compare_table_csv_and_reuse(tmp_path: Path, capsys: pytest.CaptureFixtu
     lines = captured.out.strip().splitlines()
     assert lines[0].startswith("| method | seeds | valid_error (%) | test_error (%) | wall time (s) |")
     assert lines[2].startswith("| ce | 2 |") and lines[3].startswith("| focal | 2 |")
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0
     rows = list(csv.DictReader((tmp_path / "runs.csv").read_text().splitlines()))
     assert [(r["method"], r["seed"]) for r in rows] == [("ce", "0"), ("ce", "1"), ("focal", "0"), ("focal", "1")]
     assert main(args) == 0

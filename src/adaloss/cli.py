@@ -126,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from adaloss.data import load_dataset
     from adaloss.learners import methods_for
-    from adaloss.training.compare import compare, format_markdown, summarise, write_csv
+    from adaloss.training.compare import compare, format_markdown, summarise, write_csv, write_learning_curves
 
     if args.config is None and not args.overrides:
         args.overrides = list(BUILTIN_COMPARE)
@@ -153,8 +153,9 @@ def _compare(args: argparse.Namespace) -> int:
     table = format_markdown(rows)
     runs_csv, summary_csv = write_csv(results, rows, out)
     (out / "summary.md").write_text(table + "\n")
+    curves = write_learning_curves(results, out)
     print(table)
-    print(f"\nwrote {summary_csv}, {runs_csv}, {out / 'summary.md'}", file=sys.stderr)
+    print(f"\nwrote {summary_csv}, {runs_csv}, {out / 'summary.md'}, {curves}", file=sys.stderr)
     return 0
 
 

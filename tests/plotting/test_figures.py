@@ -224,3 +224,25 @@ def test_cli_plot_errors(tmp_path: Path) -> None:
     assert not (run / "figures").exists()
     with pytest.raises(ValueError, match="gif"):
         run_plot(_parse(["plot", str(run), "--format", "gif"]))
+
+
+def test_mean_std_curves_match_numpy_at_common_steps() -> None:
+    import numpy as np
+
+    from adaloss.plotting import mean_std_curves, plot_compare_curves
+
+    runs = [
+        [{"step": 0, "test_error": 0.5}, {"step": 10, "test_error": 0.3}, {"step": 20, "test_error": 0.2}],
+        [{"step": 0, "test_error": 0.7}, {"step": 10, "test_error": 0.1}, {"step": 20, "test_error": None}],
+        [{"step": 0, "test_error": 0.6}, {"step": 10, "test_error": 0.2}],
+    ]
+    steps, mean, std = mean_std_curves(runs, "test_error")
+    assert steps == [0, 10]
+    np.testing.assert_allclose(mean, [0.6, 0.2])
+    np.testing.assert_allclose(std, [np.std([0.5, 0.7, 0.6], ddof=1), np.std([0.3, 0.1, 0.2], ddof=1)])
+    with pytest.raises(ValueError, match="Expected every run to log `valid_mse`"):
+        mean_std_curves(runs, "valid_mse")
+    fig = plot_compare_curves({"ce": runs, "adalfl": runs[:1]}, key="test_error")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["ce (n=3)", "adalfl (n=1)"]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [60.0, 20.0])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from adaloss.plotting.figures import (
     FIGURE_FORMATS,
+    mean_std_curves,
+    plot_compare_curves,
     plot_implicit_lr,
     plot_learning_curves,
     plot_loss_evolution,
@@ -15,6 +17,8 @@ from adaloss.plotting.figures import (
 
 __all__ = [
     "FIGURE_FORMATS",
+    "mean_std_curves",
+    "plot_compare_curves",
     "plot_implicit_lr",
     "plot_learning_curves",
     "plot_loss_evolution",

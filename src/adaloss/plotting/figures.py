@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIGURE_FORMATS",
+    "mean_std_curves",
+    "plot_compare_curves",
     "plot_implicit_lr",
     "plot_learning_curves",
     "plot_loss_evolution",
@@ -245,6 +247,55 @@ def plot_learning_curves(records: Sequence[dict[str, Any]], *, title: str | None
         ax.grid(alpha=0.3)
         if len(lines) > 1 or name != "train loss":
             ax.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def mean_std_curves(
+    runs: Sequence[Sequence[dict[str, Any]]], key: str
+) -> tuple[list[float], list[float], list[float]]:
+    """Steps, mean and sample std (n−1; 0 for one run) of ``key`` over runs, at the steps all runs share.
+
+    Raises:
+        ValueError: no step holds ``key`` in every run.
+    """
+    series = [dict(zip(*_series(records, key))) for records in runs]
+    steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    if not steps:
+        raise ValueError(f"Expected every run to log `{key}` at some common step, but found none.")
+    means, stds = [], []
+    for step in steps:
+        vals = [s[step] for s in series]
+        mean = math.fsum(vals) / len(vals)
+        means.append(mean)
+        stds.append(math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
+    return steps, means, stds
+
+
+def plot_compare_curves(
+    runs_by_method: dict[str, Sequence[Sequence[dict[str, Any]]]], *, key: str, title: str | None = None
+) -> Figure:
+    """``key`` (e.g. ``test_error``) against step: the mean over seeds per method, with a ±1 std band.
+
+    Args:
+        runs_by_method: per method, the ``metrics.jsonl`` records of each seed's run.
+        key: the logged metric to draw.
+        title: figure title.
+    """
+    fig = _new_figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    scale = 100.0 if key.endswith("_error") else 1.0
+    for method, runs in runs_by_method.items():
+        steps, mean, std = mean_std_curves(runs, key)
+        lo = [scale * (m - s) for m, s in zip(mean, std)]
+        hi = [scale * (m + s) for m, s in zip(mean, std)]
+        (line,) = ax.plot(steps, [scale * m for m in mean], label=f"{method} (n={len(runs)})")
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"{key} (%)" if scale != 1.0 else key)
+    ax.grid(alpha=0.3)
+    ax.legend()
     if title:
         fig.suptitle(title)
     return fig

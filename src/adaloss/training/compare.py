@@ -16,7 +16,8 @@ from adaloss.data import DatasetSplits, load_dataset
 from adaloss.training.config import TrainConfig
 from adaloss.training.experiment import train
 
-__all__ = ["RunResult", "compare", "format_markdown", "summarise", "write_csv"]
+__all__ = ["BASELINES", "RunResult", "compare", "format_markdown", "summarise", "welch_p_value", "write_csv",
+           "write_learning_curves"]
 
 logger = logging.getLogger("adaloss")
 
@@ -206,3 +207,25 @@ def write_csv(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], out_
         for row in rows:
             w.writerow({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()})
     return runs_path, summary_path
+
+
+def write_learning_curves(results: Sequence[RunResult], out_dir: str | Path, *, key: str | None = None,
+                          dpi: int = 150) -> Path:
+    """``learning_curves.png`` in ``out_dir``: ``key`` (default: the first ``test_*`` metric) against
+    step per method, mean over seeds with a ±1 std band (:func:`adaloss.plotting.plot_compare_curves`)."""
+    from adaloss.plotting import plot_compare_curves
+    from adaloss.training.sinks import read_jsonl
+
+    if key is None:
+        key = next((k for r in results for k in r.final if k.startswith("test_")), None)
+        if key is None:
+            raise ValueError("Expected the runs to report a `test_*` metric to draw, but they report none.")
+    runs_by_method: dict[str, list[list[dict[str, Any]]]] = {}
+    for r in results:
+        runs_by_method.setdefault(r.method, []).append(read_jsonl(Path(r.run_dir) / "metrics.jsonl"))
+    fig = plot_compare_curves(runs_by_method, key=key, title=f"{key}: mean ± std over seeds")
+    path = Path(out_dir) / "learning_curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
