@@ -10,6 +10,7 @@ from adaloss.functional.activations import smooth_leaky_relu
 from adaloss.functional.losses import focal_loss
 from adaloss.functional.meta import capture_rng, loss_meta_gradient, model_jvp
 from adaloss.functional.optim import adam, sgd
+from adaloss.functional.taylor import taylor_loss, taylor_polynomial
 
 __all__ = [
     "adam",
@@ -19,4 +20,6 @@ __all__ = [
     "model_jvp",
     "sgd",
     "smooth_leaky_relu",
+    "taylor_loss",
+    "taylor_polynomial",
 ]

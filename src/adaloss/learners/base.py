@@ -5,7 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from adaloss.typing import Batch, StateDict, Task
+
+if TYPE_CHECKING:
+    from adaloss.data.datasets import TensorSplit
 
 __all__ = ["Learner", "TrainContext", "TrainingDiverged"]
 
@@ -36,7 +40,16 @@ class TrainContext:
         train_batches: the training stream itself, for offline searches run in ``prepare``.
         device: where batches live.
         model_factory: builds a freshly initialised base model (offline searches that restart
-            training from scratch need it).
+            training from scratch need it; picklable when the trainer is built from a config).
+        run_dir: the run directory, where an offline search keeps its resumable state.
+        train_split: the whole training split behind ``train_batches``.
+        valid_split: the whole validation split (``None`` when the run has none).
+        batch_size: the training batch size.
+        augment: the training augmentation.
+        progress: whether the run shows progress bars (long offline searches show their own).
+
+    The last six are filled by the trainer; searches that train fresh models in other
+    processes rebuild their data streams from them.
     """
 
     model: nn.Module
@@ -47,6 +60,12 @@ class TrainContext:
     train_batches: Iterator[Batch]
     device: torch.device
     model_factory: Callable[[], nn.Module] | None = None
+    run_dir: Path | None = None
+    train_split: TensorSplit | None = None
+    valid_split: TensorSplit | None = None
+    batch_size: int | None = None
+    augment: Literal["none", "crop_flip"] = "none"
+    progress: bool = False
 
 
 class Learner(ABC):

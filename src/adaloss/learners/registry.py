@@ -100,6 +100,13 @@ def _ml3(*, task: Task, init_steps: int = 250, **options: Any) -> Learner:
     return _adalfl(task=task, init_steps=init_steps, online=False, **options)
 
 
+def _taylorglo(*, task: Task, **options: Any) -> Learner:
+    """TaylorGLO (Gonzalez & Miikkulainen 2021): a Taylor-polynomial loss evolved by CMA-ES, then frozen."""
+    from adaloss.learners.taylorglo import TaylorGLOLearner
+
+    return call_with_options("method 'taylorglo'", functools.partial(TaylorGLOLearner, task=task), options)
+
+
 def _learned_loss(*, task: Task, path: str) -> Learner:
     from adaloss.losses import load
 
@@ -113,4 +120,5 @@ def _learned_loss(*, task: Task, path: str) -> Learner:
 
 register_method("adalfl", _adalfl, tasks=("classification", "regression"))
 register_method("ml3", _ml3, tasks=("classification", "regression"))
+register_method("taylorglo", _taylorglo, tasks=("classification", "regression"))
 register_method("learned_loss", _learned_loss, tasks=("classification", "regression"), needs_args=True)

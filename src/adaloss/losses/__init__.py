@@ -5,5 +5,7 @@ from __future__ import annotations
 from adaloss.losses.handcrafted import HANDCRAFTED_LOSSES, FocalLoss, create_loss
 from adaloss.losses.io import load, save
 from adaloss.losses.network import LossNetwork, SmoothLeakyReLU
+from adaloss.losses.taylor import TaylorLoss
 
-__all__ = ["HANDCRAFTED_LOSSES", "FocalLoss", "LossNetwork", "SmoothLeakyReLU", "create_loss", "load", "save"]
+__all__ = ["HANDCRAFTED_LOSSES", "FocalLoss", "LossNetwork", "SmoothLeakyReLU", "TaylorLoss", "create_loss", "load",
+           "save"]

@@ -8,20 +8,24 @@ from pathlib import Path
 from torch import nn
 
 from adaloss.losses.network import LossNetwork
+from adaloss.losses.taylor import TaylorLoss
 
 __all__ = ["load", "save"]
 
 LOSS_FORMAT = "adaloss-loss"
+#: the learned-loss classes a file may name, by class name
+_LOSS_CLASSES: dict[str, type[LossNetwork] | type[TaylorLoss]] = {"LossNetwork": LossNetwork, "TaylorLoss": TaylorLoss}
 
 
-def save(loss: LossNetwork, path: str | os.PathLike[str]) -> Path:
+def save(loss: LossNetwork | TaylorLoss, path: str | os.PathLike[str]) -> Path:
     """Write ``loss`` (architecture and weights) to ``path``; :func:`load` rebuilds it."""
     from adaloss.training.checkpoint import save_checkpoint  # deferred: training imports losses
 
-    if not isinstance(loss, LossNetwork):
-        raise TypeError(f"Expected `loss` to be a LossNetwork, but got {type(loss).__name__}.")
+    if not isinstance(loss, (LossNetwork, TaylorLoss)):
+        raise TypeError(f"Expected `loss` to be a LossNetwork or TaylorLoss, but got {type(loss).__name__}.")
     return save_checkpoint(
-        {"kind": LOSS_FORMAT, "class": "LossNetwork", "loss_config": loss.config(), "loss": loss.state_dict()}, path
+        {"kind": LOSS_FORMAT, "class": type(loss).__name__, "loss_config": loss.config(), "loss": loss.state_dict()},
+        path,
     )
 
 
@@ -39,9 +43,14 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
         if not isinstance(learner, dict) or "loss_config" not in learner:
             raise CheckpointError(
                 f"{str(path)!r} holds no learned loss: expected a file from adaloss.losses.save or a checkpoint of "
-                "a run whose method learns a loss (e.g. adalfl)."
+                "a run whose method learns a loss (e.g. adalfl, taylorglo)."
             )
         state = learner
-    loss = LossNetwork(**state["loss_config"])
+    name = state.get("class", "LossNetwork")
+    if name not in _LOSS_CLASSES:
+        raise CheckpointError(
+            f"{str(path)!r} holds a loss of unknown class {name!r}; expected one of {sorted(_LOSS_CLASSES)}."
+        )
+    loss = _LOSS_CLASSES[name](**state["loss_config"])
     loss.load_state_dict(state["loss"])
     return loss.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,10 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
         progress=progress,
         device=device,
         config=config.identity(),
-        model_factory=lambda: create_model(config.model, data.input_shape, data.num_outputs, **config.model_args),
+        # a partial, not a lambda: picklable, for searches that train models in worker processes
+        model_factory=functools.partial(
+            create_model, config.model, data.input_shape, data.num_outputs, **config.model_args
+        ),
         keep_checkpoints=config.keep_checkpoints,
     )
 

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
+from adaloss.data.datasets import TensorSplit
 from adaloss.data.loader import BatchLoader, iterate_batches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric
@@ -24,9 +25,6 @@ from adaloss.training.checkpoint import load_checkpoint, save_checkpoint
 from adaloss.training.seed import get_rng_state, set_rng_state
 from adaloss.training.sinks import JsonlSink, MetricSink
 from adaloss.typing import Device, StateDict, Task
-
-if TYPE_CHECKING:
-    from adaloss.data.datasets import TensorSplit
 
 __all__ = ["TrainingDiverged", "Trainer", "evaluate"]
 
@@ -149,6 +147,7 @@ class Trainer:
         self._snapshot_sink: JsonlSink | None = None
         self._truncate_after_step: int | None = None
         self._bar: Any = None
+        valid = self.eval_splits.get("valid")
         learner.bind(
             TrainContext(
                 model=model,
@@ -159,6 +158,12 @@ class Trainer:
                 train_batches=train_loader,
                 device=self.device,
                 model_factory=model_factory,
+                run_dir=self.run_dir,
+                train_split=TensorSplit(train_loader.x, train_loader.y),
+                valid_split=valid if valid is not None and len(valid) > 0 else None,
+                batch_size=train_loader.batch_size,
+                augment=train_loader.augment,  # type: ignore[arg-type]
+                progress=progress,
             )
         )
 
