@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
-from adaloss.metrics.base import Metric, create_metric, METRICS
-from adaloss.metrics.classification import ErrorRate, error_rate
+from adaloss.metrics.base import METRICS, Metric, MetricTask, create_metric
+from adaloss.metrics.classification import AUCPR, ErrorRate, average_precision, error_rate
+from adaloss.metrics.clustering import KMeansResult, kmeans, normalized_mutual_info
+from adaloss.metrics.embedding import (
+    NMI,
+    RecallAt1,
+    RecallAt2,
+    RecallAt4,
+    RecallAt8,
+    RecallAtK,
+    nmi,
+    recall_at_k,
+)
 from adaloss.metrics.regression import MeanSquaredError, mean_squared_error
 
 __all__ = [
+    "AUCPR",
     "METRICS",
+    "NMI",
     "ErrorRate",
+    "KMeansResult",
     "MeanSquaredError",
     "Metric",
+    "MetricTask",
+    "RecallAt1",
+    "RecallAt2",
+    "RecallAt4",
+    "RecallAt8",
+    "RecallAtK",
+    "average_precision",
     "create_metric",
     "error_rate",
+    "kmeans",
     "mean_squared_error",
+    "nmi",
+    "normalized_mutual_info",
+    "recall_at_k",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from adaloss.metrics.base import Metric, register_metric
+from adaloss.metrics.base import Metric, _WholeSetMetric, register_metric
 
-__all__ = ["ErrorRate", "error_rate"]
+__all__ = ["AUCPR", "ErrorRate", "average_precision", "error_rate"]
 
 
 def error_rate(prediction: Tensor, target: Tensor) -> Tensor:
@@ -39,3 +40,129 @@ class ErrorRate(Metric):
         if self._total == 0:
             raise RuntimeError("ErrorRate.compute() called before any update().")
         return self._wrong / self._total
+
+
+def _check_scores_and_labels(prediction: Tensor, target: Tensor) -> None:
+    if prediction.dim() not in (1, 2):
+        raise ValueError(
+            f"Expected `prediction` to be (N,) or (N, C) scores, but got shape {tuple(prediction.shape)}."
+        )
+    if prediction.is_complex() or prediction.dtype == torch.bool:
+        raise TypeError(f"Expected `prediction` to be real-valued, but got dtype {prediction.dtype}.")
+    if target.dim() != 1 or target.shape[0] != prediction.shape[0]:
+        raise ValueError(
+            f"Expected `target` to be (N,) labels with N = {prediction.shape[0]} (the rows of `prediction`), "
+            f"but got shape {tuple(target.shape)}."
+        )
+    if target.is_floating_point() or target.is_complex():
+        raise TypeError(f"Expected `target` to hold integer class indices, but got dtype {target.dtype}.")
+
+
+def _positive_class_scores(prediction: Tensor, from_logits: bool) -> Tensor:
+    """``(N, C)`` per-class ranking scores in float64 (``(N, 1)`` for the binary layouts).
+
+    With ``from_logits``, rows are log-softmaxed: that ranks every column exactly as the softmax
+    probabilities do (per-class AP compares one class's score *across* samples, which raw logits do
+    not preserve), without the ties that underflowing probabilities would create.
+    """
+    scores = prediction.double()
+    if scores.dim() == 1:
+        return scores.unsqueeze(1)
+    if scores.shape[1] == 1:
+        return scores  # one score/logit of the positive class; sigmoid would not change the ranking
+    if scores.shape[1] == 2:
+        # binary with two columns: the positive class is 1; softmax p1 = sigmoid(z1 - z0)
+        return (scores[:, 1:] - scores[:, :1]) if from_logits else scores[:, 1:]
+    return torch.log_softmax(scores, dim=1) if from_logits else scores
+
+
+def _binary_average_precision(scores: Tensor, positives: Tensor) -> Tensor:
+    """Per-column AP of ``(N, C)`` float64 ``scores`` against ``(N, C)`` bool ``positives``.
+
+    sklearn's step-wise definition ``AP = sum_n (R_n - R_{n-1}) P_n`` with one threshold per
+    distinct score: tied samples enter the ranking together, at the precision of their whole group.
+    Columns without positives score 0, as in sklearn (which warns).
+    """
+    n = scores.shape[0]
+    sorted_scores, order = scores.sort(dim=0, descending=True, stable=True)
+    pos = positives.gather(0, order).double()
+    tps = pos.cumsum(dim=0)
+    rank = torch.arange(1, n + 1, device=scores.device, dtype=torch.float64).unsqueeze(1)
+    # last row of each run of equal scores; every row takes the precision at its run's end
+    is_end = torch.ones_like(positives)
+    is_end[:-1] = sorted_scores[1:] != sorted_scores[:-1]
+    row = torch.arange(n, device=scores.device).unsqueeze(1).expand_as(is_end)
+    end = torch.where(is_end, row, n).flip(0).cummin(dim=0).values.flip(0)
+    precision_at_end = (tps / rank).gather(0, end)
+    n_pos = tps[-1]
+    ap = (precision_at_end * pos).sum(dim=0) / n_pos.clamp_min(1)
+    return torch.where(n_pos > 0, ap, torch.zeros_like(ap))
+
+
+def average_precision(prediction: Tensor, target: Tensor, *, from_logits: bool = True) -> Tensor:
+    """Average precision (area under the precision-recall curve), the ALA paper's AUCPR.
+
+    Follows scikit-learn's ``average_precision_score``: ``AP = sum_n (R_n - R_{n-1}) P_n`` over
+    the thresholds at the distinct scores (step-wise, no interpolation; tied scores form one
+    step). Binary for ``(N,)``, ``(N, 1)`` (score of the positive class) or ``(N, 2)`` predictions,
+    with ``target`` in {0, 1} and class 1 positive; for ``(N, C)`` with C > 2, the macro average of
+    the one-vs-rest APs over all C columns, which equals ``average_precision_score(one_hot(target,
+    C), scores, average="macro")`` -- a class absent from ``target`` counts with AP 0, as in
+    sklearn (which warns "No positive class found").
+
+    Args:
+        prediction: ``(N,)``, ``(N, 1)``, ``(N, 2)`` or ``(N, C)`` scores.
+        target: ``(N,)`` class indices.
+        from_logits: ``prediction`` holds logits (model outputs), so each class is ranked by its
+            softmax probability; ``False`` ranks the columns as given (probabilities or any
+            per-class scores, as sklearn does). Irrelevant for ``(N,)`` and ``(N, 1)``.
+
+    Returns:
+        A 0-d float64 tensor in [0, 1].
+    """
+    _check_scores_and_labels(prediction, target)
+    if not bool(torch.isfinite(prediction).all()):
+        raise ValueError("Expected `prediction` to be finite, but it contains NaN or infinite values.")
+    if target.numel() == 0:
+        raise ValueError("Expected `target` to hold at least one sample, but it is empty.")
+    scores = _positive_class_scores(prediction, from_logits)
+    if scores.shape[1] == 1:
+        if bool(((target != 0) & (target != 1)).any()):
+            raise ValueError(
+                "Expected `target` to be in {0, 1} for a binary `prediction` of shape "
+                f"{tuple(prediction.shape)}, but got labels {sorted(torch.unique(target).tolist())}."
+            )
+        positives = (target == 1).unsqueeze(1)
+    else:
+        n_classes = scores.shape[1]
+        if bool(((target < 0) | (target >= n_classes)).any()):
+            raise ValueError(
+                f"Expected `target` to be class indices in [0, {n_classes}) for {n_classes} columns of "
+                f"`prediction`, but got values from {int(target.min())} to {int(target.max())}."
+            )
+        positives = target.unsqueeze(1) == torch.arange(n_classes, device=target.device)
+    return _binary_average_precision(scores, positives).mean()
+
+
+@register_metric
+class AUCPR(_WholeSetMetric):
+    """Area under the precision-recall curve as average precision (:func:`average_precision`),
+    macro over classes for more than two; in [0, 1], higher is better. ALA reports it on CIFAR-10.
+
+    Args:
+        from_logits: the model outputs are logits (the default, as the trainer passes them).
+    """
+
+    name = "aucpr"
+    higher_is_better = True
+    task = "classification"
+
+    def __init__(self, *, from_logits: bool = True) -> None:
+        self.from_logits = from_logits
+        super().__init__()
+
+    def _check_batch(self, prediction: Tensor, target: Tensor) -> None:
+        _check_scores_and_labels(prediction, target)
+
+    def _compute(self, prediction: Tensor, target: Tensor) -> float:
+        return float(average_precision(prediction, target, from_logits=self.from_logits))
