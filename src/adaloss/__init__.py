@@ -8,8 +8,15 @@ The subpackages hold one concept each: :mod:`adaloss.data`, :mod:`adaloss.models
 from __future__ import annotations
 
 from adaloss.data import DATASETS, DatasetSplits, TensorSplit, load_dataset
-from adaloss.learners import AdaLFLLearner, FixedLossLearner, Learner, TrainContext, create_learner
-from adaloss.losses import FocalLoss, LossNetwork, create_loss
+from adaloss.learners import (
+    AdaLFLLearner,
+    FixedLossLearner,
+    Learner,
+    TaylorGLOLearner,
+    TrainContext,
+    create_learner,
+)
+from adaloss.losses import FocalLoss, LossNetwork, TaylorLoss, create_loss
 from adaloss.metrics import Metric, create_metric
 from adaloss.models import create_model, list_models
 from adaloss.training import TrainConfig, Trainer, compare, load_config, seed_everything, train
@@ -25,6 +32,8 @@ __all__ = [
     "Learner",
     "LossNetwork",
     "Metric",
+    "TaylorGLOLearner",
+    "TaylorLoss",
     "TensorSplit",
     "TrainConfig",
     "TrainContext",

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 #: an MLP sized for 8x8 inputs, every method runnable on defaults, AdaLFL with a shorter
 #: offline initialisation so that the whole job takes a few minutes on 2 CPU cores.
 BUILTIN_COMPARE = ["dataset=digits", "model=mlp", "model_args.hidden=[256,256]", "steps=1000", "eval_every=200",
-                   "method_args.adalfl.init_steps=250"]
+                   "method_args.adalfl.init_steps=250", "method_args.taylorglo.popsize=8",
+                   "method_args.taylorglo.generations=6", "method_args.taylorglo.partial_steps=100"]
 
 
 def _int_list(flag: str, text: str) -> list[int]:

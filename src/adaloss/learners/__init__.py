@@ -6,6 +6,8 @@ from adaloss.learners.adalfl import AdaLFLLearner
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.learners.handcrafted import FixedLossLearner
+from adaloss.learners.search import SearchResult, cma_search
+from adaloss.learners.taylorglo import TaylorGLOLearner
 from adaloss.learners.registry import METHOD_TASKS, METHODS, create_learner, methods_for, register_method
 
 __all__ = [
@@ -15,8 +17,11 @@ __all__ = [
     "DifferentiableOptimizer",
     "FixedLossLearner",
     "Learner",
+    "SearchResult",
+    "TaylorGLOLearner",
     "TrainContext",
     "TrainingDiverged",
+    "cma_search",
     "create_learner",
     "methods_for",
     "register_method",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
 import sys
 from collections.abc import Callable, Sequence
@@ -114,8 +113,9 @@ class TaylorGLOLearner(FixedLossLearner):
         generations: CMA-ES generations.
         sigma: CMA-ES initial step size (the paper's 1.2).
         partial_steps: training steps of each candidate's partial training.
-        workers: processes evaluating candidates in parallel (default: the CPU count, at most
-            ``popsize``; 1 if the run's model factory cannot be pickled).
+        workers: processes evaluating candidates in parallel, one torch thread each (default: the
+            run's torch thread count, i.e. its ``threads`` CPU budget, at most ``popsize``; 1 if
+            the run's model factory cannot be pickled).
         x0: the initial CMA-ES mean (default: zeros, the centroid of the authors' EvoMAL baseline).
             It is also θ before the search (zeros: a constant loss).
         seed: the search seed (default: the torch seed of the run, ``torch.initial_seed()``).
@@ -172,7 +172,7 @@ class TaylorGLOLearner(FixedLossLearner):
 
     def _workers(self) -> int:
         factory = self.context.model_factory
-        wanted = self.workers if self.workers is not None else min(os.cpu_count() or 1, self.popsize)
+        wanted = self.workers if self.workers is not None else min(torch.get_num_threads(), self.popsize)
         if wanted == 1:
             return 1
         try:
