@@ -13,6 +13,7 @@ __all__ = [
     "call_with_options",
     "check_choice",
     "check_fraction",
+    "check_int",
     "check_positive",
     "unknown_name_error",
 ]
@@ -42,6 +43,15 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> Any:
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"Expected `{name}` to be {bound}, but got {value!r}.")
+    return value
+
+
+def check_int(name: str, value: Any, *, minimum: int) -> int:
+    """Return ``value`` if it is an int ``>= minimum``, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Expected `{name}` to be an integer, but got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value!r}.")
     return value
 
 

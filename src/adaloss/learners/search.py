@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaloss._validation import check_positive
+from adaloss._validation import check_int, check_positive
 
 __all__ = ["Fitness", "SearchResult", "candidate_seed", "cma_search"]
 
@@ -64,15 +64,6 @@ class SearchResult:
     evaluations: int = 0
     failures: int = 0
     resumed_from: int = 0
-
-
-def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """Return ``value`` if it is an int ``>= minimum``, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{name}` to be an integer, but got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value!r}.")
-    return value
 
 
 def candidate_seed(seed: int, generation: int, index: int) -> int:

@@ -20,13 +20,13 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from adaloss._validation import check_choice, check_positive
+from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.datasets import TensorSplit
 from adaloss.data.loader import BatchLoader, iterate_batches
 from adaloss.learners.adalfl import _group_hyper
 from adaloss.learners.base import TrainContext, TrainingDiverged
 from adaloss.learners.handcrafted import FixedLossLearner
-from adaloss.learners.search import SearchResult, check_int, cma_search
+from adaloss.learners.search import SearchResult, cma_search
 from adaloss.losses.taylor import TaylorLoss, as_theta
 from adaloss.metrics import create_metric
 from adaloss.typing import StateDict, Task
