@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr,
     )
+    from adaloss.distributed import DistributedError
     from adaloss.learners.base import TrainingDiverged
     from adaloss.training.checkpoint import CheckpointError
     from adaloss.training.config import ConfigError
@@ -103,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"adaloss: training stopped: {e}", file=sys.stderr)
         return 1
+    except DistributedError as e:
+        print(f"adaloss: distributed job failed: {e}", file=sys.stderr)
+        return 1
 
 
 def _load(args: argparse.Namespace):  # -> TrainConfig
@@ -118,6 +122,13 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     summary = train(cfg, resume=args.resume)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # under torchrun: rank 0 reports
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
     run_dir = cfg.run_dir or default_run_dir(cfg)
     print(yaml.safe_dump({"run_dir": str(run_dir), "final": summary["final"],
                           "wall_time_s": round(summary["wall_time_s"], 2)}, sort_keys=False), end="")

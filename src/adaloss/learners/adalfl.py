@@ -115,9 +115,11 @@ class AdaLFLLearner(Learner):
         names = list(params)
         g_list = torch.autograd.grad(m, [params[n] for n in names], retain_graph=ratio)
         grads = dict(zip(names, g_list))
-        if ratio:
+        if ratio:  # logged from this rank's shard
             ce = torch.autograd.grad(self.task_loss(z, y), [params[n] for n in names])
             scalars["grad_norm_ratio"] = _norm(g_list) / _norm(ce).clamp_min(1e-30)
+        sync = self.context.collective
+        sync.mean_(g_list)  # data parallel: every rank takes the global-batch base gradient
         with torch.no_grad():
             new_params, new_state = diffopt.update({n: p.detach() for n, p in params.items()}, grads)
 
@@ -126,12 +128,15 @@ class AdaLFLLearner(Learner):
         buffers = {k: b.clone() for k, b in model.named_buffers()}
         meta_loss = self.task_loss(functional_call(model, (theta1, buffers), (xm,)), ym)
         g_meta = torch.autograd.grad(meta_loss, [theta1[n] for n in names])
+        sync.mean_(g_meta)  # ∇θ' of the global meta batch: v (and so φ's update) is the same on every rank
         scalars["meta_loss"] = meta_loss.detach()
         v = diffopt.vjp_grads({n: p.detach() for n, p in params.items()}, grads, dict(zip(names, g_meta)))
         u = model_jvp(model, params, v, x, rng_state=rng)
         phi = list(self.loss.parameters())
         meta_grads = loss_meta_gradient(self.loss, z, y, u, phi)
         meta_grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(phi, meta_grads))
+        # ∇φ is a sum over the training rows (through g): each rank holds its shard's share
+        sync.mean_(meta_grads)
         return new_params, new_state, scalars, meta_grads
 
     def _checked_loss(self, z: Tensor, y: Tensor) -> Tensor:
@@ -211,6 +216,7 @@ class AdaLFLLearner(Learner):
             scalars["grad_norm_ratio"] = _norm(p.grad for p in params) / _norm(ce).clamp_min(1e-30)
         else:
             m.backward()
+        self.context.collective.mean_grads_(model)
         optimizer.step()
         return scalars
 

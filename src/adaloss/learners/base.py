@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from adaloss.distributed import Collective, LocalCollective
 from adaloss.typing import Batch, StateDict, Task
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ class TrainContext:
         batch_size: the training batch size.
         augment: the training augmentation.
         progress: whether the run shows progress bars (long offline searches show their own).
+        collective: the ranks' collectives under torchrun (a no-op in one process); a learner
+            averages its gradients with it so that every rank keeps the same model.
+        total_steps: the run's number of base steps T (for learners whose state uses ``t / T``).
 
     The last six are filled by the trainer; searches that train fresh models in other
     processes rebuild their data streams from them.
@@ -66,6 +70,8 @@ class TrainContext:
     batch_size: int | None = None
     augment: Literal["none", "crop_flip"] = "none"
     progress: bool = False
+    total_steps: int | None = None
+    collective: Collective = field(default_factory=LocalCollective)
 
 
 class Learner(ABC):

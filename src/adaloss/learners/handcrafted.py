@@ -30,6 +30,7 @@ class FixedLossLearner(Learner):
         optimizer.zero_grad(set_to_none=True)
         loss = self.loss(model(x), y)
         loss.backward()
+        self.context.collective.mean_grads_(model)  # data parallel: the global-batch gradient
         optimizer.step()
         return {"loss": loss.detach()}
 

@@ -92,10 +92,14 @@ class TrainConfig:
     threads: Union[int, None] = None
     run_dir: Union[str, None] = None
     progress: Literal["auto", "on", "off"] = "auto"
+    # torch.distributed (under torchrun): batch_size is the global batch, split over the ranks
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    dist_timeout_s: float = 300.0
 
     #: keys that do not change results, so resuming or reusing a run may differ in them
     RUNTIME_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
-        {"data_dir", "download", "run_dir", "progress", "checkpoint_every", "keep_checkpoints", "threads", "device"}
+        {"data_dir", "download", "run_dir", "progress", "checkpoint_every", "keep_checkpoints", "threads", "device",
+         "dist_backend", "dist_timeout_s"}
     )
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import yaml
 
 from adaloss.data import DatasetSplits, load_dataset
 from adaloss.data.loader import BatchLoader
+from adaloss.distributed import init_distributed, launched_by_torchrun
 from adaloss.learners import create_learner
 from adaloss.models import create_model
 from adaloss.training.config import TrainConfig
@@ -37,6 +39,9 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
+    if launched_by_torchrun() and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank
+    collective = init_distributed(backend=config.dist_backend, timeout_s=config.dist_timeout_s, device=device)
     if data is None:
         data = load_dataset(
             config.dataset, data_dir=config.data_dir, download=config.download,
@@ -84,6 +89,7 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
             create_model, config.model, data.input_shape, data.num_outputs, **config.model_args
         ),
         keep_checkpoints=config.keep_checkpoints,
+        collective=collective,
     )
 
 
@@ -94,6 +100,7 @@ def train(config: TrainConfig, *, resume: bool = False, data: DatasetSplits | No
     """
     trainer = build_trainer(config, data=data)
     assert trainer.run_dir is not None
-    trainer.run_dir.mkdir(parents=True, exist_ok=True)
-    (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if trainer.is_main:
+        trainer.run_dir.mkdir(parents=True, exist_ok=True)
+        (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     return trainer.fit(resume=resume)

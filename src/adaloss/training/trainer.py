@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from adaloss.data.datasets import TensorSplit
 from adaloss.data.loader import BatchLoader, iterate_batches
+from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric
 from adaloss.training.checkpoint import load_checkpoint, save_checkpoint
@@ -85,6 +86,11 @@ class Trainer:
         model_factory: builds a fresh base model, for learners whose offline search restarts
             training (handed to the learner in its :class:`~adaloss.learners.TrainContext`).
         keep_checkpoints: besides ``last.pt``, keep every checkpoint as ``step<NNNNNNNN>.pt``.
+        collective: under torchrun, the ranks' collectives (default: one process). With several
+            ranks, each trains on its shard of every global batch (``train_loader.batch_size``
+            is the global batch), the learner averages gradients, and only rank 0 evaluates,
+            logs, shows progress and writes the run directory; every rank resumes from the
+            same checkpoint.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class Trainer:
         sinks: Sequence[MetricSink] = (),
         model_factory: Callable[[], nn.Module] | None = None,
         keep_checkpoints: bool = False,
+        collective: Collective | None = None,
     ) -> None:
         for name, value in (("steps", steps), ("eval_every", eval_every), ("log_every", log_every),
                             ("checkpoint_every", checkpoint_every)):
@@ -118,6 +125,12 @@ class Trainer:
                 raise ValueError(f"Expected `{name}` to be a non-negative integer, but got {value!r}.")
         if checkpoint_every and run_dir is None:
             raise ValueError("`checkpoint_every` > 0 needs a `run_dir` to write checkpoints into.")
+        self.collective = collective if collective is not None else LocalCollective()
+        self.is_main = self.collective.is_main
+        if self.collective.world_size > 1:
+            train_loader = ShardedBatches(train_loader, self.collective)  # type: ignore[assignment]
+            if meta_loader is not None:
+                meta_loader = ShardedBatches(meta_loader, self.collective)  # type: ignore[assignment]
         self.model = model
         self.learner = learner
         self.optimizer = optimizer
@@ -133,7 +146,7 @@ class Trainer:
         self.log_every = log_every
         self.checkpoint_every = checkpoint_every
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
+        self.progress = progress and self.is_main
         self.device = torch.device(device)
         self.config = dict(config) if config is not None else None
         self.extra_sinks = list(sinks)
@@ -158,12 +171,14 @@ class Trainer:
                 train_batches=train_loader,
                 device=self.device,
                 model_factory=model_factory,
-                run_dir=self.run_dir,
+                run_dir=self.run_dir if self.is_main else None,
                 train_split=TensorSplit(train_loader.x, train_loader.y),
                 valid_split=valid if valid is not None and len(valid) > 0 else None,
                 batch_size=train_loader.batch_size,
                 augment=train_loader.augment,  # type: ignore[arg-type]
-                progress=progress,
+                progress=self.progress,
+                collective=self.collective,
+                total_steps=steps,
             )
         )
 
@@ -248,7 +263,7 @@ class Trainer:
                 file=sys.stderr, desc="train", leave=False,
             )
             self.run(self.steps - self.step)
-            final = self.evaluate()
+            final = self.evaluate() if self.is_main else {}
             self._snapshot()
             self._tick()
             summary = {
@@ -258,7 +273,7 @@ class Trainer:
                 "config": self.config,
             }
             self._emit({"step": self.step, **final})
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.is_main:
                 (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             return summary
         finally:
@@ -288,12 +303,12 @@ class Trainer:
             record: dict[str, Any] | None = None
             if self.log_every and step % self.log_every == 0:
                 record = self._running_record()
-            if self.eval_every and step % self.eval_every == 0 and step != self.steps:
+            if self.eval_every and step % self.eval_every == 0 and step != self.steps and self.is_main:
                 record = {**(record or {"step": step}), **self.evaluate()}
                 self._snapshot()
             if record is not None:
                 self._emit(record)
-            if self.checkpoint_every and step % self.checkpoint_every == 0:
+            if self.checkpoint_every and step % self.checkpoint_every == 0 and self.is_main:
                 self._tick()  # account the time so far before the state is captured, so a resume keeps it
                 self.save_checkpoint()
             if self._bar is not None:
@@ -331,7 +346,7 @@ class Trainer:
         self._mark = now
 
     def _snapshot(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.is_main:
             return
         snap = self.learner.snapshot()
         if snap is None:
@@ -348,8 +363,8 @@ class Trainer:
 
     def _open_sinks(self, *, truncate_after_step: int | None) -> None:
         self._truncate_after_step = truncate_after_step
-        self._sinks = list(self.extra_sinks)
-        if self.run_dir is not None:
+        self._sinks = list(self.extra_sinks) if self.is_main else []
+        if self.run_dir is not None and self.is_main:
             self._sinks.insert(0, JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_step=truncate_after_step))
 
     def close(self) -> None:

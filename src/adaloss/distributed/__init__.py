@@ -1,0 +1,178 @@
+"""Scale-out on ``torch.distributed`` (launched by ``torchrun``): process groups and the collectives
+the learners need, behind one small interface that is a no-op in a single process.
+
+Data-parallel training keeps every rank's model identical: each rank draws the same *global*
+batch (same seed), computes on its own contiguous shard of it (:class:`ShardedBatches`), and
+averages gradients with :meth:`Collective.mean_`; with equal shards the average of the shard
+means is the global-batch mean, so N ranks follow the one-process trajectory to float tolerance
+(BatchNorm statistics are per shard, the one exception).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from adaloss._validation import check_choice, check_positive
+from adaloss.typing import Batch, StateDict
+
+__all__ = [
+    "Collective",
+    "DistributedError",
+    "LocalCollective",
+    "ProcessGroupCollective",
+    "ShardedBatches",
+    "init_distributed",
+    "launched_by_torchrun",
+]
+
+logger = logging.getLogger("adaloss")
+
+Backend = Literal["auto", "gloo", "nccl"]
+
+
+class DistributedError(RuntimeError):
+    """A collective failed: another rank died, or did not answer within the timeout."""
+
+
+class Collective:
+    """The collectives a learner may call; this base class is the single-process no-op."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that logs, shows progress and writes checkpoints."""
+        return self.rank == 0
+
+    def mean_(self, tensors: Sequence[Tensor]) -> None:
+        """Replace each tensor, in place, by its mean over the ranks."""
+
+    def mean_grads_(self, model: nn.Module) -> None:
+        """Average the ``.grad`` of ``model``'s trainable parameters over the ranks (after backward)."""
+        self.mean_([p.grad for p in model.parameters() if p.requires_grad and p.grad is not None])
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+
+class LocalCollective(Collective):
+    """One process: every collective is a no-op."""
+
+
+class ProcessGroupCollective(Collective):
+    """Collectives over a ``torch.distributed`` process group (the default group if ``None``).
+
+    :meth:`mean_` flattens the tensors into one buffer, so a step costs one all-reduce, not one
+    per parameter.
+    """
+
+    def __init__(self, group: Any = None) -> None:
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("ProcessGroupCollective needs an initialised torch.distributed process group.")
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world_size = dist.get_world_size(group)
+
+    def mean_(self, tensors: Sequence[Tensor]) -> None:
+        tensors = [t for t in tensors if t is not None]
+        if not tensors or self.world_size == 1:
+            return
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        try:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        except RuntimeError as e:  # gloo: peer closed the connection or timed out; NCCL: watchdog timeout
+            raise DistributedError(
+                f"An all-reduce across {self.world_size} ranks failed on rank {self.rank}: another rank died or "
+                f"did not reach it within the collective timeout (dist_timeout_s). Resume the run from its last "
+                f"checkpoint with --resume. Cause: {e}"
+            ) from e
+        flat /= self.world_size
+        offset = 0
+        with torch.no_grad():
+            for t in tensors:
+                n = t.numel()
+                t.copy_(flat[offset:offset + n].view_as(t))
+                offset += n
+
+    def barrier(self) -> None:
+        try:
+            dist.barrier(group=self.group)
+        except RuntimeError as e:
+            raise DistributedError(f"A barrier across {self.world_size} ranks failed on rank {self.rank}: {e}") from e
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several ranks started by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed(
+    *, backend: Backend = "auto", timeout_s: float = 300.0, device: torch.device | None = None
+) -> Collective:
+    """Join the process group ``torchrun`` describes in the environment, or return a local no-op.
+
+    Args:
+        backend: ``"gloo"`` (CPU), ``"nccl"`` (GPUs), or ``"auto"``: NCCL for a CUDA ``device``,
+            gloo otherwise.
+        timeout_s: how long a collective waits for the other ranks before it fails; a rank that
+            dies or hangs therefore ends the job with an error, never a silent hang.
+        device: the run's device (chooses the backend for ``"auto"``).
+    """
+    check_choice("backend", backend, ("auto", "gloo", "nccl"))
+    check_positive("timeout_s", timeout_s)
+    if not launched_by_torchrun():
+        return LocalCollective()
+    if not dist.is_initialized():
+        chosen = backend if backend != "auto" else ("nccl" if device is not None and device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=chosen, timeout=datetime.timedelta(seconds=float(timeout_s)))
+        logger.info("torch.distributed: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), chosen)
+    return ProcessGroupCollective()
+
+
+class ShardedBatches:
+    """This rank's contiguous shard of every global batch drawn from ``loader``.
+
+    Every rank holds the same loader (same seed), so every rank draws the same global batch of
+    ``loader.batch_size`` rows; rank ``r`` of ``N`` keeps rows ``[r·B/N, (r+1)·B/N)``. The loader's
+    state (and so a checkpoint's data position) is the same on every rank. Attributes other than
+    iteration are the loader's (``x``, ``y``, ``batch_size``: the *global* batch size, ...).
+    """
+
+    def __init__(self, loader: Any, collective: Collective) -> None:
+        size = int(loader.batch_size)
+        if size % collective.world_size:
+            raise ValueError(
+                f"Expected the global `batch_size` to be divisible by the number of ranks ({collective.world_size}), "
+                f"but got {size}."
+            )
+        self.loader = loader
+        self.rank = collective.rank
+        self.shard = size // collective.world_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        x, y = next(self.loader)
+        lo = self.rank * self.shard
+        return x[lo:lo + self.shard], y[lo:lo + self.shard]
+
+    def state_dict(self) -> StateDict:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: StateDict) -> None:
+        self.loader.load_state_dict(state)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
