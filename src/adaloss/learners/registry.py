@@ -14,7 +14,7 @@ from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.losses import HANDCRAFTED_LOSSES, create_loss
 from adaloss.typing import Task
 
-__all__ = ["METHODS", "METHOD_TASKS", "create_learner", "methods_for", "register_method"]
+__all__ = ["METHODS", "METHOD_TASKS", "create_learner", "methods_for", "register_method", "takes_target_metric"]
 
 #: name → factory ``(task, **method_args) -> Learner``
 METHODS: dict[str, Callable[..., Learner]] = {}
@@ -22,15 +22,19 @@ METHODS: dict[str, Callable[..., Learner]] = {}
 METHOD_TASKS: dict[str, tuple[Task, ...]] = {}
 #: methods that need arguments (e.g. a file) and so are left out of a default comparison
 _NEEDS_ARGS: set[str] = set()
+#: methods that optimise a named evaluation metric (their factory takes ``metric=``)
+_TARGET_METRIC: set[str] = set()
 
 
 def register_method(
-    name: str, factory: Callable[..., Learner], *, tasks: tuple[Task, ...], needs_args: bool = False
+    name: str, factory: Callable[..., Learner], *, tasks: tuple[Task, ...], needs_args: bool = False,
+    target_metric: bool = False,
 ) -> None:
     """Make ``method=name`` build ``factory(task=..., **method_args)`` for the given tasks.
 
     ``needs_args`` marks a method that cannot run on defaults; ``adaloss compare`` without
-    ``--methods`` skips it.
+    ``--methods`` skips it. ``target_metric`` marks a method that optimises a named metric: the
+    config key ``metric`` reaches its factory as ``metric=`` (:func:`takes_target_metric`).
     """
     if name in METHODS:
         raise ValueError(f"A method named {name!r} is already registered.")
@@ -38,6 +42,13 @@ def register_method(
     METHOD_TASKS[name] = tasks
     if needs_args:
         _NEEDS_ARGS.add(name)
+    if target_metric:
+        _TARGET_METRIC.add(name)
+
+
+def takes_target_metric(method: str) -> bool:
+    """Whether ``method`` optimises a named metric (the config key ``metric``), e.g. ``ala``."""
+    return method in _TARGET_METRIC
 
 
 def methods_for(task: Task, *, runnable_on_defaults: bool = False) -> list[str]:
@@ -121,4 +132,13 @@ def _learned_loss(*, task: Task, path: str) -> Learner:
 register_method("adalfl", _adalfl, tasks=("classification", "regression"))
 register_method("ml3", _ml3, tasks=("classification", "regression"))
 register_method("taylorglo", _taylorglo, tasks=("classification", "regression"))
+def _ala(*, task: Task, **options: Any) -> Learner:
+    """ALA (Huang et al. 2019): a policy moves the class-pair loss's Φ every K steps, rewarded by
+    the change of a validation metric; options: :func:`~adaloss.learners.ala.create_ala_learner`."""
+    from adaloss.learners.ala import create_ala_learner
+
+    return create_ala_learner(task=task, **options)
+
+
 register_method("learned_loss", _learned_loss, tasks=("classification", "regression"), needs_args=True)
+register_method("ala", _ala, tasks=("classification",), target_metric=True)

@@ -1,0 +1,134 @@
+"""ALA's parametric losses: values against hand computations, float64 gradients, bounds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adaloss.losses.ala import (
+    ClassPairLoss,
+    PairDistanceLoss,
+    ParametricLoss,
+    apply_parameter_delta,
+    class_pair_loss,
+    pair_distance_loss,
+    sigmoid_gradient_ratio,
+)
+
+
+def test_log_prob_form_at_identity_is_cross_entropy() -> None:
+    torch.manual_seed(0)
+    z, y = torch.randn(16, 7), torch.randint(0, 7, (16,))
+    loss = ClassPairLoss(7, form="log_prob")
+    torch.testing.assert_close(loss(z, y), F.cross_entropy(z, y))
+
+
+def test_sigmoid_form_hand_value() -> None:
+    z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    loss = ClassPairLoss(3).double()
+    # at Φ = I: −σ(log p_y) = −p_y / (1 + p_y)
+    p = z.softmax(-1)[torch.arange(2), y]
+    torch.testing.assert_close(loss(z, y), (-p / (1 + p)).mean())
+    # a general Φ: −σ(Σ_j Φ_yj log p_j), written out
+    loss.set_parameter_vector(torch.tensor([0.3, -0.5, 0.2], dtype=torch.float64))  # (0,1), (0,2), (1,2)
+    phi = torch.tensor([[1.0, 0.3, -0.5], [0.3, 1.0, 0.2], [-0.5, 0.2, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(loss.phi, phi)
+    logp = z.log_softmax(-1)
+    s0 = 1.0 * logp[0, 0] + 0.3 * logp[0, 1] - 0.5 * logp[0, 2]
+    s1 = -0.5 * logp[1, 0] + 0.2 * logp[1, 1] + 1.0 * logp[1, 2]
+    expected = -(torch.sigmoid(s0) + torch.sigmoid(s1)) / 2
+    torch.testing.assert_close(loss(z, y), expected)
+
+
+def test_sigmoid_form_gradient_is_ce_gradient_times_documented_ratio() -> None:
+    z = torch.tensor([[1.0, -0.5, 0.3, 2.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1])
+    (g_sig,) = torch.autograd.grad(ClassPairLoss(4).double()(z, y), z)
+    (g_ce,) = torch.autograd.grad(F.cross_entropy(z, y), z)
+    p_y = float(z.detach().softmax(-1)[0, 1])
+    torch.testing.assert_close(g_sig, g_ce * sigmoid_gradient_ratio(p_y))
+    assert sigmoid_gradient_ratio(0.01) == pytest.approx(0.0098, abs=1e-4)
+    assert sigmoid_gradient_ratio(0.5) == pytest.approx(0.2222, abs=1e-4)
+    assert sigmoid_gradient_ratio(1.0) == 0.25
+
+
+@pytest.mark.parametrize("form", ["sigmoid", "log_prob"])
+def test_class_pair_gradients_float64_finite_differences(form: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    phi = (torch.eye(4, dtype=torch.float64) + 0.3 * torch.randn(4, 4, dtype=torch.float64, generator=gen))
+    phi.requires_grad_(True)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    assert torch.autograd.gradcheck(lambda a, b: class_pair_loss(a, y, b, form=form, scale=1.5), (z, phi))
+    assert torch.autograd.gradgradcheck(lambda a, b: class_pair_loss(a, y, b, form=form), (z, phi))
+
+
+def test_parameter_vector_layouts_and_names() -> None:
+    sym = ClassPairLoss(4)
+    assert sym.parameter_vector().shape == (6,)
+    assert sym.parameter_names[:3] == ["phi[0,1]", "phi[0,2]", "phi[0,3]"]
+    full = ClassPairLoss(4, symmetric=False, adapt_diagonal=True)
+    assert full.parameter_vector().shape == (12 + 4,)
+    assert full.parameter_names[-1] == "phi[3,3]"
+    torch.testing.assert_close(full.parameter_vector()[-4:], torch.ones(4))
+    v = torch.linspace(-0.9, 0.9, 16)
+    v[-4:] = 1.5
+    full.set_parameter_vector(v)
+    torch.testing.assert_close(full.parameter_vector(), v)
+    assert full.phi[0, 1] != full.phi[1, 0]  # asymmetric layout writes entries separately
+    lo, hi = full.bounds
+    assert lo[:12].eq(-1).all() and hi[:12].eq(1).all() and lo[12:].eq(0).all() and hi[12:].eq(2).all()
+    for loss in (sym, full, PairDistanceLoss()):
+        assert isinstance(loss, ParametricLoss)
+        assert len(loss.parameter_names) == loss.parameter_vector().numel()
+
+
+def test_bounds_clipping_and_clamp_hits() -> None:
+    loss = ClassPairLoss(3, bounds=(-0.5, 0.25))
+    hits = apply_parameter_delta(loss, torch.tensor([0.2, 0.4, -0.9]))
+    assert hits == 2
+    torch.testing.assert_close(loss.parameter_vector(), torch.tensor([0.2, 0.25, -0.5]))
+    assert loss.phi[2, 1] == -0.5 and loss.phi[2, 0] == 0.25 and loss.phi[1, 1] == 1.0  # symmetric, diagonal untouched
+    loss.set_parameter_vector(torch.tensor([5.0, -5.0, 0.0]))
+    torch.testing.assert_close(loss.parameter_vector(), torch.tensor([0.25, -0.5, 0.0]))
+    with pytest.raises(ValueError, match="shape"):
+        apply_parameter_delta(loss, torch.zeros(4))
+    with pytest.raises(ValueError, match="lower < upper"):
+        ClassPairLoss(3, bounds=(1.0, -1.0))
+    with pytest.raises(ValueError, match=r"`form` to be one of \['log_prob', 'sigmoid'\], but got 'hinge'"):
+        ClassPairLoss(3, form="hinge")  # type: ignore[arg-type]
+
+
+def test_pair_distance_loss_at_unit_weights_is_contrastive() -> None:
+    gen = torch.Generator().manual_seed(0)
+    e = torch.randn(6, 3, dtype=torch.float64, generator=gen)
+    labels = torch.tensor([0, 0, 1, 1, 2, 0])
+    loss = PairDistanceLoss(bins=4, margin=1.0).double()
+    en = F.normalize(e, dim=-1)
+    terms = []
+    for i in range(6):
+        for j in range(i + 1, 6):
+            d = torch.linalg.vector_norm(en[i] - en[j])
+            terms.append(d**2 if labels[i] == labels[j] else torch.clamp(1.0 - d, min=0) ** 2)
+    torch.testing.assert_close(loss(e, labels), torch.stack(terms).mean())
+    # a weight multiplies exactly the pairs in its bin
+    w = torch.ones(8, dtype=torch.float64)
+    w[4:] = 0.0  # drop every negative pair
+    loss.set_parameter_vector(w)
+    pos_only = torch.stack([t for t, (i, j) in zip(terms, [(i, j) for i in range(6) for j in range(i + 1, 6)])
+                            if labels[i] == labels[j]]).sum() / len(terms)
+    torch.testing.assert_close(loss(e, labels), pos_only)
+
+
+def test_pair_distance_gradients_float64() -> None:
+    gen = torch.Generator().manual_seed(1)
+    e = torch.randn(5, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    wp = torch.rand(4, dtype=torch.float64, generator=gen)
+    wn = torch.rand(4, dtype=torch.float64, generator=gen)
+    for base in ("contrastive", "margin"):
+        assert torch.autograd.gradcheck(
+            lambda x, base=base: pair_distance_loss(x, labels, wp, wn, base=base, margin=0.2), (e,)
+        )
