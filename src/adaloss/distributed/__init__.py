@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -47,6 +48,8 @@ class Collective:
 
     rank: int = 0
     world_size: int = 1
+    #: wall-clock seconds spent inside collectives (the communication share of a step)
+    seconds: float = 0.0
 
     @property
     def is_main(self) -> bool:
@@ -86,6 +89,7 @@ class ProcessGroupCollective(Collective):
         tensors = [t for t in tensors if t is not None]
         if not tensors or self.world_size == 1:
             return
+        start = time.perf_counter()
         flat = torch.cat([t.detach().reshape(-1) for t in tensors])
         try:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
@@ -102,6 +106,7 @@ class ProcessGroupCollective(Collective):
                 n = t.numel()
                 t.copy_(flat[offset:offset + n].view_as(t))
                 offset += n
+        self.seconds += time.perf_counter() - start
 
     def barrier(self) -> None:
         try:
