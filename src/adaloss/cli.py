@@ -16,7 +16,8 @@ EPILOG = """\
 Configuration: an optional YAML file (-c) of config keys, then key=value overrides, e.g.
   adaloss train dataset=mnist model=lenet5 steps=10000 lr=0.01 --data-dir ../shared/datasets
 Dotted keys set one option of a mapping key: model_args.hidden=[500,500]. `adaloss list keys`
-prints every key with its default.
+prints every key with its default. `metric` names the metric a method optimises (ALA's reward,
+also evaluated), e.g. `adaloss train method=ala metric=aucpr`; `adaloss list metrics` lists them.
 """
 
 

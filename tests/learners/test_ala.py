@@ -400,3 +400,103 @@ def test_reward_is_oriented_by_higher_is_better(tmp_path: Path, metric: str) -> 
             better = now > prev if metric == "aucpr" else now < prev
             worse = now < prev if metric == "aucpr" else now > prev
             assert float(out["reward"]) == float(better) - float(worse)
+
+
+# ---------------------------------------------------------------------------- command line
+
+CLI_TINY = ["steps=40", "batch_size=32", "log_every=10", "eval_every=20", "model_args.hidden=[16]", "method_args.K=10",
+            "method_args.val_batches=2", "method_args.smoothing_window=3", "progress=off", "threads=1"]
+
+
+def test_cli_metric_key_sets_the_reward_metric_and_is_evaluated(tmp_path: Path) -> None:
+    assert main(["train", "method=ala", "metric=aucpr", *CLI_TINY, f"run_dir={tmp_path}"]) == 0
+    snap = read_jsonl(tmp_path / "snapshots.jsonl")[-1]
+    assert snap["metric_name"] == "aucpr" and snap["higher_is_better"] is True
+    final = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    assert {"valid_aucpr", "test_aucpr", "valid_error", "test_error"} <= set(final)  # target added to metrics
+    # a method that does not target a metric only evaluates it
+    assert main(["train", "method=ce", "metric=aucpr", *CLI_TINY[:5], "progress=off", "threads=1",
+                 f"run_dir={tmp_path / 'ce'}"]) == 0
+    assert "test_aucpr" in read_jsonl(tmp_path / "ce" / "metrics.jsonl")[-1]
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        ("recall@1", r"`metric`.*'recall@1' is for embedding.*metrics for classification: \['aucpr', 'error'\]"),
+        ("eror", r"Expected `metric` to be one of \['aucpr', 'error', .*but got 'eror'. Did you mean 'error'\?"),
+    ],
+)
+def test_cli_bad_metric_is_an_error_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    metric: str, expected: str) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "method=ala", f"metric={metric}", *CLI_TINY, f"run_dir={run}"]) == 2
+    assert __import__("re").search(expected, capsys.readouterr().err)
+    assert not run.exists()  # nothing was trained or written
+    assert main(["train", "method=ala", "metric=aucpr", "method_args.metric=error", *CLI_TINY, f"run_dir={run}"]) == 2
+    assert "set only `metric`" in capsys.readouterr().err
+
+
+def test_cli_plot_draws_phi_and_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from adaloss.plotting import plot_ala_phi, plot_ala_reward
+
+    assert main(["train", "method=ala", *CLI_TINY, f"run_dir={tmp_path}"]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path)]) == 0
+    written = capsys.readouterr().out.split()
+    assert {Path(p).name for p in written} >= {"ala_phi.png", "ala_reward.png", "learning_curves.png"}
+    assert all(Path(p).stat().st_size > 0 for p in written)
+    snaps = read_jsonl(tmp_path / "snapshots.jsonl")
+    last = snaps[-1]
+    # the statistics drawn agree with the final Φ matrix, recomputed here
+    phi = torch.tensor(last["phi"])
+    off = phi[~torch.eye(10, dtype=torch.bool)]
+    assert last["phi_stats"]["diag_mean"][-1] == pytest.approx(1.0)
+    assert last["phi_stats"]["offdiag_mean"][-1] == pytest.approx(float(off.mean()), abs=1e-6)
+    assert last["phi_stats"]["offdiag_max"][-1] == pytest.approx(float(off.max()), abs=1e-6)
+    assert last["controller_steps"] == [0, 10, 20, 30, 40] and len(last["rewards"]) == 4
+    stats_ax = plot_ala_phi(snaps).axes[0]
+    assert len(stats_ax.lines) == 5 and list(stats_ax.lines[1].get_ydata()) == last["phi_stats"]["offdiag_mean"]
+    reward_ax = plot_ala_reward(snaps).axes[0]
+    assert list(reward_ax.lines[0].get_xdata()) == [10, 20, 30, 40]
+    assert list(reward_ax.lines[0].get_ydata()) == last["rewards"]
+    with pytest.raises(ValueError, match="kind 'ala'"):
+        plot_ala_phi([{"step": 0, "kind": "classification"}])
+
+
+def test_cli_policy_reuse_frozen_on_another_architecture(tmp_path: Path) -> None:
+    """Policy trained in run A (MLP) drives run B (logistic regression) frozen, from the CLI."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "method=ala", *CLI_TINY, "checkpoint_every=40", f"run_dir={a}"]) == 0
+    trained = load_policy(a / "policy.pt")
+    for k, v in load_checkpoint(a / "checkpoints" / "last.pt")["learner"]["controller"]["policy"].items():
+        assert torch.equal(v, trained.state_dict()[k])  # policy.pt is the policy at the end of A
+    assert main(["train", "method=ala", "model=logistic", *[o for o in CLI_TINY if "hidden" not in o], "seed=3",
+                 f"method_args.policy_path={a}", "method_args.train_policy=false", "checkpoint_every=40",
+                 f"run_dir={b}"]) == 0
+    controller = load_checkpoint(b / "checkpoints" / "last.pt")["learner"]["controller"]
+    for k, v in trained.state_dict().items():
+        assert torch.equal(v, controller["policy"][k])
+    assert len(controller["rewards"]) == 4 and not (b / "policy.pt").exists()
+    assert read_jsonl(b / "snapshots.jsonl")[-1]["phi"] != torch.eye(10).tolist()
+    assert main(["train", "method=ala", *CLI_TINY, f"method_args.policy_path={tmp_path / 'none'}",
+                 f"run_dir={tmp_path / 'c'}"]) == 2
+
+
+def test_cli_compare_ce_and_ala(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--methods", "ce,ala", "--seeds", "0", "--out", str(out), "metric=aucpr",
+               *[o.replace("method_args.", "method_args.ala.") for o in CLI_TINY]])
+    assert rc == 0
+    table = (out / "summary.md").read_text()
+    assert "| ce |" in table and "| ala |" in table and "test_aucpr" in table
+    assert read_jsonl(out / "ala" / "seed0" / "snapshots.jsonl")[-1]["metric_name"] == "aucpr"
+
+
+def test_config_metric_key() -> None:
+    from adaloss.training.config import ConfigError
+
+    assert "metric" not in TrainConfig().identity()  # unset: runs recorded before the key still match
+    assert TrainConfig(metric="aucpr").identity()["metric"] == "aucpr"
+    with pytest.raises(ConfigError, match=r"Expected `metric` to be one of .*but got 'auc'"):
+        TrainConfig(metric="auc")

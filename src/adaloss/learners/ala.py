@@ -629,6 +629,9 @@ class ALALearner(Learner):
 
     def bind(self, context: TrainContext) -> None:
         super().bind(context)
+        if context.collective.world_size > 1:
+            raise ValueError("method 'ala' runs in one process (the policy and Φ are not synchronised over "
+                             f"ranks yet), but the run has world_size={context.collective.world_size}.")
         if context.meta_batches is None:
             raise ValueError("ALA rewards a validation metric and needs a validation split; the run has none "
                              "(valid_fraction).")
@@ -683,7 +686,8 @@ class ALALearner(Learner):
         phi = loss.parameter_vector()
         if phi.numel() <= PHI_TRACE_MAX:
             self.history["phi_trace"].append(phi.cpu().tolist())
-        return {**self.controller.last_act_stats, "clamp_hits": float(hits), **{f"phi_{k}": v for k, v in stats.items()}}
+        phi_scalars = {f"phi_{k}": v for k, v in stats.items()}
+        return {**self.controller.last_act_stats, "clamp_hits": float(hits), **phi_scalars}
 
     def _start(self) -> float:
         """Draw the validation subset, evaluate the initial model and take the first action."""
@@ -776,7 +780,8 @@ class ALALearner(Learner):
             "kind": "ala", **base, "metric_name": self.metric.name,
             "higher_is_better": self.metric.higher_is_better,
             "controller_steps": list(self.history["step"]), "metric": list(self.metrics),
-            "rewards": list(self.controller.rewards), "phi_stats": {k: list(v) for k, v in self.history["phi_stats"].items()},
+            "rewards": list(self.controller.rewards),
+            "phi_stats": {k: list(v) for k, v in self.history["phi_stats"].items()},
             **({"parameter_names": names, "phi_trace": [list(v) for v in self.history["phi_trace"]]}
                if len(names) <= PHI_TRACE_MAX else {}),
             "clamp_hits": self.clamp_hits,

@@ -8,6 +8,8 @@ from __future__ import annotations
 from adaloss.plotting.figures import (
     FIGURE_FORMATS,
     mean_std_curves,
+    plot_ala_phi,
+    plot_ala_reward,
     plot_compare_curves,
     plot_implicit_lr,
     plot_learning_curves,
@@ -18,6 +20,8 @@ from adaloss.plotting.figures import (
 __all__ = [
     "FIGURE_FORMATS",
     "mean_std_curves",
+    "plot_ala_phi",
+    "plot_ala_reward",
     "plot_compare_curves",
     "plot_implicit_lr",
     "plot_learning_curves",

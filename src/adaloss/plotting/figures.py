@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FIGURE_FORMATS",
     "mean_std_curves",
+    "plot_ala_phi",
+    "plot_ala_reward",
     "plot_compare_curves",
     "plot_implicit_lr",
     "plot_learning_curves",
@@ -301,6 +303,108 @@ def plot_compare_curves(
     return fig
 
 
+def _ala_history(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The latest ALA snapshot (it carries the whole controller history), checked."""
+    if not snapshots:
+        raise ValueError("Expected `snapshots` to hold at least one ALA snapshot, but got none.")
+    kinds = sorted({str(s.get("kind")) for s in snapshots})
+    if kinds != ["ala"]:
+        raise ValueError(f"Expected ALA snapshots (kind 'ala'), but got kinds {kinds}.")
+    last = max(snapshots, key=lambda s: s.get("step", 0))
+    for field in ("controller_steps", "metric", "rewards", "phi_stats"):
+        if field not in last:
+            raise ValueError(f"Expected ALA snapshot field `{field}` (step {last.get('step')}), but it is missing.")
+    return last
+
+
+def plot_ala_phi(snapshots: Sequence[dict[str, Any]], *, title: str | None = None) -> Figure:
+    """ALA's loss parameters Φ over training, from the latest snapshot's controller history.
+
+    Left: the statistics of Φ after every controller action (for the class-pair loss the
+    diagonal mean and the off-diagonal mean, mean |·|, min and max). Middle, when Φ has at most
+    16 entries: every entry. Right, for the class-pair loss: the final C×C matrix as a heat map.
+    Φ holds between actions, so lines are drawn as steps.
+
+    Args:
+        snapshots: records of an ALA run's ``snapshots.jsonl``.
+        title: figure title.
+
+    Raises:
+        ValueError: not ALA snapshots, or fields missing.
+    """
+    last = _ala_history(snapshots)
+    steps = [float(v) for v in last["controller_steps"]]
+    trace = last.get("phi_trace") or []
+    matrix = last.get("phi")
+    n = 1 + bool(trace) + (matrix is not None)
+    fig = _new_figure(figsize=(5.0 * n, 4.0))
+    axes = list(fig.subplots(1, n, squeeze=False)[0])
+    ax = axes.pop(0)
+    for name, values in last["phi_stats"].items():
+        ax.plot(steps, _floats(values, field=f"phi_stats.{name}", step=last.get("step")), drawstyle="steps-post",
+                label=name, linewidth=1.3)
+    ax.set_title("Φ statistics")
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if trace:
+        ax = axes.pop(0)
+        names = last.get("parameter_names") or [f"φ[{k}]" for k in range(len(trace[0]))]
+        for k, name in enumerate(names):
+            ax.plot(steps[: len(trace)], [row[k] for row in trace], drawstyle="steps-post", label=name, linewidth=1.0)
+        ax.set_title("Φ entries")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(names) <= 10:
+            ax.legend(fontsize=7)
+    if matrix is not None:
+        ax = axes.pop(0)
+        lim = max(1e-12, max(abs(float(v)) for row in matrix for i, v in enumerate(row)))
+        image = ax.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(f"Φ at step {last.get('step')}")
+        ax.set_xlabel("class j")
+        ax.set_ylabel("class i")
+        fig.colorbar(image, ax=ax)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_ala_reward(snapshots: Sequence[dict[str, Any]], *, title: str | None = None) -> Figure:
+    """ALA's reward per controller step (with a running mean over 10) and the smoothed validation
+    metric M (Eq. 4) the reward compares, from the latest snapshot's history.
+
+    Raises:
+        ValueError: not ALA snapshots, or fields missing.
+    """
+    last = _ala_history(snapshots)
+    steps = [float(v) for v in last["controller_steps"]]
+    rewards = _floats(last["rewards"], field="rewards", step=last.get("step"))
+    metric = _floats(last["metric"], field="metric", step=last.get("step"))
+    fig = _new_figure(figsize=(10.0, 4.0))
+    ax_r, ax_m = fig.subplots(1, 2)
+    r_steps = steps[1 : 1 + len(rewards)]  # episode k closes at the (k+1)-th controller step
+    ax_r.plot(r_steps, rewards, linestyle="none", marker="o", markersize=3, alpha=0.5, label="reward")
+    window = 10
+    running = [math.fsum(rewards[max(0, i + 1 - window) : i + 1]) / (i + 1 - max(0, i + 1 - window))
+               for i in range(len(rewards))]
+    ax_r.plot(r_steps, running, color="C1", label=f"running mean ({window})")
+    ax_r.axhline(0.0, color="0.5", linestyle="--", linewidth=1.0)
+    ax_r.set_title("reward")
+    ax_r.set_xlabel("step")
+    ax_r.grid(alpha=0.3)
+    ax_r.legend(fontsize=8)
+    name = last.get("metric_name", "metric")
+    better = "higher" if last.get("higher_is_better") else "lower"
+    ax_m.plot(steps[: len(metric)], metric, marker="o" if len(metric) < 30 else None, markersize=3)
+    ax_m.set_title(f"smoothed validation {name} ({better} is better)")
+    ax_m.set_xlabel("step")
+    ax_m.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 # ---------------------------------------------------------------------------- run directory
 def _check_formats(formats: Sequence[str] | str) -> list[str]:
     items = [formats] if isinstance(formats, str) else list(formats)
@@ -319,7 +423,8 @@ def plot_run(
     """Write every figure the run's files support.
 
     ``learning_curves`` from ``metrics.jsonl``, ``implicit_lr`` when it holds
-    ``train_grad_norm_ratio``, ``loss_evolution`` when ``snapshots.jsonl`` has snapshots.
+    ``train_grad_norm_ratio``, ``loss_evolution`` when ``snapshots.jsonl`` has learned-loss
+    snapshots, ``ala_phi`` and ``ala_reward`` when it has ALA snapshots.
 
     Args:
         run_dir: the run directory (holds ``metrics.jsonl``).
@@ -348,7 +453,10 @@ def plot_run(
     name = run.resolve().name
 
     figures: list[tuple[str, Figure]] = []
-    if snapshots:
+    if snapshots and all(s.get("kind") == "ala" for s in snapshots):
+        figures.append(("ala_phi", plot_ala_phi(snapshots, title=f"{name}: ALA loss parameters Φ")))
+        figures.append(("ala_reward", plot_ala_reward(snapshots, title=f"{name}: ALA reward")))
+    elif snapshots:
         figures.append(("loss_evolution", plot_loss_evolution(snapshots, title=f"{name}: learned loss")))
     if _series(records, "train_grad_norm_ratio")[0]:
         figures.append(("implicit_lr", plot_implicit_lr(records, title=f"{name}: implicit learning rate")))

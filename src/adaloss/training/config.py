@@ -80,6 +80,9 @@ class TrainConfig:
     lr_gamma: float = 0.1
     # evaluation, logging, checkpoints
     metrics: list[str] = field(default_factory=list)
+    #: the metric a method optimises (ALA's reward; ``null``: the method's default). Evaluated
+    #: and logged with ``metrics``; methods that do not target a metric only evaluate it.
+    metric: Union[str, None] = None
     eval_every: int = 0
     eval_batch_size: int = 1000
     log_every: int = 100
@@ -109,6 +112,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"Expected `{name}` to be a positive integer, but got {getattr(self, name)!r}.")
+        if self.metric is not None:
+            from adaloss.metrics import METRICS
+
+            if self.metric not in METRICS:
+                raise ConfigError(str(unknown_name_error("metric", self.metric, METRICS)))
         for name in ("eval_every", "log_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected `{name}` to be a non-negative integer, but got {getattr(self, name)!r}.")
@@ -117,9 +125,15 @@ class TrainConfig:
         """Plain, YAML/JSON-serialisable mapping of every key."""
         return dataclasses.asdict(self)
 
+    #: keys added after runs were recorded, left out of :meth:`identity` while unset (``None``),
+    #: so that finished runs and checkpoints from before them still match
+    UNSET_OMITTED_KEYS: typing.ClassVar[frozenset[str]] = frozenset({"metric"})
+
     def identity(self) -> dict[str, Any]:
-        """The keys that determine the results (everything but :attr:`RUNTIME_KEYS`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_KEYS}
+        """The keys that determine the results (everything but :attr:`RUNTIME_KEYS`, and the
+        :attr:`UNSET_OMITTED_KEYS` that are unset)."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in self.RUNTIME_KEYS and not (k in self.UNSET_OMITTED_KEYS and v is None)}
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied and validated."""

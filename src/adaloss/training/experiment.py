@@ -15,11 +15,14 @@ from adaloss.data import DatasetSplits, load_dataset
 from adaloss.data.loader import BatchLoader
 from adaloss.distributed import init_distributed, launched_by_torchrun
 from adaloss.learners import create_learner
+from adaloss.learners.registry import takes_target_metric
+from adaloss.metrics import create_metric
 from adaloss.models import create_model
-from adaloss.training.config import TrainConfig
+from adaloss.training.config import ConfigError, TrainConfig
 from adaloss.training.optim import create_optimizer, create_scheduler
 from adaloss.training.seed import seed_everything
-from adaloss.training.trainer import Trainer
+from adaloss.training.trainer import DEFAULT_METRICS, Trainer
+from adaloss.typing import Task
 
 __all__ = ["build_trainer", "default_run_dir", "train"]
 
@@ -27,6 +30,34 @@ __all__ = ["build_trainer", "default_run_dir", "train"]
 def default_run_dir(config: TrainConfig) -> Path:
     """``runs/<dataset>-<model>-<method>-seed<k>`` under the working directory."""
     return Path("runs") / f"{config.dataset}-{config.model}-{config.method}-seed{config.seed}"
+
+
+def _target_metric(config: TrainConfig, task: Task) -> tuple[dict[str, Any], list[str]]:
+    """The method's options with the config key ``metric`` added for methods that target a
+    metric (e.g. ``ala``), and the evaluation metrics with that target included.
+
+    Raises a :class:`ConfigError` naming ``metric``, the metrics for the task and the value
+    received when the metric does not fit the task — before anything is trained.
+    """
+    method_args = dict(config.method_args)
+    target = config.metric
+    if target is not None:
+        try:
+            create_metric(target, task=task)
+        except ValueError as e:
+            raise ConfigError(f"Invalid config key `metric`: {e}") from None
+        if takes_target_metric(config.method):
+            given = method_args.get("metric")
+            if given is not None and given != target:
+                raise ConfigError(f"The target metric is set twice: `metric`={target!r} and "
+                                  f"`method_args.metric`={given!r}; set only `metric`.")
+            method_args["metric"] = target
+    elif takes_target_metric(config.method):
+        target = method_args.get("metric")
+    metrics = list(config.metrics) or list(DEFAULT_METRICS[task])
+    if target is not None and target not in metrics:
+        metrics.append(target)
+    return method_args, metrics
 
 
 def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> Trainer:
@@ -49,7 +80,8 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
         )
     seed_everything(config.seed, deterministic=config.deterministic)
     model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
-    learner = create_learner(config.method, task=data.task, **config.method_args)
+    method_args, eval_metrics = _target_metric(config, data.task)
+    learner = create_learner(config.method, task=data.task, **method_args)
     optimizer = create_optimizer(
         model.parameters(), config.optimizer, lr=config.lr, momentum=config.momentum,
         nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
@@ -75,7 +107,7 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
         task=data.task,
         steps=config.steps,
         eval_splits={"valid": data.valid, "test": data.test},
-        metrics=config.metrics or None,
+        metrics=eval_metrics,
         eval_every=config.eval_every,
         eval_batch_size=config.eval_batch_size,
         log_every=config.log_every,
