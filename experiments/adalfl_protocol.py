@@ -26,7 +26,8 @@ HERE = Path(__file__).resolve().parent
 CONFIGS = ["mnist_logistic", "mnist_mlp", "mnist_lenet5", "california_housing", "communities_crime", "diabetes"]
 
 
-def _report(name: str, cfg, methods: list[str], seeds: list[int], results, command: str) -> str:  # type: ignore[no-untyped-def]
+def _report(name: str, cfg, methods: list[str], seeds: list[int], results, command: str,
+            overrides: list[str]) -> str:  # type: ignore[no-untyped-def]
     from adaloss.training.compare import format_markdown, summarise
 
     table = format_markdown(summarise(results))
@@ -40,6 +41,9 @@ def _report(name: str, cfg, methods: list[str], seeds: list[int], results, comma
         + f"; seeds {','.join(map(str, seeds))}; mean ± sample std over seeds. Wall time per run includes"
         " the offline initialisation (meta-training). p: two-sided Welch t-test of the test metric against"
         " the handcrafted loss.",
+        *(["", f"Settings beyond the config file: `{' '.join(overrides)}`"
+           + (" (a reduced TaylorGLO search budget; the paper's is population 25 × 50 generations × 500 steps)"
+              if any(o.startswith("method_args.taylorglo.") for o in overrides) else "")] if overrides else []),
         "",
         table,
         "",
@@ -63,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=None, help="comma-separated (default: ce,adalfl or mse,adalfl)")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides passed to every config, e.g. method_args.taylorglo.generations=8")
     args = p.parse_args(argv)
 
     from adaloss.plotting.figures import plot_run
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.configs:
-        overrides = [f"threads={args.threads}"] if args.threads else []
+        overrides = list(args.overrides) + ([f"threads={args.threads}"] if args.threads else [])
         cfg = load_config(HERE / "configs" / f"{name}.yaml", overrides).replace(data_dir=args.data_dir)
         if args.methods:
             methods = args.methods.split(",")
@@ -84,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         if "adalfl" in methods:
             plot_run(out / "adalfl" / f"seed{seeds[0]}", out_dir=HERE / "figures" / name)
         command = (f"adaloss compare -c experiments/configs/{name}.yaml --methods {','.join(methods)} "
-                   f"--seeds {args.seeds} --data-dir {shlex.quote(args.data_dir)}")
-        text = _report(name, cfg, methods, seeds, results, command)
+                   f"--seeds {args.seeds} --data-dir {shlex.quote(args.data_dir)}"
+                   + "".join(f" {shlex.quote(o)}" for o in args.overrides))
+        text = _report(name, cfg, methods, seeds, results, command, list(args.overrides))
         path = HERE / "results" / f"adalfl_{name}.md"
         path.write_text(text)
         print(text)

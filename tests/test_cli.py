@@ -60,3 +60,18 @@ def test_compare_takes_per_method_args(tmp_path: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert main([*args[:-1], "method_args.gamma=0.5"]) == 2
     assert "keyed by method" in capsys.readouterr().err
+
+
+def test_compare_records_a_diverged_run_and_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["compare", "--methods", "ce", "--seeds", "0,1", "--out", str(tmp_path), "steps=20", "log_every=5",
+            "lr=1e30", "model_args.hidden=[8]", "progress=off"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("diverged: Training loss became") == 2
+    assert "| ce | 0 (+2 diverged) |" in captured.out
+    record = json.loads((tmp_path / "ce" / "seed1" / "diverged.json").read_text())
+    assert record["final"] == {} and "by step 5" in record["diverged"]
+    rows = list(csv.DictReader((tmp_path / "runs.csv").read_text().splitlines()))
+    assert all(r["diverged"].startswith("Training loss became") for r in rows)
+    assert main(args) == 0  # reused, not retrained
+    assert capsys.readouterr().err.count("reused") == 2

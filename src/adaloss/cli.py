@@ -156,7 +156,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     def report(r) -> None:  # type: ignore[no-untyped-def]
         state = "reused" if r.reused else f"{r.wall_time_s:.1f}s"
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in r.final.items())
+        metrics = f"diverged: {r.diverged}" if r.diverged else ", ".join(f"{k}={v:.4g}" for k, v in r.final.items())
         print(f"  {r.method:<16} seed {r.seed}: {metrics} ({state})", file=sys.stderr)
 
     print(f"comparing {methods} x seeds {seeds} on {cfg.dataset}/{cfg.model}, {cfg.steps} steps -> {out}",
@@ -168,7 +168,8 @@ def _compare(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(table + "\n")
     curves = write_learning_curves(results, out)
     print(table)
-    print(f"\nwrote {summary_csv}, {runs_csv}, {out / 'summary.md'}, {curves}", file=sys.stderr)
+    print(f"\nwrote {summary_csv}, {runs_csv}, {out / 'summary.md'}" + (f", {curves}" if curves else ""),
+          file=sys.stderr)
     return 0
 
 

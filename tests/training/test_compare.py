@@ -43,3 +43,14 @@ def test_summary_rows_carry_p_value_against_the_handcrafted_baseline() -> None:
     assert "p vs ce (Welch)" in table.splitlines()[0] and table.splitlines()[3].endswith("| — |")
     with pytest.raises(ValueError, match=r"Expected `baseline` to be one of \['adalfl', 'ce'\], but got 'mse'"):
         summarise(results, baseline="mse")
+
+
+def test_diverged_runs_are_counted_and_left_out_of_the_means() -> None:
+    results = [_result("ce", 0, 0.03), _result("ce", 1, 0.05), _result("adalfl", 0, 0.02), _result("adalfl", 1, 0.04),
+               RunResult("adalfl", 2, {}, 7.0, Path("."), False, diverged="learned loss became nan at step 9")]
+    rows = summarise(results)
+    ada = rows[1]
+    assert (ada["seeds"], ada["diverged"]) == (2, 1)
+    assert ada["test_error_mean"] == pytest.approx(0.03)
+    assert ada["wall_time_s_mean"] == pytest.approx(3.0)  # the diverged run's compute counts
+    assert "| adalfl | 2 (+1 diverged) |" in format_markdown(rows)

@@ -7,12 +7,14 @@ import json
 import logging
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adaloss.data import DatasetSplits, load_dataset
+from adaloss.learners.base import TrainingDiverged
 from adaloss.training.config import TrainConfig
 from adaloss.training.experiment import train
 
@@ -32,6 +34,8 @@ class RunResult:
     wall_time_s: float
     run_dir: Path
     reused: bool
+    diverged: str | None = None
+    """Why the run stopped early (its learned loss turned non-finite); ``final`` is then empty."""
 
 
 def compare(
@@ -47,7 +51,10 @@ def compare(
     ``base.method_args`` is keyed by method name here (``{"adalfl": {"init_steps": 250}}``):
     each method gets its own options. A run is reused when
     ``<out_dir>/<method>/seed<k>/summary.json`` exists and its recorded configuration equals the
-    one wanted; a run killed part-way resumes from its checkpoint.
+    one wanted; a run killed part-way resumes from its checkpoint. A run that diverges
+    (:class:`~adaloss.learners.TrainingDiverged`) does not stop the comparison: it is recorded in
+    ``diverged.json`` beside its checkpoints (and reused like a finished run), reported with its
+    cause, counted per method and left out of the means.
     """
     if not methods:
         raise ValueError("Expected `methods` to name at least one method, but got an empty list.")
@@ -78,23 +85,38 @@ def compare(
                         valid_fraction=cfg.valid_fraction, seed=seed,
                     )
                 logger.info("training %s seed %d -> %s", method, seed, run_dir)
-                summary = train(cfg, resume=True, data=data_cache[seed])
-            result = RunResult(method, seed, summary["final"], float(summary["wall_time_s"]), run_dir, reused)
+                start = time.perf_counter()
+                try:
+                    summary = train(cfg, resume=True, data=data_cache[seed])
+                except TrainingDiverged as e:
+                    summary = {"config": cfg.identity(), "diverged": str(e), "final": {},
+                               "wall_time_s": time.perf_counter() - start}
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    (run_dir / _DIVERGED).write_text(json.dumps(summary, indent=2))
+                    logger.warning("%s seed %d diverged: %s", method, seed, e)
+            result = RunResult(method, seed, summary["final"], float(summary["wall_time_s"]), run_dir, reused,
+                               summary.get("diverged"))
             results.append(result)
             if on_result is not None:
                 on_result(result)
     return results
 
 
+_DIVERGED = "diverged.json"
+
+
 def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
-    path = run_dir / "summary.json"
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return summary if summary.get("config") == cfg.identity() else None
+    for name in ("summary.json", _DIVERGED):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if summary.get("config") == cfg.identity():
+            return summary
+    return None
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -121,7 +143,8 @@ def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
 def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> list[dict[str, Any]]:
     """One row per method: mean and sample std (n−1) over seeds of every final metric and wall time.
 
-    Each row also carries ``p_value``: the Welch t-test of its final test metric (the first
+    ``seeds`` counts the runs that finished, ``diverged`` those that stopped early (left out of the
+    metric means, kept in the wall time: their compute was spent). Each row also carries ``p_value``: the Welch t-test of its final test metric (the first
     ``test_*`` key) against ``baseline`` (default: the first of :data:`BASELINES` present, else
     the first method), over seeds.
     """
@@ -138,8 +161,9 @@ def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> l
     rows = []
     for method in methods:
         runs = [r for r in results if r.method == method]
-        row: dict[str, Any] = {"method": method, "seeds": len(runs)}
-        for key in runs[0].final:
+        finished = [r for r in runs if r.diverged is None]
+        row: dict[str, Any] = {"method": method, "seeds": len(finished), "diverged": len(runs) - len(finished)}
+        for key in (finished[0].final if finished else {}):
             vals = values(method, key)
             if vals:
                 row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
@@ -172,7 +196,7 @@ def format_markdown(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | Non
         headers.append(f"p vs {baseline} (Welch)")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        cells = [str(row["method"]), str(row["seeds"])]
+        cells = [str(row["method"]), str(row["seeds"]) + (f" (+{row['diverged']} diverged)" if row.get("diverged") else "")]
         for k in keys:
             scale = 100.0 if _metric_of(k) == "error" else 1.0
             mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
@@ -197,9 +221,10 @@ def write_csv(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], out_
     metric_keys = list(dict.fromkeys(k for r in results for k in r.final))
     with runs_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seed", *metric_keys, "wall_time_s", "run_dir"])
+        w.writerow(["method", "seed", *metric_keys, "wall_time_s", "run_dir", "diverged"])
         for r in results:
-            w.writerow([r.method, r.seed, *[r.final.get(k) for k in metric_keys], f"{r.wall_time_s:.3f}", str(r.run_dir)])
+            w.writerow([r.method, r.seed, *[r.final.get(k) for k in metric_keys], f"{r.wall_time_s:.3f}", str(r.run_dir),
+                        r.diverged or ""])
     fields = list(dict.fromkeys(k for row in rows for k in row))
     with summary_path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -210,11 +235,15 @@ def write_csv(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], out_
 
 
 def write_learning_curves(results: Sequence[RunResult], out_dir: str | Path, *, key: str | None = None,
-                          dpi: int = 150) -> Path:
+                          dpi: int = 150) -> Path | None:
     """``learning_curves.png`` in ``out_dir``: ``key`` (default: the first ``test_*`` metric) against
-    step per method, mean over seeds with a ±1 std band (:func:`adaloss.plotting.plot_compare_curves`)."""
+    step per method, mean over seeds with a ±1 std band (:func:`adaloss.plotting.plot_compare_curves`).
+    Diverged runs are left out; ``None`` (no figure) when every run diverged."""
     from adaloss.plotting import plot_compare_curves
     from adaloss.training.sinks import read_jsonl
+
+    if all(r.diverged is not None for r in results):
+        return None
 
     if key is None:
         key = next((k for r in results for k in r.final if k.startswith("test_")), None)
@@ -222,6 +251,8 @@ def write_learning_curves(results: Sequence[RunResult], out_dir: str | Path, *, 
             raise ValueError("Expected the runs to report a `test_*` metric to draw, but they report none.")
     runs_by_method: dict[str, list[list[dict[str, Any]]]] = {}
     for r in results:
+        if r.diverged is not None:  # a curve cut short would bias the band; the table counts it
+            continue
         runs_by_method.setdefault(r.method, []).append(read_jsonl(Path(r.run_dir) / "metrics.jsonl"))
     fig = plot_compare_curves(runs_by_method, key=key, title=f"{key}: mean ± std over seeds")
     path = Path(out_dir) / "learning_curves.png"
