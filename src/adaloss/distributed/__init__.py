@@ -66,6 +66,17 @@ class Collective:
     def barrier(self) -> None:
         """Wait for every rank."""
 
+    def broadcast_(self, tensors: Sequence[Tensor], *, src: int = 0) -> None:
+        """Overwrite each tensor, in place, with rank ``src``'s."""
+
+    def min_int(self, value: int) -> int:
+        """The smallest ``value`` over the ranks (e.g. the step every rank has a checkpoint of)."""
+        return int(value)
+
+    def cpu(self) -> Collective:
+        """Collectives for CPU tensors (a gloo group beside an NCCL one; ``self`` otherwise)."""
+        return self
+
 
 class LocalCollective(Collective):
     """One process: every collective is a no-op."""
@@ -84,6 +95,7 @@ class ProcessGroupCollective(Collective):
         self.group = group
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
+        self._cpu: ProcessGroupCollective | None = None
 
     def mean_(self, tensors: Sequence[Tensor]) -> None:
         tensors = [t for t in tensors if t is not None]
@@ -113,6 +125,44 @@ class ProcessGroupCollective(Collective):
             dist.barrier(group=self.group)
         except RuntimeError as e:
             raise DistributedError(f"A barrier across {self.world_size} ranks failed on rank {self.rank}: {e}") from e
+
+    def broadcast_(self, tensors: Sequence[Tensor], *, src: int = 0) -> None:
+        tensors = [t for t in tensors if t is not None]
+        if not tensors or self.world_size == 1:
+            return
+        start = time.perf_counter()
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        try:
+            dist.broadcast(flat, src=src, group=self.group)
+        except RuntimeError as e:
+            raise DistributedError(f"A broadcast across {self.world_size} ranks failed on rank {self.rank}: {e}") from e
+        offset = 0
+        with torch.no_grad():
+            for t in tensors:
+                n = t.numel()
+                t.copy_(flat[offset:offset + n].view_as(t))
+                offset += n
+        self.seconds += time.perf_counter() - start
+
+    def cpu(self) -> Collective:
+        if dist.get_backend(self.group) == "gloo":
+            return self
+        if self._cpu is None:  # every rank reaches this at the same point: new_group is collective
+            self._cpu = ProcessGroupCollective(dist.new_group(backend="gloo"))
+        return self._cpu
+
+    def min_int(self, value: int) -> int:
+        if self.world_size == 1:
+            return int(value)
+        cpu = self.cpu()
+        if cpu is not self:
+            return cpu.min_int(value)
+        t = torch.tensor([int(value)], dtype=torch.int64)
+        try:
+            dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
+        except RuntimeError as e:
+            raise DistributedError(f"An all-reduce across {self.world_size} ranks failed on rank {self.rank}: {e}") from e
+        return int(t.item())
 
 
 def launched_by_torchrun() -> bool:

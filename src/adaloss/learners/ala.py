@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaloss._validation import check_choice, check_fraction, check_int, check_positive
+from adaloss.distributed import Collective, LocalCollective
 from adaloss.learners.base import Learner, TrainContext
 from adaloss.losses.ala import ClassPairLoss, ParametricLoss, apply_parameter_delta
 from adaloss.metrics import create_metric
@@ -349,13 +350,28 @@ class ALAController:
         self.reward_kind = check_choice("reward", reward, ("sign", "difference"))
         self.train_policy = bool(train_policy)
         self.greedy = bool(greedy)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        #: the workers sharing this policy (one process: a no-op); see :meth:`share`
+        self.collective: Collective = LocalCollective()
         self.baseline = 0.0
         self.episodes = 0
         self.rewards: list[float] = []
         self.replay: list[dict[str, Any]] = []
         self.pending: dict[str, Any] | None = None
         self.last_act_stats: dict[str, float] = {}
+
+    def share(self, collective: Collective) -> None:
+        """Share the policy with the other workers of ``collective`` (ALA workers as ranks, §2):
+        rank 0's policy and baseline are broadcast, every rank samples its own actions, and each
+        update averages the policy gradient and the reward baseline over the ranks (CPU
+        collectives: a gloo group beside NCCL)."""
+        self.collective = collective.cpu()
+        if self.collective.world_size > 1:
+            baseline = torch.tensor([self.baseline], dtype=torch.float64)
+            self.collective.broadcast_([*self.policy.parameters(), baseline], src=0)
+            self.baseline = float(baseline)
+            self.generator.manual_seed(self.seed + 7919 * self.collective.rank)
 
     def act(self, features: Tensor) -> Tensor:
         """Sample an action per row of ``features`` (``(P, F)``); returns ``ΔΦ`` (``(P,)``, CPU).
@@ -401,7 +417,10 @@ class ALAController:
             stats["policy_loss"] = self._update(episode)
             if self.replay_capacity > 0:
                 self.replay = [*self.replay, episode][-self.replay_capacity :]
-        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * r
+        # several workers: the baseline follows the workers' mean reward, so it stays identical
+        mean_r = torch.tensor([r], dtype=torch.float64)
+        self.collective.mean_([mean_r])
+        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * float(mean_r)
         return stats
 
     def _update(self, newest: dict[str, Any]) -> float:
@@ -425,6 +444,8 @@ class ALAController:
         loss = -torch.stack(terms).mean() - self.entropy_coef * torch.stack(entropies).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # workers pool their episodes: the mean gradient, identical on every rank, keeps π identical
+        self.collective.mean_([p.grad for p in self.policy.parameters() if p.grad is not None])
         self.optimizer.step()
         return float(loss.detach())
 
@@ -500,6 +521,8 @@ class ALALearner(Learner):
             torch RNG at construction, so it follows the run's seed).
         grad_ratio_every: every this many steps log ``‖∇_θ l_Φ‖ / ‖∇_θ CE‖`` (dossier §9 #2; 0 = never).
     """
+
+    data_parallel = False  # under torchrun every rank is a worker with its own child model (§2)
 
     def __init__(
         self,
@@ -629,9 +652,7 @@ class ALALearner(Learner):
 
     def bind(self, context: TrainContext) -> None:
         super().bind(context)
-        if context.collective.world_size > 1:
-            raise ValueError("method 'ala' runs in one process (the policy and Φ are not synchronised over "
-                             f"ranks yet), but the run has world_size={context.collective.world_size}.")
+        self.controller.share(context.collective)
         if context.meta_batches is None:
             raise ValueError("ALA rewards a validation metric and needs a validation split; the run has none "
                              "(valid_fraction).")

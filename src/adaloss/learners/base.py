@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +83,10 @@ class Learner(ABC):
     """
 
     context: TrainContext
+    #: Under torchrun: ``True`` = the ranks train one model on shards of a global batch (the
+    #: learner averages gradients); ``False`` = each rank is an independent worker with its own
+    #: model, seed, data order and checkpoint, sharing only what the learner synchronises (ALA).
+    data_parallel: ClassVar[bool] = True
 
     def bind(self, context: TrainContext) -> None:
         """Attach to the run's model, optimiser and data streams."""

@@ -82,18 +82,24 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
     model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
     method_args, eval_metrics = _target_metric(config, data.task)
     learner = create_learner(config.method, task=data.task, **method_args)
+    seed = config.seed
+    if collective.world_size > 1 and not learner.data_parallel:
+        # independent workers (ALA): each rank its own initialisation, data order and RNG streams
+        seed = config.seed + 1000 * collective.rank  # apart from the seeds of other runs
+        seed_everything(seed, deterministic=config.deterministic)
+        model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
     optimizer = create_optimizer(
         model.parameters(), config.optimizer, lr=config.lr, momentum=config.momentum,
         nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
     )
     scheduler = create_scheduler(optimizer, milestones=config.milestones, gamma=config.lr_gamma)
     train_loader = BatchLoader(
-        data.train, batch_size=config.batch_size, seed=config.seed, augment=data.augment, device=device
+        data.train, batch_size=config.batch_size, seed=seed, augment=data.augment, device=device
     )
     meta_loader = None
     if len(data.valid) > 0:
         meta_loader = BatchLoader(
-            data.valid, batch_size=min(config.batch_size, len(data.valid)), seed=config.seed + 1, device=device
+            data.valid, batch_size=min(config.batch_size, len(data.valid)), seed=seed + 1, device=device
         )
     run_dir = Path(config.run_dir) if config.run_dir is not None else default_run_dir(config)
     progress = sys.stderr.isatty() if config.progress == "auto" else config.progress == "on"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ from adaloss.data.loader import BatchLoader, iterate_batches
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric
-from adaloss.training.checkpoint import load_checkpoint, save_checkpoint
+from adaloss.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.training.seed import get_rng_state, set_rng_state
 from adaloss.training.sinks import JsonlSink, MetricSink
 from adaloss.typing import Device, StateDict, Task
@@ -90,7 +91,9 @@ class Trainer:
             ranks, each trains on its shard of every global batch (``train_loader.batch_size``
             is the global batch), the learner averages gradients, and only rank 0 evaluates,
             logs, shows progress and writes the run directory; every rank resumes from the
-            same checkpoint.
+            same checkpoint. A learner with ``data_parallel = False`` (ALA) makes the ranks
+            independent workers instead: full batches from each rank's own loader, and a
+            checkpoint per rank in ``checkpoints/rank<r>/``.
     """
 
     def __init__(
@@ -127,7 +130,10 @@ class Trainer:
             raise ValueError("`checkpoint_every` > 0 needs a `run_dir` to write checkpoints into.")
         self.collective = collective if collective is not None else LocalCollective()
         self.is_main = self.collective.is_main
-        if self.collective.world_size > 1:
+        #: independent workers (``learner.data_parallel`` False under torchrun): no sharding, and
+        #: every rank checkpoints its own state
+        self.workers = self.collective.world_size > 1 and not learner.data_parallel
+        if self.collective.world_size > 1 and not self.workers:
             train_loader = ShardedBatches(train_loader, self.collective)  # type: ignore[assignment]
             if meta_loader is not None:
                 meta_loader = ShardedBatches(meta_loader, self.collective)  # type: ignore[assignment]
@@ -185,7 +191,10 @@ class Trainer:
     # ------------------------------------------------------------------ paths
     @property
     def checkpoint_path(self) -> Path | None:
-        return self.run_dir / "checkpoints" / "last.pt" if self.run_dir is not None else None
+        if self.run_dir is None:
+            return None
+        folder = self.run_dir / "checkpoints"
+        return (folder / f"rank{self.collective.rank}" if self.workers else folder) / "last.pt"
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> StateDict:
@@ -235,6 +244,10 @@ class Trainer:
         state = self.state_dict()
         if self.keep_checkpoints:
             save_checkpoint(state, self.checkpoint_path.with_name(f"step{self.step:08d}.pt"))
+        if self.workers and self.checkpoint_path.exists():
+            # a job killed while the ranks write leaves some ranks one checkpoint ahead: keep the
+            # previous one so every rank can resume from a step all of them have (see fit)
+            os.replace(self.checkpoint_path, self.checkpoint_path.with_name("prev.pt"))
         return save_checkpoint(state, self.checkpoint_path)
 
     # ------------------------------------------------------------------ loop
@@ -245,10 +258,13 @@ class Trainer:
             resume: continue from ``run_dir/checkpoints/last.pt`` if it exists (a fresh start if not).
         """
         ckpt = self.checkpoint_path
-        resumed = bool(resume and ckpt is not None and ckpt.exists())
+        state = None
+        if resume and ckpt is not None:
+            state = self._worker_checkpoint(ckpt) if self.workers else (
+                load_checkpoint(ckpt, map_location=self.device) if ckpt.exists() else None)
+        resumed = state is not None
         if resumed:
-            assert ckpt is not None
-            self.load_state_dict(load_checkpoint(ckpt, map_location=self.device))
+            self.load_state_dict(state)
             logger.info("resumed from %s at step %d", ckpt, self.step)
         self._mark = time.perf_counter()
         self._open_sinks(truncate_after_step=self.step if resumed else None)
@@ -279,6 +295,24 @@ class Trainer:
         finally:
             self.close()
 
+    def _worker_checkpoint(self, ckpt: Path) -> StateDict | None:
+        """This worker's checkpoint at the latest step every rank has (``last.pt`` or ``prev.pt``);
+        ``None`` (a fresh start on every rank) when some rank has none."""
+        candidates = {}
+        for path in (ckpt, ckpt.with_name("prev.pt")):
+            if path.exists():
+                state = load_checkpoint(path, map_location=self.device)
+                candidates[int(state["step"])] = state
+        agreed = self.collective.min_int(max(candidates, default=-1))
+        if agreed < 0:
+            return None
+        if agreed not in candidates:
+            raise CheckpointError(
+                f"Cannot resume rank {self.collective.rank}: the ranks' checkpoints agree on step {agreed}, "
+                f"but {ckpt.parent} holds steps {sorted(candidates)}. Start a new run directory."
+            )
+        return candidates[agreed]
+
     def run(self, num_steps: int) -> None:
         """Run ``num_steps`` base steps with their logging, evaluation and checkpoint triggers.
 
@@ -308,7 +342,7 @@ class Trainer:
                 self._snapshot()
             if record is not None:
                 self._emit(record)
-            if self.checkpoint_every and step % self.checkpoint_every == 0 and self.is_main:
+            if self.checkpoint_every and step % self.checkpoint_every == 0 and (self.is_main or self.workers):
                 self._tick()  # account the time so far before the state is captured, so a resume keeps it
                 self.save_checkpoint()
             if self._bar is not None:
