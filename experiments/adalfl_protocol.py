@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="config overrides passed to every config, e.g. method_args.taylorglo.generations=8")
     args = p.parse_args(argv)
 
+    from make_results import write_section
+
     from adaloss.plotting.figures import plot_run
     from adaloss.training import load_config
     from adaloss.training.compare import compare, write_learning_curves
@@ -92,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         command = (f"adaloss compare -c experiments/configs/{name}.yaml --methods {','.join(methods)} "
                    f"--seeds {args.seeds} --data-dir {shlex.quote(args.data_dir)}"
                    + "".join(f" {shlex.quote(o)}" for o in args.overrides))
-        text = _report(name, cfg, methods, seeds, results, command, list(args.overrides))
-        path = HERE / "results" / f"adalfl_{name}.md"
-        path.write_text(text)
-        print(text)
-        print(f"wrote {path}", file=sys.stderr)
+        write_section(f"adalfl_{name}", _report(name, cfg, methods, seeds, results, command, list(args.overrides)))
     return 0
 
 

@@ -7,9 +7,19 @@ Every section is written by the script named in it, from real runs; nothing here
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+def write_section(name: str, text: str) -> Path:
+    """Write (and echo) the generated section ``experiments/results/<name>.md``."""
+    path = HERE / "results" / f"{name}.md"
+    path.write_text(text)
+    print(text)
+    print(f"wrote {path}", file=sys.stderr)
+    return path
 
 
 def main() -> None:
