@@ -27,5 +27,6 @@ Criterion = Callable[[Tensor, Tensor], Tensor]
 #: round-trips through ``torch.load(weights_only=True)``.
 StateDict = dict[str, Any]
 Device = Union[str, torch.device]
-#: The two supervised task kinds the library trains.
-Task = Literal["classification", "regression"]
+#: The task kinds the library trains: the two supervised ones, and ``"embedding"`` (deep metric
+#: learning: the model maps inputs to embeddings, scored by retrieval on held-out classes).
+Task = Literal["classification", "regression", "embedding"]

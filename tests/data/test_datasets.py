@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from adaloss.data import DATASETS, ChecksumError, DatasetSplits, load_dataset
+from adaloss.data import DATASETS, ChecksumError, DatasetSplits, load_dataset, split_by_class
 from adaloss.data.datasets import TEST_FRACTION, TEST_SPLIT_SEED
 from adaloss.data.download import RESOURCES, Resource, md5sum
 from adaloss.data.splits import random_split
@@ -339,3 +339,83 @@ def test_real_mnist_shapes_and_balance() -> None:
     train_share = data.train.y.bincount().double() / len(data.train)
     valid_share = data.valid.y.bincount().double() / len(data.valid)
     assert (train_share - valid_share).abs().max() < 1e-3
+
+
+# ---- the metric-learning task: split by class (ALA dossier §10.2) ---------------------------
+
+
+def test_digits_embedding_task_splits_by_class() -> None:
+    full = load_dataset("digits", seed=2)
+    data = load_dataset("digits", seed=2, task="embedding")
+    assert (data.task, data.num_outputs, data.train_classes, data.input_shape) == ("embedding", 64, (0, 1, 2, 3, 4),
+                                                                                   (1, 8, 8))
+    assert set(data.train.y.tolist()) == set(data.valid.y.tolist()) == {0, 1, 2, 3, 4}
+    assert set(data.test.y.tolist()) == {5, 6, 7, 8, 9}  # held out, labels unchanged
+    # the same rows, in the same order, as the classification splits restricted by label (numpy)
+    for name, keep in (("train", lambda y: y < 5), ("valid", lambda y: y < 5), ("test", lambda y: y >= 5)):
+        ref, got = getattr(full, name), getattr(data, name)
+        rows = np.flatnonzero(keep(ref.y.numpy()))
+        np.testing.assert_array_equal(got.x.numpy(), ref.x.numpy()[rows])
+        np.testing.assert_array_equal(got.y.numpy(), ref.y.numpy()[rows])
+    assert len(data.test) == int((full.test.y >= 5).sum()) > 150
+    # the valid split is ~10% of each training class
+    share = data.valid.y.bincount().double() / (data.valid.y.bincount() + data.train.y.bincount()).double()
+    assert ((share - 0.1).abs() < 0.02).all(), share
+    # train_classes and embedding_dim
+    odd = load_dataset("digits", task="embedding", train_classes=[7, 1, 3, 5], embedding_dim=8)
+    assert odd.train_classes == (1, 3, 5, 7) and odd.num_outputs == 8
+    assert set(odd.train.y.tolist()) == {1, 3, 5, 7} and set(odd.test.y.tolist()) == {0, 2, 4, 6, 8, 9}
+    assert load_dataset("digits", task="classification").task == "classification"
+
+
+def test_fashion_mnist_embedding_task_holds_out_classes_5_to_9(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "fashion-mnist"
+    arrays = {
+        "train-images-idx3-ubyte.gz": RNG.integers(0, 256, (100, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": balanced_labels(100, 10),
+        "t10k-images-idx3-ubyte.gz": RNG.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": balanced_labels(30, 10),
+    }
+    for file, array in arrays.items():
+        write_idx(folder / file, array)
+    register(monkeypatch, "fashion_mnist", folder)
+    data = load_dataset("fashion_mnist", data_dir=tmp_path, valid_fraction=0.2, task="embedding", embedding_dim=16)
+    assert (len(data.train), len(data.valid), len(data.test)) == (40, 10, 15)
+    assert data.valid.y.bincount().tolist() == [2] * 5  # stratified over the 5 training classes
+    labels = arrays["t10k-labels-idx1-ubyte.gz"]
+    held = np.flatnonzero(labels >= 5)  # the official test images of classes 5-9, in file order
+    assert data.test.y.tolist() == labels[held].tolist()
+    want = (arrays["t10k-images-idx3-ubyte.gz"][held].astype(np.float32) / 255 - 0.2860) / 0.3530
+    np.testing.assert_allclose(data.test.x[:, 0].numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"task": "embedding", "train_classes": [0, 12]}, ValueError,
+         r"Expected `train_classes` to be at least 2 distinct class labels in 0..9 leaving at least 2 of the 10 "
+         r"classes held out, but got \[0, 12\]"),
+        ({"task": "embedding", "train_classes": [3]}, ValueError, r"but got \[3\]"),
+        ({"task": "embedding", "train_classes": list(range(9))}, ValueError, r"leaving at least 2"),
+        ({"task": "embedding", "train_classes": [1, 1, 2]}, ValueError, r"distinct"),
+        ({"task": "embedding", "train_classes": "0,1"}, TypeError, r"to be a list of"),
+        ({"task": "embedding", "embedding_dim": 0}, ValueError, r"`embedding_dim` to be >= 1, but got 0"),
+        ({"train_classes": [0, 1]}, ValueError, r"`train_classes` applies to task='embedding' only, but got task=None"),
+        ({"task": "classification", "embedding_dim": 8}, ValueError, r"`embedding_dim` applies to task='embedding'"),
+        ({"task": "regression"}, ValueError,
+         r"Expected `task` for dataset 'digits' to be one of \['classification', 'embedding'\], but got 'regression'"),
+        ({"task": "ranking"}, ValueError, r"Expected `task` to be one of .*'embedding'.*but got 'ranking'"),
+    ],
+)
+def test_embedding_task_bad_inputs(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        load_dataset("digits", **kwargs)  # type: ignore[arg-type]
+
+
+def test_embedding_task_needs_a_classification_set() -> None:
+    with pytest.raises(ValueError, match=r"Expected `task` for dataset 'diabetes' to be one of \['regression'\]"):
+        load_dataset("diabetes", task="embedding")
+    with pytest.raises(ValueError, match="by class, but 'diabetes' has task 'regression'"):
+        split_by_class(load_dataset("diabetes"))
+    with pytest.raises(ValueError, match="but 'digits' has task 'embedding'"):
+        split_by_class(load_dataset("digits", task="embedding"))  # not twice

@@ -56,3 +56,35 @@ def test_identity_excludes_runtime_keys() -> None:
     b = TrainConfig(run_dir="y", progress="on", checkpoint_every=5)
     assert a.identity() == b.identity()
     assert a.identity() != TrainConfig(lr=0.5).identity()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["task=embeding"], r"Expected `task` to be one of \['classification', 'regression', 'embedding'\], "
+                            r"but got 'embeding'"),
+        (["train_classes=[0,1]"], r"`train_classes` applies to task=embedding only, but got task=None"),
+        (["task=classification", "embedding_dim=8"], r"`embedding_dim` applies to task=embedding only, but got "
+                                                     r"task='classification'"),
+        (["task=embedding", "embedding_dim=0"], r"Expected `embedding_dim` to be a positive integer, but got 0"),
+        (["task=embedding", "train_classes=[0,0,1]"], r"`train_classes` to be distinct class labels >= 0, but got "
+                                                      r"\[0, 0, 1\]"),
+        (["task=embedding", "train_classes=[a]"], r"Expected `train_classes\[0\]` to be an integer, but got 'a'"),
+        (["batch_size=30", "samples_per_class=4"], r"Expected `batch_size` to be a multiple of `samples_per_class` "
+                                                   r"\(4\).*but got batch_size=30"),
+        (["samples_per_class=0"], r"Expected `samples_per_class` to be a positive integer, but got 0"),
+    ],
+)
+def test_embedding_keys_name_key_allowed_and_received(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_embedding_keys_are_left_out_of_identity_while_unset() -> None:
+    """Runs and checkpoints recorded before the metric-learning keys still match."""
+    plain = TrainConfig().identity()
+    assert not {"task", "train_classes", "embedding_dim", "samples_per_class"} & set(plain)
+    cfg = load_config(None, ["task=embedding", "train_classes=0,1,2", "embedding_dim=32", "samples_per_class=8"])
+    assert cfg.train_classes == [0, 1, 2]
+    assert {k: cfg.identity()[k] for k in ("task", "train_classes", "embedding_dim", "samples_per_class")} == {
+        "task": "embedding", "train_classes": [0, 1, 2], "embedding_dim": 32, "samples_per_class": 8}

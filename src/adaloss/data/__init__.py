@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from adaloss.data.augment import random_crop_flip
-from adaloss.data.datasets import DATASETS, DatasetSplits, TensorSplit, load_dataset
+from adaloss.data.datasets import DATASETS, DatasetSplits, TensorSplit, load_dataset, split_by_class
 from adaloss.data.download import ChecksumError, DownloadError, resolve_data_dir
 from adaloss.data.formats import DataFormatError, UnsafePickleError, read_idx
 from adaloss.data.splits import random_split, stratified_split
 
-from adaloss.data.loader import BatchLoader, iterate_batches
+from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
 
 __all__ = [
     "DATASETS",
     "BatchLoader",
     "ChecksumError",
+    "ClassBalancedLoader",
     "DataFormatError",
     "DatasetSplits",
     "DownloadError",
@@ -25,5 +26,6 @@ __all__ = [
     "random_split",
     "read_idx",
     "resolve_data_dir",
+    "split_by_class",
     "stratified_split",
 ]

@@ -9,10 +9,15 @@ Protocol shared by all datasets:
   runs with different seeds are scored on the same test samples.
 * Every statistic used for normalisation (image means where not fixed, feature and target
   means/stds, imputation medians) comes from the training split only.
+* The metric-learning (``"embedding"``) task of a classification set splits it *by class*
+  (:func:`split_by_class`, ALA dossier §10.2): training and validation keep the training
+  classes (the validation split is drawn from them as above), the test split keeps only the
+  held-out classes, which the model never sees; it is the retrieval set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from adaloss._validation import check_fraction, unknown_name_error
+from adaloss._validation import check_choice, check_fraction, check_int, unknown_name_error
 from adaloss.data.download import (
     ENV_DATA_DIR,
     RESOURCES,
@@ -43,13 +48,15 @@ from adaloss.data.formats import (
 from adaloss.data.splits import _check_seed, random_split, stratified_split
 from adaloss.typing import Task
 
-__all__ = ["DATASETS", "DatasetSplits", "TensorSplit", "load_dataset"]
+__all__ = ["DATASETS", "DEFAULT_EMBEDDING_DIM", "DatasetSplits", "TensorSplit", "load_dataset", "split_by_class"]
 
 #: Share and seed of the fixed test split carved from sets that have no official one.
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 0
 #: communities_crime: feature columns missing in more than this share of rows are dropped.
 MAX_MISSING_FRACTION = 0.05
+#: Embedding dimension of the metric-learning task when none is given.
+DEFAULT_EMBEDDING_DIM = 64
 
 _MNIST_STATS = ((0.1307,), (0.3081,))
 _FASHION_STATS = ((0.2860,), (0.3530,))
@@ -86,15 +93,17 @@ class DatasetSplits:
 
     Attributes:
         name: Registered dataset name.
-        task: ``"classification"`` or ``"regression"``.
+        task: ``"classification"``, ``"regression"`` or ``"embedding"`` (:func:`split_by_class`).
         train: Training split (what remains after carving out the validation split).
         valid: Validation split.
         test: Test split.
         input_shape: Per-sample input shape, e.g. ``(1, 28, 28)`` or ``(8,)``.
-        num_outputs: Number of classes, or 1 for regression.
+        num_outputs: Number of classes, 1 for regression, the embedding dimension for embedding.
         augment: Augmentation the training loader should apply.
         target_scale: Regression: std of the raw training targets (multiply a standardised error
             by it, or an MSE by its square, for original units); 1.0 for classification.
+        train_classes: Embedding: the classes of the train and valid splits, ascending (the test
+            split holds the others, with their original labels); empty for the other tasks.
     """
 
     name: str
@@ -106,6 +115,7 @@ class DatasetSplits:
     num_outputs: int
     augment: Literal["none", "crop_flip"] = "none"
     target_scale: float = 1.0
+    train_classes: tuple[int, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,6 +428,69 @@ def _regression(
     )
 
 
+def _subset(split: TensorSplit, keep: torch.Tensor) -> TensorSplit:
+    idx = keep.nonzero().squeeze(1)
+    return TensorSplit(split.x.index_select(0, idx), split.y.index_select(0, idx))
+
+
+def check_train_classes(train_classes: Sequence[int] | None, num_classes: int) -> tuple[int, ...]:
+    """The training classes of a class split, ascending; ``None`` gives the first half.
+
+    Raises a ``ValueError`` naming ``train_classes``, what is allowed and what was received
+    unless they are at least 2 distinct classes in ``0..num_classes−1`` that leave at least 2
+    held-out classes (pairs need negatives; retrieval and NMI need more than one class).
+    """
+    if train_classes is None:
+        return tuple(range(num_classes // 2))
+    allowed = (f"at least 2 distinct class labels in 0..{num_classes - 1} leaving at least 2 of the "
+               f"{num_classes} classes held out")
+    if isinstance(train_classes, (str, bytes)) or not isinstance(train_classes, Sequence):
+        raise TypeError(f"Expected `train_classes` to be a list of {allowed}, but got {train_classes!r}.")
+    bad = [c for c in train_classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < num_classes]
+    classes = sorted(set(train_classes))
+    if bad or len(classes) != len(train_classes) or not 2 <= len(classes) <= num_classes - 2:
+        raise ValueError(f"Expected `train_classes` to be {allowed}, but got {list(train_classes)!r}.")
+    return tuple(classes)
+
+
+def split_by_class(
+    data: DatasetSplits,
+    *,
+    train_classes: Sequence[int] | None = None,
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM,
+) -> DatasetSplits:
+    """The metric-learning (``"embedding"``) task of a classification dataset (dossier §10.2).
+
+    The standard protocol of deep metric learning: the model is trained on some classes and
+    evaluated by retrieval on classes it has never seen. ``train`` and ``valid`` keep the rows
+    of ``train_classes`` (default: the first half of the classes, 0–4 of MNIST, Fashion-MNIST
+    and digits) — so the validation split is the usual seeded, stratified share of the training
+    data of those classes; ``test`` keeps the official test rows of the other classes (5–9).
+    Labels keep their original values; the training rows of the held-out classes are unused.
+
+    Args:
+        data: a classification dataset's splits, as :func:`load_dataset` returns them.
+        train_classes: the training classes (see :func:`check_train_classes`).
+        embedding_dim: the embedding dimension (the model's ``num_outputs``).
+    """
+    if data.task != "classification":
+        raise ValueError(f"The embedding task splits a classification dataset by class, but {data.name!r} has task "
+                         f"{data.task!r}.")
+    classes = check_train_classes(train_classes, data.num_outputs)
+    embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
+    chosen = torch.zeros(data.num_outputs, dtype=torch.bool)
+    chosen[list(classes)] = True
+    return dataclasses.replace(
+        data,
+        task="embedding",
+        train=_subset(data.train, chosen[data.train.y]),
+        valid=_subset(data.valid, chosen[data.valid.y]),
+        test=_subset(data.test, ~chosen[data.test.y]),
+        num_outputs=embedding_dim,
+        train_classes=classes,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-dataset builders
 # ---------------------------------------------------------------------------------------------
@@ -527,6 +600,9 @@ def load_dataset(
     download: bool = False,
     valid_fraction: float = 0.1,
     seed: int = 0,
+    task: Task | None = None,
+    train_classes: Sequence[int] | None = None,
+    embedding_dim: int | None = None,
 ) -> DatasetSplits:
     """Load a registered dataset as normalised in-memory train/valid/test splits.
 
@@ -548,9 +624,15 @@ def load_dataset(
             ``<data folder>/<dataset folder>/``.
         valid_fraction: Share of the training data held out for validation, in (0, 1).
         seed: Selects the validation split.
+        task: ``None`` (the dataset's own task), that task, or ``"embedding"`` for a
+            classification set: split by class with :func:`split_by_class`.
+        train_classes: embedding task only: the training classes (default: the first half).
+        embedding_dim: embedding task only: the embedding dimension (default
+            :data:`DEFAULT_EMBEDDING_DIM`).
 
     Raises:
-        ValueError: Unknown ``name`` (the message lists the registered names).
+        ValueError: Unknown ``name`` (the message lists the registered names), or a ``task``
+            the dataset does not support (or embedding options without the embedding task).
         FileNotFoundError: Files missing and ``download=False``.
         ChecksumError: A file's md5 differs from the published one.
         DataFormatError: A file does not parse as its format.
@@ -564,4 +646,16 @@ def load_dataset(
         )
     valid_fraction = check_fraction("valid_fraction", valid_fraction)
     seed = _check_seed(seed)
-    return _BUILDERS[name](_Request(name, data_dir, download, valid_fraction, seed))
+    if task is not None:
+        check_choice("task", task, ("classification", "regression", "embedding"))
+    if task != "embedding" and (train_classes is not None or embedding_dim is not None):
+        given = "train_classes" if train_classes is not None else "embedding_dim"
+        raise ValueError(f"`{given}` applies to task='embedding' only, but got task={task!r}.")
+    data = _BUILDERS[name](_Request(name, data_dir, download, valid_fraction, seed))
+    if task is None or task == data.task:
+        return data
+    if task == "embedding" and data.task == "classification":
+        return split_by_class(data, train_classes=train_classes,
+                              embedding_dim=DEFAULT_EMBEDDING_DIM if embedding_dim is None else embedding_dim)
+    allowed = [data.task, "embedding"] if data.task == "classification" else [data.task]
+    raise ValueError(f"Expected `task` for dataset {name!r} to be one of {allowed}, but got {task!r}.")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["focal_loss"]
+__all__ = ["contrastive_loss", "focal_loss", "margin_loss"]
 
 
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0) -> Tensor:
@@ -27,3 +27,42 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0) -> Tensor:
     pt = log_pt.exp()
     # clamp: (1 - pt) can be a tiny negative number from rounding, and a fractional power of it is NaN
     return -(torch.clamp(1.0 - pt, min=0.0).pow(gamma) * log_pt).mean()
+
+
+def _pair_distances(embeddings: Tensor, labels: Tensor, normalize: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Distances of all pairs ``i != j`` from the Gram matrix: ``(d, same, pair_mask)``, each ``(N, N)``."""
+    if embeddings.dim() != 2 or labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(f"Expected (N, D) embeddings and (N,) labels, but got shapes {tuple(embeddings.shape)} and "
+                         f"{tuple(labels.shape)}.")
+    if embeddings.shape[0] < 2:
+        raise ValueError(f"Expected a batch of at least 2 embeddings to form pairs, but got {embeddings.shape[0]}.")
+    x = F.normalize(embeddings, dim=-1) if normalize else embeddings
+    sq = (x * x).sum(-1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(1e-12)
+    n = x.shape[0]
+    mask = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    return d2.sqrt(), labels[:, None] == labels[None, :], mask
+
+
+def contrastive_loss(embeddings: Tensor, labels: Tensor, *, margin: float = 1.0, normalize: bool = True) -> Tensor:
+    """Contrastive loss (Hadsell, Chopra & LeCun 2006), mean over all unordered pairs of the batch.
+
+    A pair at Euclidean distance ``d`` costs ``d²`` if its labels agree, else
+    ``max(0, margin − d)²``. With ``normalize`` the embeddings are L2-normalised first (so
+    ``d ∈ [0, 2]``). ALA's :class:`~adaloss.losses.ala.PairDistanceLoss` with all bin
+    weights 1 equals this loss (ALA dossier §10.2); the two are computed independently.
+    """
+    d, same, mask = _pair_distances(embeddings, labels, normalize)
+    per_pair = torch.where(same, d * d, F.relu(margin - d) ** 2)
+    return per_pair[mask].mean()  # each unordered pair appears twice: the mean is unchanged
+
+
+def margin_loss(
+    embeddings: Tensor, labels: Tensor, *, alpha: float = 0.2, beta: float = 1.2, normalize: bool = True
+) -> Tensor:
+    """Margin loss of Wu et al. ("Sampling Matters in Deep Embedding Learning", 2017, eq. 4) with a
+    fixed boundary β, mean over all unordered pairs: ``max(0, α + y_ij (d − β))``, ``y_ij = ±1``
+    for same/different labels."""
+    d, same, mask = _pair_distances(embeddings, labels, normalize)
+    sign = same.to(d.dtype) * 2 - 1
+    return F.relu(alpha + sign * (d - beta))[mask].mean()

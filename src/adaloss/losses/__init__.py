@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from adaloss.losses.handcrafted import HANDCRAFTED_LOSSES, FocalLoss, create_loss
+from adaloss.losses.handcrafted import HANDCRAFTED_LOSSES, ContrastiveLoss, FocalLoss, MarginLoss, create_loss
 from adaloss.losses.io import load, save
 from adaloss.losses.network import LossNetwork, SmoothLeakyReLU
 from adaloss.losses.taylor import TaylorLoss
 
-__all__ = ["HANDCRAFTED_LOSSES", "FocalLoss", "LossNetwork", "SmoothLeakyReLU", "TaylorLoss", "create_loss", "load",
-           "save"]
+__all__ = ["HANDCRAFTED_LOSSES", "ContrastiveLoss", "FocalLoss", "LossNetwork", "MarginLoss", "SmoothLeakyReLU",
+           "TaylorLoss", "create_loss", "load", "save"]

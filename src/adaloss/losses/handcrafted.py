@@ -8,10 +8,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from adaloss._validation import call_with_options, check_positive, unknown_name_error
-from adaloss.functional.losses import focal_loss
+from adaloss.functional.losses import contrastive_loss, focal_loss, margin_loss
 from adaloss.typing import Task
 
-__all__ = ["FocalLoss", "HANDCRAFTED_LOSSES", "create_loss"]
+__all__ = ["ContrastiveLoss", "FocalLoss", "HANDCRAFTED_LOSSES", "MarginLoss", "create_loss"]
 
 
 class FocalLoss(nn.Module):
@@ -32,6 +32,51 @@ class FocalLoss(nn.Module):
         return f"gamma={self.gamma}"
 
 
+class ContrastiveLoss(nn.Module):
+    """Contrastive loss on embeddings (:func:`~adaloss.functional.losses.contrastive_loss`), the
+    fixed-loss baseline of ALA's metric-learning task (dossier §10.2, §10.3).
+
+    Args:
+        margin: the negatives' margin m (default 1.0, the start of ALA's pair-distance loss).
+        normalize: L2-normalise the embeddings first.
+    """
+
+    def __init__(self, *, margin: float = 1.0, normalize: bool = True) -> None:
+        super().__init__()
+        self.margin = float(check_positive("margin", margin))
+        self.normalize = bool(normalize)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return contrastive_loss(embeddings, labels, margin=self.margin, normalize=self.normalize)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, normalize={self.normalize}"
+
+
+class MarginLoss(nn.Module):
+    """Margin loss of Wu et al. 2017 with a fixed boundary β
+    (:func:`~adaloss.functional.losses.margin_loss`), the metric-learning baseline of the ALA
+    paper's comparisons (dossier §5.3, §10.3).
+
+    Args:
+        alpha: the margin α (default 0.2).
+        beta: the boundary β (default 1.2).
+        normalize: L2-normalise the embeddings first.
+    """
+
+    def __init__(self, *, alpha: float = 0.2, beta: float = 1.2, normalize: bool = True) -> None:
+        super().__init__()
+        self.alpha = float(check_positive("alpha", alpha))
+        self.beta = float(check_positive("beta", beta))
+        self.normalize = bool(normalize)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return margin_loss(embeddings, labels, alpha=self.alpha, beta=self.beta, normalize=self.normalize)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, normalize={self.normalize}"
+
+
 def _cross_entropy() -> nn.Module:
     return nn.CrossEntropyLoss()
 
@@ -50,12 +95,22 @@ def _mse() -> nn.Module:
     return nn.MSELoss()
 
 
+def _contrastive(margin: float = 1.0, normalize: bool = True) -> nn.Module:
+    return ContrastiveLoss(margin=margin, normalize=normalize)
+
+
+def _margin(alpha: float = 0.2, beta: float = 1.2, normalize: bool = True) -> nn.Module:
+    return MarginLoss(alpha=alpha, beta=beta, normalize=normalize)
+
+
 #: name → (task the loss applies to, factory taking the loss's keyword options)
 HANDCRAFTED_LOSSES: dict[str, tuple[Task, Callable[..., nn.Module]]] = {
     "ce": ("classification", _cross_entropy),
     "label_smoothing": ("classification", _label_smoothing),
     "focal": ("classification", _focal),
     "mse": ("regression", _mse),
+    "contrastive": ("embedding", _contrastive),
+    "margin": ("embedding", _margin),
 }
 
 

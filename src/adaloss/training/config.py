@@ -62,6 +62,13 @@ class TrainConfig:
     data_dir: Union[str, None] = None
     download: bool = False
     valid_fraction: float = 0.1
+    #: the task trained (``null``: the dataset's own); ``embedding`` turns a classification set
+    #: into metric learning: split by class, the held-out classes are the retrieval (test) set
+    task: Union[Literal["classification", "regression", "embedding"], None] = None
+    #: embedding task: the training classes (``null``: the first half, e.g. 0-4 of 10)
+    train_classes: Union[list[int], None] = None
+    #: embedding task: the embedding dimension, i.e. the model's output size (``null``: 64)
+    embedding_dim: Union[int, None] = None
     # model and method
     model: str = "mlp"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +77,9 @@ class TrainConfig:
     # base optimisation (the papers count gradient steps, not epochs)
     steps: int = 1000
     batch_size: int = 128
+    #: class-balanced batches: batch_size / samples_per_class classes × samples_per_class examples
+    #: each (``null``: shuffled batches)
+    samples_per_class: Union[int, None] = None
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.0
@@ -120,6 +130,29 @@ class TrainConfig:
         for name in ("eval_every", "log_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected `{name}` to be a non-negative integer, but got {getattr(self, name)!r}.")
+        self._check_embedding_keys()
+
+    def _check_embedding_keys(self) -> None:
+        """The metric-learning keys (ALA dossier §10.2): each fits the task and the batch."""
+        for name in ("train_classes", "embedding_dim"):
+            if getattr(self, name) is not None and self.task != "embedding":
+                raise ConfigError(f"`{name}` applies to task=embedding only, but got task={self.task!r} "
+                                  f"(and {name}={getattr(self, name)!r}).")
+        if self.embedding_dim is not None and self.embedding_dim <= 0:
+            raise ConfigError(f"Expected `embedding_dim` to be a positive integer, but got {self.embedding_dim!r}.")
+        if self.train_classes is not None:
+            if any(c < 0 for c in self.train_classes) or len(set(self.train_classes)) != len(self.train_classes):
+                raise ConfigError(f"Expected `train_classes` to be distinct class labels >= 0, but got "
+                                  f"{self.train_classes!r}.")
+        k = self.samples_per_class
+        if k is not None:
+            if k <= 0:
+                raise ConfigError(f"Expected `samples_per_class` to be a positive integer, but got {k!r}.")
+            if self.batch_size % k:
+                raise ConfigError(
+                    f"Expected `batch_size` to be a multiple of `samples_per_class` ({k}): a class-balanced batch is "
+                    f"P classes × K examples, P = batch_size / K; but got batch_size={self.batch_size}."
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML/JSON-serialisable mapping of every key."""
@@ -127,7 +160,9 @@ class TrainConfig:
 
     #: keys added after runs were recorded, left out of :meth:`identity` while unset (``None``),
     #: so that finished runs and checkpoints from before them still match
-    UNSET_OMITTED_KEYS: typing.ClassVar[frozenset[str]] = frozenset({"metric"})
+    UNSET_OMITTED_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
+        {"metric", "task", "train_classes", "embedding_dim", "samples_per_class"}
+    )
 
     def identity(self) -> dict[str, Any]:
         """The keys that determine the results (everything but :attr:`RUNTIME_KEYS`, and the

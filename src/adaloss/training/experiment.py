@@ -11,8 +11,9 @@ from typing import Any
 import torch
 import yaml
 
-from adaloss.data import DatasetSplits, load_dataset
-from adaloss.data.loader import BatchLoader
+from adaloss.data import DatasetSplits, load_dataset, split_by_class
+from adaloss.data.datasets import DEFAULT_EMBEDDING_DIM
+from adaloss.data.loader import BatchLoader, ClassBalancedLoader
 from adaloss.distributed import init_distributed, launched_by_torchrun
 from adaloss.learners import create_learner
 from adaloss.learners.registry import takes_target_metric
@@ -24,12 +25,41 @@ from adaloss.training.seed import seed_everything
 from adaloss.training.trainer import DEFAULT_METRICS, Trainer
 from adaloss.typing import Task
 
-__all__ = ["build_trainer", "default_run_dir", "train"]
+__all__ = ["build_trainer", "default_run_dir", "task_splits", "train"]
 
 
 def default_run_dir(config: TrainConfig) -> Path:
     """``runs/<dataset>-<model>-<method>-seed<k>`` under the working directory."""
     return Path("runs") / f"{config.dataset}-{config.model}-{config.method}-seed{config.seed}"
+
+
+def task_splits(config: TrainConfig, data: DatasetSplits) -> DatasetSplits:
+    """The splits of the config's ``task`` from the dataset's own splits ``data``.
+
+    ``task=embedding`` on a classification set splits it by class
+    (:func:`~adaloss.data.split_by_class`, ALA dossier §10.2) with ``train_classes`` and
+    ``embedding_dim``; splits already split that way are checked and kept. Raises a
+    :class:`ConfigError` naming the key, what is allowed and what was received.
+    """
+    task = config.task
+    if task is None or (task == data.task and task != "embedding"):
+        return data
+    dim = DEFAULT_EMBEDDING_DIM if config.embedding_dim is None else config.embedding_dim
+    if task == "embedding" and data.task == "classification":
+        try:
+            return split_by_class(data, train_classes=config.train_classes, embedding_dim=dim)
+        except ValueError as e:
+            raise ConfigError(f"Invalid config key `train_classes` for dataset {config.dataset!r}: {e}") from None
+    if task == "embedding" and data.task == "embedding":
+        wanted = None if config.train_classes is None else tuple(sorted(config.train_classes))
+        if (wanted is not None and wanted != data.train_classes) or dim != data.num_outputs:
+            raise ConfigError(f"The given splits are split by class with train_classes={list(data.train_classes)} and "
+                              f"embedding_dim={data.num_outputs}, but the config asks for train_classes="
+                              f"{config.train_classes!r} and embedding_dim={dim}.")
+        return data
+    allowed = [data.task, "embedding"] if data.task == "classification" else [data.task]
+    raise ConfigError(f"Expected `task` for dataset {config.dataset!r} to be one of {allowed} (or null), but got "
+                      f"{task!r}.")
 
 
 def _target_metric(config: TrainConfig, task: Task) -> tuple[dict[str, Any], list[str]]:
@@ -65,7 +95,9 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
 
     Args:
         config: the run.
-        data: already-loaded splits to reuse (must be what ``config`` would load).
+        data: already-loaded splits to reuse: what :func:`~adaloss.data.load_dataset` gives for
+            ``config``'s dataset, valid_fraction and seed (the task's split by class, if any, is
+            applied here, :func:`task_splits`).
     """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -78,6 +110,7 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
             config.dataset, data_dir=config.data_dir, download=config.download,
             valid_fraction=config.valid_fraction, seed=config.seed,
         )
+    data = task_splits(config, data)
     seed_everything(config.seed, deterministic=config.deterministic)
     model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
     method_args, eval_metrics = _target_metric(config, data.task)
@@ -93,9 +126,14 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
         nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
     )
     scheduler = create_scheduler(optimizer, milestones=config.milestones, gamma=config.lr_gamma)
-    train_loader = BatchLoader(
-        data.train, batch_size=config.batch_size, seed=seed, augment=data.augment, device=device
-    )
+    train_loader: BatchLoader | ClassBalancedLoader
+    if config.samples_per_class is not None:
+        train_loader = ClassBalancedLoader(data.train, batch_size=config.batch_size,
+                                           samples_per_class=config.samples_per_class, seed=seed,
+                                           augment=data.augment, device=device)
+    else:
+        train_loader = BatchLoader(data.train, batch_size=config.batch_size, seed=seed, augment=data.augment,
+                                   device=device)
     meta_loader = None
     if len(data.valid) > 0:
         meta_loader = BatchLoader(

@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from adaloss.data.datasets import TensorSplit
-from adaloss.data.loader import BatchLoader, iterate_batches
+from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric
@@ -32,7 +32,13 @@ __all__ = ["TrainingDiverged", "Trainer", "evaluate"]
 
 logger = logging.getLogger("adaloss")
 
-DEFAULT_METRICS: dict[str, tuple[str, ...]] = {"classification": ("error",), "regression": ("mse",)}
+#: metrics evaluated when the config names none; embedding: retrieval on the held-out classes
+#: (Recall@1/2/4/8) and NMI of a k-means clustering (ALA dossier §9 #16)
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("error",),
+    "regression": ("mse",),
+    "embedding": ("recall@1", "recall@2", "recall@4", "recall@8", "nmi"),
+}
 
 
 @torch.no_grad()
@@ -69,8 +75,8 @@ class Trainer:
         model: the base model, already on ``device``.
         learner: decides how each base step comes about (see :class:`~adaloss.learners.Learner`).
         optimizer: the base optimiser over ``model``'s parameters.
-        train_loader: the training stream.
-        task: classification or regression (chooses the default metrics).
+        train_loader: the training stream (shuffled or class-balanced batches).
+        task: classification, regression or embedding (chooses the default metrics).
         steps: total number of base steps.
         scheduler: LR schedule stepped once per base step.
         meta_loader: validation stream handed to meta-learners.
@@ -102,7 +108,7 @@ class Trainer:
         learner: Learner,
         *,
         optimizer: Optimizer,
-        train_loader: BatchLoader,
+        train_loader: BatchLoader | ClassBalancedLoader,
         task: Task,
         steps: int,
         scheduler: LRScheduler | None = None,
