@@ -3,6 +3,7 @@ in the trainer (end to end, exact resume, policy transfer into a frozen-policy r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from adaloss.learners.ala import (
     MetricHistoryFeatures,
     Observation,
     PairConfusionFeatures,
+    PairDistanceFeatures,
     load_policy,
     save_policy,
     smoothed_metric,
@@ -500,3 +502,206 @@ def test_config_metric_key() -> None:
     assert TrainConfig(metric="aucpr").identity()["metric"] == "aucpr"
     with pytest.raises(ConfigError, match=r"Expected `metric` to be one of .*but got 'auc'"):
         TrainConfig(metric="auc")
+
+
+# ---------------------------------------------------------------------------- metric learning (§3.2, §10.2)
+
+EMBED_TINY = {"task": "embedding", "model": "embedding", "model_args": {"channels": 8}, "embedding_dim": 8,
+              "batch_size": 30, "samples_per_class": 6, "threads": 1}
+EMBED_CLI = ["dataset=digits", "task=embedding", "model=embedding", "model_args.channels=8", "embedding_dim=8",
+             "batch_size=30", "samples_per_class=6", "progress=off", "threads=1"]
+
+
+def _embed_cfg(tmp: Path, **changes: object) -> TrainConfig:
+    return _cfg(tmp, **EMBED_TINY).replace(**changes)
+
+
+def _recall1_bounds(emb: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Recall@1 by brute force, float64, ties broken against and in favour of the query."""
+    d = torch.cdist(emb.double(), emb.double())
+    d.fill_diagonal_(float("inf"))
+    same = labels[:, None] == labels[None, :]
+    same.fill_diagonal_(False)
+    s = torch.where(same, d, torch.full_like(d, float("inf"))).min(1, keepdim=True).values
+    sure = ((d <= s) & ~same).sum(1) < 1
+    maybe = (d < s).sum(1) < 1
+    return float(sure.double().mean()), float(maybe.double().mean())
+
+
+def test_pair_distance_features_layout() -> None:
+    loss = PairDistanceLoss(bins=3, bounds=(0.0, 2.0))
+    loss.set_parameter_vector(torch.tensor([0.0, 1.0, 2.0, 0.5, 1.5, 1.0]))
+    feats = PairDistanceFeatures(history=4)
+    assert feats.num_features == 10 and PairDistanceFeatures.fits(loss) and not PairDistanceFeatures.fits(
+        ClassPairLoss(3))
+    g = torch.Generator().manual_seed(0)
+    e1, y = torch.randn(20, 4, generator=g), torch.arange(20) % 3
+    lo, hi = loss.bounds
+
+    def obs(e: torch.Tensor) -> Observation:
+        return Observation(progress=0.75, metrics=[0.5], phi=loss.parameter_vector(), lower=lo, upper=hi,
+                           logits=e, targets=y, loss=loss)
+
+    f1 = feats(obs(e1))
+    assert f1.shape == (6, 10)
+    from adaloss.losses.ala import pair_distance_histograms
+
+    p1, n1 = pair_distance_histograms(e1, y, bins=3)
+    torch.testing.assert_close(f1[:, 0], torch.cat([p1, n1]))  # own share, newest
+    assert f1[:, 1:4].eq(0).all() and f1[:, 4].abs().max() < 1e-7  # zero-padded history; no change yet
+    torch.testing.assert_close(f1[:, 5], torch.cat([n1, p1]))  # the other pair type, same bin
+    torch.testing.assert_close(f1[:, 6], torch.tensor([1.0, 1, 1, -1, -1, -1]))
+    torch.testing.assert_close(f1[:, 7], torch.tensor([1 / 6, 3 / 6, 5 / 6] * 2))
+    torch.testing.assert_close(f1[:, 8], torch.tensor([-1.0, 0.0, 1.0, -0.5, 0.5, 0.0]))
+    assert f1[:, 9].eq(0.75).all()
+    e2 = e1 * torch.linspace(0.2, 3.0, 20)[:, None]
+    f2 = feats(obs(e2))
+    p2, n2 = pair_distance_histograms(e2, y, bins=3)
+    torch.testing.assert_close(f2[:, 1], f1[:, 0])  # the previous histogram shifts back
+    torch.testing.assert_close(f2[:, 4], torch.cat([p2, n2]) - (torch.cat([p1, n1]) + torch.cat([p2, n2])) / 2)
+    restored = PairDistanceFeatures(history=4)
+    restored.load_state_dict(feats.state_dict())
+    torch.testing.assert_close(restored(obs(e1)), feats(obs(e1)))
+    with pytest.raises(ValueError, match="needs a PairDistanceLoss"):
+        feats(Observation(progress=0.0, metrics=[], phi=torch.zeros(3), lower=torch.zeros(3), upper=torch.ones(3),
+                          logits=e1, targets=y, loss=ClassPairLoss(3)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("metric", ["recall@1", "nmi"])
+def test_embedding_window_reward_from_retrieval_metric(tmp_path: Path, metric: str) -> None:
+    """ALA on the embedding task: the pair-distance loss and state, M = the retrieval metric of the
+    fixed validation subset (classes 0-4), reward = sign of its rise, the state's histograms
+    taken on those validation embeddings."""
+    from adaloss.losses.ala import pair_distance_histograms
+    from adaloss.metrics import nmi
+
+    cfg = _embed_cfg(tmp_path, metric=metric,
+                     method_args={"K": 4, "val_batches": 2, "smoothing_window": 1, "total_steps": 12})
+    trainer = build_trainer(cfg)
+    learner = trainer.learner
+    assert isinstance(learner, ALALearner) and learner.state_kind == "pair_distance"
+    assert learner.metric.name == metric and learner.val_subset == "fixed"
+    assert isinstance(learner.criterion, PairDistanceLoss) and learner.controller.policy.in_features == 16
+    learner.prepare()
+    assert set(torch.cat([y for _, y in learner._val]).tolist()) == {0, 1, 2, 3, 4}
+    for step in range(1, 13):
+        out = learner.step(next(trainer.train_loader))
+        if step % 4:
+            continue
+        trainer.model.eval()
+        with torch.no_grad():
+            emb = torch.cat([trainer.model(x) for x, _ in learner._val])
+        trainer.model.train()
+        labels = torch.cat([y for _, y in learner._val])
+        now = learner.metrics[-1]  # M of this window (smoothing_window=1: the metric now); logged as float32
+        assert float(out["ala_metric"]) == pytest.approx(now, rel=1e-6)
+        if metric == "recall@1":
+            low, high = _recall1_bounds(emb, labels)
+            assert low - 1e-9 <= now <= high + 1e-9
+        else:
+            assert now == pytest.approx(float(nmi(emb, labels)))
+        prev = learner.metrics[-2]
+        assert float(out["reward"]) == float((now > prev) - (now < prev))  # higher is better
+        pos, neg = pair_distance_histograms(emb, labels, bins=10)
+        assert learner.history["distance_hist"]["pos"][-1] == pos.tolist()
+        assert learner.history["distance_hist"]["neg"][-1] == neg.tolist()
+    assert learner.controller.episodes == 3
+    snap = learner.snapshot()
+    assert snap is not None and len(snap["distance_hist"]["pos"]) == len(snap["controller_steps"]) == 4
+    assert len(snap["weights_pos"]) == len(snap["weights_neg"]) == 10
+
+
+def test_embedding_end_to_end_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ALA on the embedding task with class-balanced batches, killed mid-window right after a
+    checkpoint, resumes to the uninterrupted run's numbers."""
+    base = _embed_cfg(tmp_path, steps=40, checkpoint_every=15, eval_every=20, momentum=0.9, metric="recall@1",
+                      method_args={**TINY["ala_args"], "preset": "faithful", "replay_batch": 3})
+    full = train(base.replace(run_dir=str(tmp_path / "full")))
+    part = base.replace(run_dir=str(tmp_path / "part"))
+    from adaloss.training.trainer import Trainer
+
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self: Trainer):  # type: ignore[no-untyped-def]
+        original(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(part)
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    assert load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["step"] == 15
+    resumed = train(part, resume=True)
+    assert resumed["final"] == full["final"]
+    keys = {f"{s}_{m}" for s in ("valid", "test") for m in ("recall@1", "recall@2", "recall@4", "recall@8", "nmi")}
+    assert set(full["final"]) == keys
+    for name in ("metrics.jsonl", "snapshots.jsonl"):
+        assert read_jsonl(tmp_path / "full" / name) == read_jsonl(tmp_path / "part" / name)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert a["train_loader"]["kind"] == "class_balanced" and a["train_loader"]["batches"] == 30
+    assert torch.equal(a["learner"]["loss"]["weights"], b["learner"]["loss"]["weights"])
+    for k, v in a["learner"]["controller"]["policy"].items():
+        assert torch.equal(v, b["learner"]["controller"]["policy"][k])
+    snap = read_jsonl(tmp_path / "full" / "snapshots.jsonl")[-1]
+    assert snap["metric_name"] == "recall@1" and snap["controller_steps"] == [0, 10, 20, 30, 40]
+    assert all(abs(sum(h) - 1) < 1e-5 for kind in ("pos", "neg") for h in snap["distance_hist"][kind])
+    w = torch.tensor(snap["weights_pos"] + snap["weights_neg"])
+    assert w.min() >= 0 and w.max() <= 2 and not torch.equal(w, torch.ones(20))  # Φ moved, within bounds
+
+
+def test_embedding_cli_run_and_compare_with_contrastive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "method=ala", *EMBED_CLI, "steps=20", "log_every=10", "method_args.K=10",
+                 "method_args.smoothing_window=2", f"run_dir={tmp_path / 'run'}"]) == 0
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
+    assert {"test_recall@1", "test_recall@8", "test_nmi", "valid_recall@1"} <= set(final)
+    snap = read_jsonl(tmp_path / "run" / "snapshots.jsonl")[-1]
+    assert snap["metric_name"] == "recall@1"  # the embedding task's default target
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "contrastive,ala", "--seeds", "0", "--out", str(out), *EMBED_CLI,
+                 "steps=20", "metric=nmi", "method_args.ala.K=10", "method_args.ala.smoothing_window=2"]) == 0
+    table = (out / "summary.md").read_text()
+    assert "| contrastive |" in table and "| ala |" in table and "test_recall@1" in table and "test_nmi" in table
+    assert read_jsonl(out / "ala" / "seed0" / "snapshots.jsonl")[-1]["metric_name"] == "nmi"
+    assert "p vs contrastive" in table
+
+
+@pytest.mark.parametrize("metric", ["error", "aucpr"])
+def test_embedding_refuses_classification_metrics_before_training(tmp_path: Path, metric: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "method=ala", f"metric={metric}", *EMBED_CLI, "steps=10", f"run_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert (f"Invalid config key `metric`: Metric '{metric}' is for classification, but the task is embedding; "
+            "metrics for embedding: ['nmi', 'recall@1', 'recall@2', 'recall@4', 'recall@8']") in err
+    assert not run.exists()
+    with pytest.raises(ValueError, match=f"Metric '{metric}' is for classification, but the task is embedding"):
+        create_learner("ala", task="embedding", metric=metric)
+
+
+def test_embedding_bad_options_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['form'\] for method 'ala' on the embedding task.*"
+                                        r"loss options: \['base', 'bins', 'boundary', 'bounds', 'margin'"):
+        create_learner("ala", task="embedding", form="sigmoid")
+    with pytest.raises(ValueError, match=r"`state='pair_confusion'` needs a ClassPairLoss"):
+        create_learner("ala", task="embedding", state="pair_confusion")
+    with pytest.raises(ValueError, match=r"`state='pair_distance'` needs a PairDistanceLoss"):
+        create_learner("ala", task="classification", state="pair_distance")
+    with pytest.raises(ValueError, match=r"`val_subset='stream'` is refused for the retrieval metric 'recall@1'"):
+        create_learner("ala", task="embedding", val_subset="stream")
+    with pytest.raises(ValueError, match=r"`base` to be one of \['contrastive', 'margin'\], but got 'triplet'"):
+        create_learner("ala", task="embedding", base="triplet")
+    with pytest.raises(ValueError, match="default losses for classification .* and embedding"):
+        ALALearner(task="regression", metric="mse")
+    # the faithful preset's pair state becomes the pair-distance state; loss options reach the loss
+    learner = create_learner("ala", task="embedding", preset="faithful", bins=4, base="margin", margin=0.2)
+    assert isinstance(learner, ALALearner) and learner.state_kind == "pair_distance"
+    assert isinstance(learner.criterion, PairDistanceLoss) and learner.criterion.config()["bins"] == 4
+    assert learner.metric.name == "recall@1" and len(learner.criterion.parameter_names) == 8
+    # a fixed validation subset that would repeat examples (73 valid rows, batches of 30)
+    cfg = _embed_cfg(tmp_path, method_args={"val_batches": 3, "val_subset": "fixed"})
+    with pytest.raises(ValueError, match=r"Expected `val_batches` to be at most 2 .* for the retrieval metric "
+                                         r"'recall@1', but got 3"):
+        build_trainer(cfg)
+    auto = build_trainer(_embed_cfg(tmp_path, method_args={"val_batches": 3})).learner
+    assert isinstance(auto, ALALearner) and auto.val_subset == "all"  # auto: the whole split, no repeats

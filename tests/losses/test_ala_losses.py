@@ -12,6 +12,7 @@ from adaloss.losses.ala import (
     ParametricLoss,
     apply_parameter_delta,
     class_pair_loss,
+    pair_distance_histograms,
     pair_distance_loss,
     sigmoid_gradient_ratio,
 )
@@ -132,3 +133,48 @@ def test_pair_distance_gradients_float64() -> None:
         assert torch.autograd.gradcheck(
             lambda x, base=base: pair_distance_loss(x, labels, wp, wn, base=base, margin=0.2), (e,)
         )
+
+
+def _histograms_by_hand(e: torch.Tensor, labels: list[int], bins: int, max_distance: float) -> tuple[list[float],
+                                                                                                   list[float]]:
+    """Positive/negative pair-distance histograms in plain Python: bin floor(d / max · B), last bin
+    for d >= max, each normalised to sum 1."""
+    counts = {True: [0] * bins, False: [0] * bins}
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            d = sum((float(a) - float(b)) ** 2 for a, b in zip(e[i], e[j])) ** 0.5
+            counts[labels[i] == labels[j]][min(int(d / max_distance * bins), bins - 1)] += 1
+    pos, neg = ([c / max(1, sum(cs)) for c in cs] for cs in (counts[True], counts[False]))
+    return pos, neg
+
+
+def test_pair_distance_histograms_match_pairs_by_hand() -> None:
+    """The validation state of ALA's metric learning (dossier §10.2): one share per Φ entry."""
+    g = torch.Generator().manual_seed(3)
+    e = torch.randn(40, 5, generator=g)
+    labels = torch.randint(0, 4, (40,), generator=g)
+    pos, neg = pair_distance_histograms(e, labels, bins=6)
+    want_pos, want_neg = _histograms_by_hand(F.normalize(e.double(), dim=1), labels.tolist(), 6, 2.0)
+    torch.testing.assert_close(pos, torch.tensor(want_pos, dtype=torch.float32))
+    torch.testing.assert_close(neg, torch.tensor(want_neg, dtype=torch.float32))
+    assert pos.sum().item() == pytest.approx(1.0) and neg.sum().item() == pytest.approx(1.0)
+    # unnormalised embeddings: distances beyond max_distance land in the last bin
+    raw_pos, raw_neg = pair_distance_histograms(e * 3, labels, bins=4, max_distance=1.5, normalize=False)
+    want_pos, want_neg = _histograms_by_hand(e.double() * 3, labels.tolist(), 4, 1.5)
+    torch.testing.assert_close(raw_neg, torch.tensor(want_neg, dtype=torch.float32))
+    assert raw_neg[-1] > 0.9
+    # the loss's own bins, and a set without negative pairs
+    loss = PairDistanceLoss(bins=6)
+    torch.testing.assert_close(loss.histograms(e, labels)[0], pos)
+    only_pos, none = pair_distance_histograms(e[:5], torch.zeros(5, dtype=torch.long), bins=3)
+    assert only_pos.sum().item() == pytest.approx(1.0) and none.eq(0).all()
+
+
+def test_pair_distance_reference_loss_ignores_phi() -> None:
+    g = torch.Generator().manual_seed(4)
+    e, labels = torch.randn(8, 3, generator=g), torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    loss = PairDistanceLoss(bins=4)
+    at_one = loss(e, labels)
+    loss.set_parameter_vector(torch.linspace(0.0, 2.0, 8))
+    assert not torch.allclose(loss(e, labels), at_one)
+    torch.testing.assert_close(loss.reference_loss(e, labels), at_one)

@@ -7,16 +7,18 @@ attributes to the paper (§4, marked *reconstructed*) and the dossier's recommen
 
 The loop (one-step episodes, T = 1, so a contextual bandit):
 
-1. every K base steps the controller observes a state ``s_t`` (:class:`PairConfusionFeatures`
-   or :class:`MetricHistoryFeatures`), samples one of ``{−β, 0, +β}`` per loss parameter from
-   the shared per-parameter :class:`ALAPolicy`, and sets ``Φ ← clip(Φ + ΔΦ, bounds)``;
+1. every K base steps the controller observes a state ``s_t`` (:class:`PairConfusionFeatures`,
+   :class:`PairDistanceFeatures` or :class:`MetricHistoryFeatures`), samples one of
+   ``{−β, 0, +β}`` per loss parameter from the shared per-parameter :class:`ALAPolicy`, and
+   sets ``Φ ← clip(Φ + ΔΦ, bounds)``;
 2. the base model trains K steps under ``l_Φ``;
 3. the smoothed validation metric ``M_t`` (Eq. 4, :func:`smoothed_metric`) is compared with
    the previous one; the reward (sign of the improvement by default, Eq. 5) updates the policy
    by REINFORCE with a moving-average baseline (:class:`ALAController`); then step 1 again.
 
-Not implemented: several child models sharing one policy and pooling their episodes
-(dossier §9 #9) — one learner drives one child model.
+Tasks: classification (the class-pair loss, dossier §3.1) and metric learning, ``task=
+"embedding"`` (the pair-distance loss over distance bins, rewarded by Recall@k or NMI on the
+validation split of the training classes; dossier §3.2, §10.2 — a reconstruction).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import functools
 import inspect
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -36,21 +38,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaloss._validation import check_choice, check_fraction, check_int, check_positive
+from adaloss.data.loader import iterate_batches
 from adaloss.distributed import Collective, LocalCollective
 from adaloss.learners.base import Learner, TrainContext
-from adaloss.losses.ala import ClassPairLoss, ParametricLoss, apply_parameter_delta
+from adaloss.functional.losses import contrastive_loss
+from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss, ParametricLoss, apply_parameter_delta
 from adaloss.metrics import create_metric
 from adaloss.typing import Batch, StateDict, Task
 
 __all__ = [
+    "ALA_EMBEDDING_LOSS_OPTIONS",
     "ALA_LOSS_OPTIONS",
     "ALA_PRESETS",
     "ALAController",
     "ALALearner",
     "ALAPolicy",
+    "DEFAULT_TARGET_METRIC",
     "MetricHistoryFeatures",
     "Observation",
     "PairConfusionFeatures",
+    "PairDistanceFeatures",
     "create_ala_learner",
     "load_policy",
     "phi_statistics",
@@ -87,6 +94,10 @@ ALA_PRESETS: dict[str, dict[str, Any]] = {
 
 #: options of ``method=ala`` that go to :class:`~adaloss.losses.ala.ClassPairLoss`
 ALA_LOSS_OPTIONS = ("form", "bounds", "diagonal_bounds", "symmetric", "adapt_diagonal", "loss_scale", "num_classes")
+#: options of ``method=ala`` on the embedding task that go to :class:`~adaloss.losses.ala.PairDistanceLoss`
+ALA_EMBEDDING_LOSS_OPTIONS = ("bins", "base", "margin", "boundary", "max_distance", "normalize", "bounds")
+#: the metric rewarded when none is named, per task
+DEFAULT_TARGET_METRIC: dict[str, str] = {"classification": "error", "regression": "mse", "embedding": "recall@1"}
 
 #: action index → multiple of β (decrease, keep, increase)
 ACTION_SIGNS = (-1.0, 0.0, 1.0)
@@ -225,6 +236,73 @@ class MetricHistoryFeatures:
 
     def load_state_dict(self, state: StateDict) -> None:
         pass
+
+
+class PairDistanceFeatures:
+    """The per-bin metric-learning state (dossier §10.2, a reconstruction).
+
+    At each controller step the validation embeddings give the normalised histograms of the
+    positive- and negative-pair distances in the bins of the
+    :class:`~adaloss.losses.ala.PairDistanceLoss` (:func:`~adaloss.losses.ala.pair_distance_histograms`),
+    so each entry of Φ — a weight of one pair type in one bin — has its own share of pairs. For
+    each entry, in Φ's order (positive bins, then negative bins):
+
+    * its share at the last ``history`` controller steps, newest first, zero-padded — ``history``;
+    * the change of the current share against the mean of that history — 1 (the shares are
+      already on [0, 1], so a difference, not a ratio);
+    * the other pair type's current share in the same bin (how much the two overlap) — 1;
+    * the pair type, +1 positive / −1 negative — 1;
+    * the bin's centre divided by ``max_distance`` — 1;
+    * Φ's position within its bounds, scaled to [−1, 1] — 1;
+    * ``t / T`` — 1.
+
+    ``history + 6`` numbers (16 for ``history = 10``); the policy is shared across entries, so
+    its size does not depend on the number of bins.
+    """
+
+    def __init__(self, *, history: int = 10) -> None:
+        self.history = int(check_positive("history", history))
+        #: (positive, negative) histograms of the controller steps so far, newest first
+        self._hists: list[tuple[Tensor, Tensor]] = []
+
+    @property
+    def num_features(self) -> int:
+        return self.history + 6
+
+    @staticmethod
+    def fits(loss: object) -> bool:
+        return isinstance(loss, PairDistanceLoss)
+
+    @property
+    def latest(self) -> tuple[Tensor, Tensor] | None:
+        """The (positive, negative) histograms of the last controller step."""
+        return self._hists[0] if self._hists else None
+
+    def __call__(self, obs: Observation) -> Tensor:
+        loss = obs.loss
+        if not isinstance(loss, PairDistanceLoss):
+            raise ValueError("The pair-distance state needs a PairDistanceLoss; use state='metric' for other losses.")
+        pos, neg = loss.histograms(obs.logits, obs.targets)
+        self._hists = [(pos, neg), *self._hists][: self.history]
+        b = loss.bins
+        hist = torch.zeros(2 * b, self.history)
+        for k, (p, q) in enumerate(self._hists):
+            hist[:, k] = torch.cat([p, q])
+        h = len(self._hists)
+        change = hist[:, 0] - hist[:, :h].mean(1)
+        other = torch.cat([neg, pos])
+        kind = torch.cat([torch.ones(b), -torch.ones(b)])
+        centre = ((torch.arange(b, dtype=torch.float32) + 0.5) / b).repeat(2)
+        phi, lo, hi = (t.detach().float().cpu() for t in (obs.phi, obs.lower, obs.upper))
+        pos_in_bounds = 2 * (phi - lo) / (hi - lo) - 1
+        progress = torch.full((2 * b,), obs.progress)
+        return torch.cat([hist, torch.stack([change, other, kind, centre, pos_in_bounds, progress], dim=1)], dim=1)
+
+    def state_dict(self) -> StateDict:
+        return {"histograms": [(p.clone(), q.clone()) for p, q in self._hists]}
+
+    def load_state_dict(self, state: StateDict) -> None:
+        self._hists = [(p.clone(), q.clone()) for p, q in state["histograms"]]
 
 
 # ---------------------------------------------------------------------------- policy
@@ -487,31 +565,40 @@ class ALALearner(Learner):
     first action is taken before step 0, from the metric of the initial model.
 
     Validation: ``val_batches`` batches of ``ctx.meta_batches``. With ``val_subset="fixed"``
-    (default) they are drawn once and reused, so successive ``M_t`` compare the same examples
-    (they are kept in checkpoints); ``"stream"`` draws fresh batches for every evaluation.
+    they are drawn once and reused, so successive ``M_t`` compare the same examples (they are
+    kept in checkpoints); ``"stream"`` draws fresh batches for every evaluation; ``"all"``
+    evaluates the whole validation split. A retrieval metric (Recall@k, NMI) scores the
+    evaluated examples against each other, so a repeated example would find its own copy:
+    ``"fixed"`` must then fit in one pass over the validation split and ``"stream"`` is refused.
+    ``"auto"`` (default) is ``"fixed"``, except for a retrieval metric whose ``val_batches``
+    exceed one pass — then ``"all"``, the same examples without repeats.
     The metric is evaluated after each of the last ``smoothing_window`` steps of every window
     (0 = all K: Eq. 4 verbatim) in eval mode.
 
     Every option left ``None`` takes the value of ``preset`` (:data:`ALA_PRESETS`).
 
     Args:
-        task: must be classification for the default loss.
+        task: classification or embedding for the default losses (any task with ``loss``).
         loss: a :class:`~adaloss.losses.ala.ParametricLoss` module, a factory ``num_classes →
             loss`` (the class count is read from the model's output), or ``None`` for
-            ``ClassPairLoss(num_classes)``.
+            ``ClassPairLoss(num_classes)`` (classification) or ``PairDistanceLoss()`` (embedding).
         preset: ``"default"`` or ``"faithful"``.
-        metric: the validation metric rewarded (a registered metric name fitting the task).
+        metric: the validation metric rewarded (a registered metric name fitting the task;
+            ``None``: :data:`DEFAULT_TARGET_METRIC` of the task — error, mse, recall@1).
         K: base steps per controller step.
         beta: action step size β.
         gamma: discount γ of Eq. 4.
         smoothing_window: evaluate the metric after each of the last L steps of a window (0 = K).
-        state: ``"pair_confusion"`` (24-d, faithful), ``"metric"`` (generic), ``"auto"``.
+        state: ``"pair_confusion"`` (24-d, faithful, class-pair loss), ``"pair_distance"``
+            (:class:`PairDistanceFeatures`, pair-distance loss), ``"metric"`` (generic), or
+            ``"auto"`` (the one fitting the loss; a preset's ``pair_confusion`` also becomes
+            ``pair_distance`` for the pair-distance loss).
         history: controller steps of history in the state.
         hidden: the policy's hidden widths.
         policy_lr, baseline_decay, entropy_coef, replay_capacity, replay_batch, clip_ratio, reward:
             see :class:`ALAController`.
         val_batches: validation batches per evaluation.
-        val_subset: ``"fixed"`` or ``"stream"``.
+        val_subset: ``"auto"``, ``"fixed"``, ``"stream"`` or ``"all"``.
         total_steps: T of the ``t / T`` feature (``None``: the trainer's step count; 0 outside a trainer).
         train_policy: ``False`` = frozen policy (transfer, dossier §9 #13).
         greedy: act greedily instead of sampling.
@@ -519,7 +606,9 @@ class ALALearner(Learner):
             ALA run directory (a run keeps ``<run_dir>/policy.pt`` up to date after every policy update).
         seed: seed of the policy's initialisation and sampling (``None``: drawn from the global
             torch RNG at construction, so it follows the run's seed).
-        grad_ratio_every: every this many steps log ``‖∇_θ l_Φ‖ / ‖∇_θ CE‖`` (dossier §9 #2; 0 = never).
+        grad_ratio_every: every this many steps log ``‖∇_θ l_Φ‖ / ‖∇_θ l_ref‖`` (dossier §9 #2; 0 =
+            never); ``l_ref`` is the loss's ``reference_loss`` if it has one (the pair-distance
+            loss at Φ = 1), else CE (classification), MSE (regression) or the contrastive loss.
     """
 
     data_parallel = False  # under torchrun every rank is a worker with its own child model (§2)
@@ -530,12 +619,12 @@ class ALALearner(Learner):
         task: Task = "classification",
         loss: LossSpec = None,
         preset: Literal["default", "faithful"] = "default",
-        metric: str = "error",
+        metric: str | None = None,
         K: int | None = None,
         beta: float | None = None,
         gamma: float | None = None,
         smoothing_window: int | None = None,
-        state: Literal["auto", "pair_confusion", "metric"] | None = None,
+        state: Literal["auto", "pair_confusion", "pair_distance", "metric"] | None = None,
         history: int | None = None,
         hidden: Sequence[int] | None = None,
         policy_lr: float | None = None,
@@ -546,7 +635,7 @@ class ALALearner(Learner):
         clip_ratio: float | None = None,
         reward: Literal["sign", "difference"] | None = None,
         val_batches: int | None = None,
-        val_subset: Literal["fixed", "stream"] = "fixed",
+        val_subset: Literal["auto", "fixed", "stream", "all"] = "auto",
         total_steps: int | None = None,
         train_policy: bool = True,
         greedy: bool = False,
@@ -564,12 +653,18 @@ class ALALearner(Learner):
         }
         opts = {k: (ALA_PRESETS[self.preset][k] if v is None else v) for k, v in given.items()}
         self.options = opts
+        if metric is None:
+            metric = DEFAULT_TARGET_METRIC[check_choice("task", task, tuple(DEFAULT_TARGET_METRIC))]
         self.metric = create_metric(metric, task=task)  # unknown or misfit metric: error now, not mid-run
         self.K = check_int("K", opts["K"], minimum=1)
         self.gamma = check_fraction("gamma", opts["gamma"], high_open=False)
         self.smoothing_window = check_int("smoothing_window", opts["smoothing_window"], minimum=0)
         self.val_batches = check_int("val_batches", opts["val_batches"], minimum=1)
-        self.val_subset = check_choice("val_subset", val_subset, ("fixed", "stream"))
+        self.val_subset = check_choice("val_subset", val_subset, ("auto", "fixed", "stream", "all"))
+        if self.val_subset == "stream" and self.metric.task == "embedding":
+            raise ValueError(f"`val_subset='stream'` is refused for the retrieval metric {self.metric.name!r}: a set "
+                             "drawn across two passes of the validation split repeats examples, and a repeated example "
+                             "finds its own copy; use val_subset='fixed' or 'all'.")
         self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, minimum=1)
         self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
 
@@ -577,10 +672,12 @@ class ALALearner(Learner):
         self._loss_factory: Callable[[int], ParametricLoss] | None = None
         self.loss: ParametricLoss | None = None
         self._num_classes: int | None = None
+        if loss is None and task == "embedding":
+            loss = PairDistanceLoss()
         if loss is None:
             if task != "classification":
-                raise ValueError(f"The default ALA loss (ClassPairLoss) is for classification, but the task is {task}; "
-                                 "pass a ParametricLoss as `loss`.")
+                raise ValueError(f"ALA has default losses for classification (ClassPairLoss) and embedding "
+                                 f"(PairDistanceLoss), but the task is {task}; pass a ParametricLoss as `loss`.")
             self._loss_factory = ClassPairLoss
         elif isinstance(loss, nn.Module):
             if not isinstance(loss, ParametricLoss):
@@ -591,16 +688,21 @@ class ALALearner(Learner):
             self._loss_factory = loss
         probe = self.loss if self.loss is not None else self._loss_factory(2)  # type: ignore[misc]
 
-        kind = check_choice("state", opts["state"], ("auto", "pair_confusion", "metric"))
-        if kind == "auto":
-            kind = "pair_confusion" if PairConfusionFeatures.fits(probe) else "metric"
+        kind = check_choice("state", opts["state"], ("auto", "pair_confusion", "pair_distance", "metric"))
+        if kind == "auto" or (state is None and kind == "pair_confusion" and PairDistanceFeatures.fits(probe)):
+            kind = ("pair_confusion" if PairConfusionFeatures.fits(probe)
+                    else "pair_distance" if PairDistanceFeatures.fits(probe) else "metric")
         if kind == "pair_confusion" and not PairConfusionFeatures.fits(probe):
             raise ValueError("`state='pair_confusion'` needs a ClassPairLoss with symmetric=True and "
                              f"adapt_diagonal=False, but the loss is {probe!r}; use state='metric'.")
+        if kind == "pair_distance" and not PairDistanceFeatures.fits(probe):
+            raise ValueError(f"`state='pair_distance'` needs a PairDistanceLoss, but the loss is {probe!r}; use "
+                             "state='metric'.")
         self.state_kind = kind
         history_len = check_int("history", opts["history"], minimum=1)
-        self.features: PairConfusionFeatures | MetricHistoryFeatures = (
+        self.features: PairConfusionFeatures | PairDistanceFeatures | MetricHistoryFeatures = (
             PairConfusionFeatures(history=history_len) if kind == "pair_confusion"
+            else PairDistanceFeatures(history=history_len) if kind == "pair_distance"
             else MetricHistoryFeatures(history=history_len)
         )
 
@@ -656,6 +758,18 @@ class ALALearner(Learner):
         if context.meta_batches is None:
             raise ValueError("ALA rewards a validation metric and needs a validation split; the run has none "
                              "(valid_fraction).")
+        per_pass = getattr(context.meta_batches, "batches_per_epoch", None)
+        repeats = self.metric.task == "embedding" and per_pass is not None and self.val_batches > per_pass
+        if self.val_subset == "auto":
+            self.val_subset = "all" if repeats and context.valid_split is not None else "fixed"
+        if self.val_subset == "all" and context.valid_split is None:
+            raise ValueError("`val_subset='all'` evaluates the whole validation split, but the trainer passed none.")
+        if self.val_subset == "fixed" and repeats:
+            raise ValueError(
+                f"Expected `val_batches` to be at most {per_pass} (the validation batches of one pass over the "
+                f"validation split) for the retrieval metric {self.metric.name!r}, but got {self.val_batches}: more "
+                "would repeat examples, and a repeated example finds its own copy. Lower it or use val_subset='all'."
+            )
         if self.loss is not None:
             self.criterion.to(context.device)
 
@@ -668,8 +782,13 @@ class ALALearner(Learner):
         outputs, targets = [], []
         try:
             self.metric.reset()
+            batches: Iterable[Batch]
             if self.val_subset == "fixed":
                 batches = self._val
+            elif self.val_subset == "all":
+                assert self.context.valid_split is not None
+                batches = iterate_batches(self.context.valid_split, batch_size=self.context.batch_size or 1000,
+                                          device=self.context.device)
             else:
                 assert self.context.meta_batches is not None
                 batches = [next(self.context.meta_batches) for _ in range(self.val_batches)]
@@ -685,6 +804,14 @@ class ALALearner(Learner):
         if not keep_outputs:
             return value, None, None
         return value, torch.cat(outputs), torch.cat(targets)
+
+    def _reference_loss(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The loss of the gradient-norm ratio's denominator (dossier §9 #2)."""
+        reference = getattr(self.loss, "reference_loss", None)
+        if callable(reference):
+            return reference  # type: ignore[no-any-return]
+        return {"classification": F.cross_entropy, "regression": F.mse_loss,
+                "embedding": contrastive_loss}[self.task]
 
     def _progress(self) -> float:
         """``t / T`` of the state; T is ``total_steps`` or else the trainer's step count."""
@@ -708,6 +835,11 @@ class ALALearner(Learner):
         if phi.numel() <= PHI_TRACE_MAX:
             self.history["phi_trace"].append(phi.cpu().tolist())
         phi_scalars = {f"phi_{k}": v for k, v in stats.items()}
+        if isinstance(self.features, PairDistanceFeatures) and self.features.latest is not None:
+            pos, neg = self.features.latest  # the validation distances the action was taken on
+            self.history.setdefault("distance_hist", {"pos": [], "neg": []})
+            self.history["distance_hist"]["pos"].append(pos.tolist())
+            self.history["distance_hist"]["neg"].append(neg.tolist())
         return {**self.controller.last_act_stats, "clamp_hits": float(hits), **phi_scalars}
 
     def _start(self) -> float:
@@ -764,8 +896,7 @@ class ALALearner(Learner):
         scalars: dict[str, Tensor] = {"loss": m.detach()}
         if self.grad_ratio_every and self.steps % self.grad_ratio_every == 0:
             params = [p for p in model.parameters() if p.requires_grad]
-            reference = F.cross_entropy if self.task == "classification" else F.mse_loss  # dossier §9 #2
-            ce = torch.autograd.grad(reference(z, y), params, retain_graph=True)
+            ce = torch.autograd.grad(self._reference_loss()(z, y), params, retain_graph=True)
             m.backward()
             scalars["grad_norm_ratio"] = _norm(p.grad for p in params if p.grad is not None) / _norm(ce).clamp_min(
                 1e-30)
@@ -789,7 +920,9 @@ class ALALearner(Learner):
         """Φ now (the loss's own snapshot, else name → value) and the controller's history:
         ``metric`` (M of every controller step, the initial value first) at ``controller_steps``;
         ``rewards`` (one per closed episode, i.e. per ``controller_steps[1:]``); ``phi_stats``
-        and, for at most :data:`PHI_TRACE_MAX` entries, ``phi_trace`` — Φ after each action."""
+        and, for at most :data:`PHI_TRACE_MAX` entries, ``phi_trace`` — Φ after each action;
+        with the pair-distance state, ``distance_hist`` — the validation positive/negative-pair
+        distance histograms each action was taken on (``pos``, ``neg``: one list per action)."""
         if self.loss is None:
             return None
         snap = getattr(self.loss, "snapshot", None)
@@ -806,6 +939,8 @@ class ALALearner(Learner):
             **({"parameter_names": names, "phi_trace": [list(v) for v in self.history["phi_trace"]]}
                if len(names) <= PHI_TRACE_MAX else {}),
             "clamp_hits": self.clamp_hits,
+            **({"distance_hist": copy.deepcopy(self.history["distance_hist"])} if "distance_hist" in self.history
+               else {}),
         }
 
     def save_policy(self, path: str | os.PathLike[str]) -> Path:
@@ -855,7 +990,9 @@ def phi_statistics(loss: ParametricLoss) -> dict[str, float]:
 
     A :class:`~adaloss.losses.ala.ClassPairLoss` gives the diagonal mean and the off-diagonal
     mean, mean absolute value, minimum and maximum of the C×C matrix; any other loss the mean,
-    mean absolute value, minimum and maximum of its parameter vector.
+    mean absolute value, minimum and maximum of its parameter vector, and a
+    :class:`~adaloss.losses.ala.PairDistanceLoss` also the means of its positive and negative
+    bin weights.
     """
     if isinstance(loss, ClassPairLoss):
         phi = loss.phi.detach().float().cpu()
@@ -864,7 +1001,11 @@ def phi_statistics(loss: ParametricLoss) -> dict[str, float]:
                 "offdiag_mean_abs": float(off.abs().mean()), "offdiag_min": float(off.min()),
                 "offdiag_max": float(off.max())}
     v = loss.parameter_vector().detach().float().cpu()
-    return {"mean": float(v.mean()), "mean_abs": float(v.abs().mean()), "min": float(v.min()), "max": float(v.max())}
+    stats = {"mean": float(v.mean()), "mean_abs": float(v.abs().mean()), "min": float(v.min()), "max": float(v.max())}
+    if isinstance(loss, PairDistanceLoss):
+        stats["pos_mean"] = float(v[: loss.bins].mean())
+        stats["neg_mean"] = float(v[loss.bins :].mean())
+    return stats
 
 
 def _norm(tensors: Any) -> Tensor:
@@ -872,16 +1013,21 @@ def _norm(tensors: Any) -> Tensor:
 
 
 def create_ala_learner(*, task: Task, **options: Any) -> ALALearner:
-    """``method=ala``: split ``options`` between :class:`ALALearner` and the default
-    :class:`~adaloss.losses.ala.ClassPairLoss` (:data:`ALA_LOSS_OPTIONS`), naming unknown ones."""
+    """``method=ala``: split ``options`` between :class:`ALALearner` and the task's default loss —
+    :class:`~adaloss.losses.ala.ClassPairLoss` (:data:`ALA_LOSS_OPTIONS`) for classification,
+    :class:`~adaloss.losses.ala.PairDistanceLoss` (:data:`ALA_EMBEDDING_LOSS_OPTIONS`) for
+    embedding — naming unknown ones."""
     learner_options = sorted(n for n in inspect.signature(ALALearner).parameters if n not in ("task", "loss"))
-    unknown = sorted(set(options) - set(learner_options) - set(ALA_LOSS_OPTIONS))
+    loss_names = ALA_EMBEDDING_LOSS_OPTIONS if task == "embedding" else ALA_LOSS_OPTIONS
+    unknown = sorted(set(options) - set(learner_options) - set(loss_names))
     if unknown:
-        raise TypeError(f"Unknown option(s) {unknown} for method 'ala'; learner options: {learner_options}; "
-                        f"loss options: {sorted(ALA_LOSS_OPTIONS)}.")
-    loss_options = {k: options.pop(k) for k in ALA_LOSS_OPTIONS if k in options}
+        raise TypeError(f"Unknown option(s) {unknown} for method 'ala' on the {task} task; learner options: "
+                        f"{learner_options}; loss options: {sorted(loss_names)}.")
+    loss_options = {k: options.pop(k) for k in loss_names if k in options}
     loss: LossSpec = None
-    if loss_options:
+    if task == "embedding":
+        loss = PairDistanceLoss(**loss_options)
+    elif loss_options:
         if "num_classes" in loss_options:
             loss = ClassPairLoss(**loss_options)
         else:

@@ -133,12 +133,13 @@ register_method("adalfl", _adalfl, tasks=("classification", "regression"))
 register_method("ml3", _ml3, tasks=("classification", "regression"))
 register_method("taylorglo", _taylorglo, tasks=("classification", "regression"))
 def _ala(*, task: Task, **options: Any) -> Learner:
-    """ALA (Huang et al. 2019): a policy moves the class-pair loss's Φ every K steps, rewarded by
-    the change of a validation metric; options: :func:`~adaloss.learners.ala.create_ala_learner`."""
+    """ALA (Huang et al. 2019): a policy moves the loss's Φ (class-pair loss for classification,
+    pair-distance loss for embedding) every K steps, rewarded by the change of a validation
+    metric; options: :func:`~adaloss.learners.ala.create_ala_learner`."""
     from adaloss.learners.ala import create_ala_learner
 
     return create_ala_learner(task=task, **options)
 
 
 register_method("learned_loss", _learned_loss, tasks=("classification", "regression"), needs_args=True)
-register_method("ala", _ala, tasks=("classification",), target_metric=True)
+register_method("ala", _ala, tasks=("classification", "embedding"), target_metric=True)

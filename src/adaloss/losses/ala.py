@@ -28,6 +28,8 @@ __all__ = [
     "ParametricLoss",
     "apply_parameter_delta",
     "class_pair_loss",
+    "distance_bins",
+    "pair_distance_histograms",
     "pair_distance_loss",
 ]
 
@@ -232,6 +234,46 @@ class ClassPairLoss(nn.Module):
 # ---------------------------------------------------------------------------- metric learning
 
 
+def distance_bins(distances: Tensor, *, bins: int, max_distance: float) -> Tensor:
+    """The bin of each distance: ``floor(d / max_distance · B)`` clamped to ``[0, B−1]`` (so
+    distances beyond ``max_distance`` fall in the last bin)."""
+    return (distances / max_distance * bins).floor().long().clamp_(0, bins - 1)
+
+
+@torch.no_grad()
+def pair_distance_histograms(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    bins: int = 10,
+    max_distance: float = 2.0,
+    normalize: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Normalised histograms of the positive- and negative-pair distances of a set (dossier §10.2).
+
+    Over all unordered pairs ``i < j`` of ``embeddings`` (L2-normalised first with
+    ``normalize``), binned as :class:`PairDistanceLoss` bins them (:func:`distance_bins`); each
+    histogram sums to 1 (all zeros when the set has no pair of that kind). Distances come from
+    the float64 Gram matrix, so memory is ``O(N²)``, not ``O(N² · D)``. Returns
+    ``(positive, negative)``, each ``(bins,)`` float32 on the CPU.
+    """
+    x = embeddings.detach().double()
+    if normalize:
+        x = F.normalize(x, dim=-1)
+    sq = (x * x).sum(-1)
+    d = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0).sqrt()
+    n = x.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1, device=x.device)
+    dist = d[i, j]
+    same = labels[i] == labels[j]
+    b = distance_bins(dist, bins=bins, max_distance=max_distance)
+    out = []
+    for mask in (same, ~same):
+        counts = torch.bincount(b[mask], minlength=bins).double()
+        out.append((counts / counts.sum().clamp_min(1)).float().cpu())
+    return out[0], out[1]
+
+
 def pair_distance_loss(
     embeddings: Tensor,
     labels: Tensor,
@@ -261,7 +303,7 @@ def pair_distance_loss(
     d = torch.sqrt((diff * diff).sum(-1).clamp_min(1e-12))
     same = labels[i] == labels[j]
     bins = weights_pos.shape[0]
-    b = (d.detach() / max_distance * bins).floor().long().clamp_(0, bins - 1)
+    b = distance_bins(d.detach(), bins=bins, max_distance=max_distance)
     if base == "contrastive":
         lp, ln = d * d, F.relu(margin - d) ** 2
     else:
@@ -343,6 +385,18 @@ class PairDistanceLoss(nn.Module):
             embeddings, labels, w[: self.bins], w[self.bins :], base=self.base, margin=self.margin,
             boundary=self.boundary, max_distance=self.max_distance, normalize=self.normalize,
         )
+
+    def reference_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The base loss at Φ = 1 (contrastive or margin), whatever Φ is now — the reference of
+        ALA's gradient-norm ratio (dossier §9 #2)."""
+        ones = torch.ones(self.bins, dtype=embeddings.dtype, device=embeddings.device)
+        return pair_distance_loss(embeddings, labels, ones, ones, base=self.base, margin=self.margin,
+                                  boundary=self.boundary, max_distance=self.max_distance, normalize=self.normalize)
+
+    def histograms(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """:func:`pair_distance_histograms` with this loss's bins: one share per entry of Φ."""
+        return pair_distance_histograms(embeddings, labels, bins=self.bins, max_distance=self.max_distance,
+                                        normalize=self.normalize)
 
     def config(self) -> dict[str, object]:
         return {"bins": self.bins, "base": self.base, "margin": self.margin, "boundary": self.boundary,
