@@ -246,3 +246,37 @@ def test_mean_std_curves_match_numpy_at_common_steps() -> None:
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.lines] == ["ce (n=3)", "adalfl (n=1)"]
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [60.0, 20.0])
+
+
+def _ala_embedding_snapshot() -> dict[str, Any]:
+    """An ALA metric-learning snapshot: 3 controller actions, 4 bins per pair type, range [0, 1.6]."""
+    pos = [[0.7, 0.3, 0.0, 0.0], [0.4, 0.4, 0.2, 0.0], [0.1, 0.5, 0.3, 0.1]]
+    neg = [[0.9, 0.1, 0.0, 0.0], [0.2, 0.5, 0.3, 0.0], [0.0, 0.2, 0.5, 0.3]]
+    return {"step": 30, "kind": "ala", "weights_pos": [1.0, 1.1, 0.9, 1.2], "weights_neg": [0.8, 1.0, 1.0, 1.3],
+            "max_distance": 1.6, "metric_name": "recall@1", "higher_is_better": True,
+            "controller_steps": [0, 10, 20], "metric": [0.5, 0.55, 0.6], "rewards": [1.0, 1.0],
+            "phi_stats": {"mean": [1.0, 1.0, 1.04]}, "clamp_hits": 0, "distance_hist": {"pos": pos, "neg": neg}}
+
+
+def test_ala_distances_draws_the_histograms_and_weights(tmp_path: Path) -> None:
+    from adaloss.plotting import plot_ala_distances
+
+    snap = _ala_embedding_snapshot()
+    fig = plot_ala_distances([snap])
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"][:3]
+    for ax, kind in zip(axes[:2], ("pos", "neg")):
+        image = ax.get_images()[0]
+        np.testing.assert_allclose(np.asarray(image.get_array()), np.array(snap["distance_hist"][kind]).T)
+        assert image.get_extent()[2:] == [0.0, 1.6]  # rows are bins of [0, max_distance]
+    lines = axes[2].get_lines()
+    np.testing.assert_allclose(lines[0].get_xdata(), [0.2, 0.6, 1.0, 1.4])  # bin centres
+    assert list(lines[0].get_ydata()) == snap["weights_pos"] and list(lines[1].get_ydata()) == snap["weights_neg"]
+    run = _run_dir(tmp_path, "ala_embed", snapshots=[snap], grad_ratio=False)
+    names = [p.name for p in plot_run(run)]
+    assert names == ["ala_phi.png", "ala_reward.png", "ala_distances.png", "learning_curves.png"]
+    _assert_png(run / "figures" / "ala_distances.png")
+    no_hist = {k: v for k, v in snap.items() if k != "distance_hist"}
+    with pytest.raises(ValueError, match="to carry `distance_hist`"):
+        plot_ala_distances([no_hist])
+    assert "ala_distances.png" not in [p.name for p in plot_run(_run_dir(tmp_path, "cls", snapshots=[no_hist],
+                                                                         grad_ratio=False))]

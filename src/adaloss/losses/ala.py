@@ -404,7 +404,8 @@ class PairDistanceLoss(nn.Module):
 
     def snapshot(self) -> dict[str, object]:
         w = self.weights.detach().cpu()
-        return {"weights_pos": w[: self.bins].tolist(), "weights_neg": w[self.bins :].tolist()}
+        return {"weights_pos": w[: self.bins].tolist(), "weights_neg": w[self.bins :].tolist(),
+                "max_distance": self.max_distance}
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, base={self.base!r}, margin={self.margin}, bounds={self.weight_bounds}"

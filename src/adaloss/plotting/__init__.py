@@ -8,6 +8,7 @@ from __future__ import annotations
 from adaloss.plotting.figures import (
     FIGURE_FORMATS,
     mean_std_curves,
+    plot_ala_distances,
     plot_ala_phi,
     plot_ala_reward,
     plot_compare_curves,
@@ -20,6 +21,7 @@ from adaloss.plotting.figures import (
 __all__ = [
     "FIGURE_FORMATS",
     "mean_std_curves",
+    "plot_ala_distances",
     "plot_ala_phi",
     "plot_ala_reward",
     "plot_compare_curves",

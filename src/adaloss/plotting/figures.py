@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FIGURE_FORMATS",
     "mean_std_curves",
+    "plot_ala_distances",
     "plot_ala_phi",
     "plot_ala_reward",
     "plot_compare_curves",
@@ -405,6 +406,49 @@ def plot_ala_reward(snapshots: Sequence[dict[str, Any]], *, title: str | None = 
     return fig
 
 
+def plot_ala_distances(snapshots: Sequence[dict[str, Any]], *, title: str | None = None) -> Figure:
+    """ALA metric learning: the validation positive- and negative-pair distance histograms each
+    controller action saw (the state of dossier §10.2; columns = controller steps, rows = distance
+    bins, colour = share of the pairs of that kind), and the final bin weights Φ.
+
+    Raises:
+        ValueError: not ALA snapshots, or no ``distance_hist`` (a run of another state).
+    """
+    last = _ala_history(snapshots)
+    hist = last.get("distance_hist")
+    if not isinstance(hist, dict) or not hist.get("pos") or not hist.get("neg"):
+        raise ValueError(f"Expected the ALA snapshot (step {last.get('step')}) to carry `distance_hist` (the "
+                         "pair-distance state of the embedding task), but it does not.")
+    steps = [float(v) for v in last["controller_steps"]][: len(hist["pos"])]
+    fig = _new_figure(figsize=(15.0, 4.0))
+    axes = fig.subplots(1, 3)
+    bins = len(hist["pos"][0])
+    top = float(last.get("max_distance", 2.0))  # the binned range [0, max_distance] of PairDistanceLoss
+    width = top / bins
+    for ax, kind, label in ((axes[0], "pos", "positive"), (axes[1], "neg", "negative")):
+        rows = [_floats(h, field=f"distance_hist.{kind}", step=last.get("step")) for h in hist[kind]]
+        matrix = [[row[b] for row in rows] for b in range(bins)]  # (bins, controller steps)
+        image = ax.imshow(matrix, aspect="auto", origin="lower", cmap="viridis", vmin=0.0,
+                          extent=(-0.5, len(rows) - 0.5, 0.0, top))
+        ax.set_title(f"validation {label}-pair distances")
+        ax.set_xlabel("controller step (index)")
+        ax.set_ylabel("pair distance")
+        fig.colorbar(image, ax=ax, label="share of pairs")
+    ax = axes[2]
+    centres = [(b + 0.5) * width for b in range(bins)]
+    for key, label in (("weights_pos", "positive"), ("weights_neg", "negative")):
+        if key in last:
+            ax.plot(centres, _floats(last[key], field=key, step=last.get("step")), marker="o", label=label)
+    ax.axhline(1.0, color="0.5", linestyle="--", linewidth=1.0)
+    ax.set_title(f"bin weights Φ at step {last.get('step')} (after {len(steps)} actions)")
+    ax.set_xlabel("pair distance")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 # ---------------------------------------------------------------------------- run directory
 def _check_formats(formats: Sequence[str] | str) -> list[str]:
     items = [formats] if isinstance(formats, str) else list(formats)
@@ -424,7 +468,8 @@ def plot_run(
 
     ``learning_curves`` from ``metrics.jsonl``, ``implicit_lr`` when it holds
     ``train_grad_norm_ratio``, ``loss_evolution`` when ``snapshots.jsonl`` has learned-loss
-    snapshots, ``ala_phi`` and ``ala_reward`` when it has ALA snapshots.
+    snapshots, ``ala_phi`` and ``ala_reward`` when it has ALA snapshots, and ``ala_distances``
+    when those carry the metric-learning distance histograms.
 
     Args:
         run_dir: the run directory (holds ``metrics.jsonl``).
@@ -456,6 +501,8 @@ def plot_run(
     if snapshots and all(s.get("kind") == "ala" for s in snapshots):
         figures.append(("ala_phi", plot_ala_phi(snapshots, title=f"{name}: ALA loss parameters Φ")))
         figures.append(("ala_reward", plot_ala_reward(snapshots, title=f"{name}: ALA reward")))
+        if "distance_hist" in max(snapshots, key=lambda s: s.get("step", 0)):
+            figures.append(("ala_distances", plot_ala_distances(snapshots, title=f"{name}: ALA distance state")))
     elif snapshots:
         figures.append(("loss_evolution", plot_loss_evolution(snapshots, title=f"{name}: learned loss")))
     if _series(records, "train_grad_norm_ratio")[0]:
