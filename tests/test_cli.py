@@ -75,3 +75,15 @@ def test_compare_records_a_diverged_run_and_goes_on(tmp_path: Path, capsys: pyte
     assert all(r["diverged"].startswith("Training loss became") for r in rows)
     assert main(args) == 0  # reused, not retrained
     assert capsys.readouterr().err.count("reused") == 2
+
+
+def test_compare_without_methods_takes_the_configured_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from adaloss.learners import methods_for
+
+    args = ["compare", "--seeds", "0", "--out", str(tmp_path), "task=embedding", "steps=4", "batch_size=20",
+            "samples_per_class=4", "model_args.hidden=[8]", "eval_every=0", "progress=off"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    expected = methods_for("embedding", runnable_on_defaults=True)
+    assert {"contrastive", "ala"} <= set(expected) and "ce" not in expected
+    assert [line.split("|")[1].strip() for line in out.splitlines()[2:]] == expected

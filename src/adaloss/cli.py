@@ -148,8 +148,10 @@ def _compare(args: argparse.Namespace) -> int:
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     else:
-        task = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
-                            valid_fraction=cfg.valid_fraction, seed=0).task
+        from adaloss.training.experiment import task_splits
+
+        task = task_splits(cfg, load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                                             valid_fraction=cfg.valid_fraction, seed=0)).task
         methods = methods_for(task, runnable_on_defaults=True)
     seeds = _int_list("--seeds", args.seeds)
     out = Path(args.out) if args.out else Path("runs") / "compare" / f"{cfg.dataset}-{cfg.model}"
