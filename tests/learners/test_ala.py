@@ -705,3 +705,19 @@ def test_embedding_bad_options_are_clear_errors(tmp_path: Path) -> None:
         build_trainer(cfg)
     auto = build_trainer(_embed_cfg(tmp_path, method_args={"val_batches": 3})).learner
     assert isinstance(auto, ALALearner) and auto.val_subset == "all"  # auto: the whole split, no repeats
+
+
+def test_the_preset_picks_the_class_pair_form() -> None:
+    from adaloss.learners import create_learner
+
+    def form(**options: object) -> str:
+        learner = create_learner("ala", task="classification", **options)
+        learner._build_loss(3)
+        return learner.criterion.form
+
+    assert form() == "log_prob"  # Φ = I is exactly cross-entropy
+    assert form(preset="faithful") == "sigmoid"
+    assert form(loss_scale=2.0) == "log_prob" and form(preset="faithful", loss_scale=2.0) == "sigmoid"
+    assert form(preset="faithful", form="log_prob") == "log_prob"
+    with pytest.raises(ValueError, match="Expected `preset` to be one of"):
+        create_learner("ala", task="classification", preset="paper", loss_scale=2.0)
