@@ -87,3 +87,13 @@ def test_compare_without_methods_takes_the_configured_task(tmp_path: Path, capsy
     expected = methods_for("embedding", runnable_on_defaults=True)
     assert {"contrastive", "ala"} <= set(expected) and "ce" not in expected
     assert [line.split("|")[1].strip() for line in out.splitlines()[2:]] == expected
+
+
+def test_train_on_an_imbalanced_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "steps=3", "model_args.hidden=[8]", "minority_classes=[1,2]", "minority_fraction=0.2",
+                 "metrics=[error,aucpr]", f"run_dir={tmp_path}"]) == 0
+    assert "test_aucpr" in capsys.readouterr().out
+    assert main(["train", "steps=3", "minority_fraction=0.2", f"run_dir={tmp_path / 'a'}"]) == 2
+    assert "`minority_fraction` applies with `minority_classes` only" in capsys.readouterr().err
+    assert main(["train", "steps=3", "minority_classes=[11]", f"run_dir={tmp_path / 'b'}"]) == 2
+    assert "Invalid config key `minority_classes` for dataset 'digits'" in capsys.readouterr().err

@@ -419,3 +419,32 @@ def test_embedding_task_needs_a_classification_set() -> None:
         split_by_class(load_dataset("diabetes"))
     with pytest.raises(ValueError, match="but 'digits' has task 'embedding'"):
         split_by_class(load_dataset("digits", task="embedding"))  # not twice
+
+
+def test_subsample_classes_thins_train_and_valid_of_the_named_classes_only() -> None:
+    import math
+
+    from adaloss.data import load_dataset, subsample_classes
+
+    data = load_dataset("digits", valid_fraction=0.2, seed=0)
+    thin = subsample_classes(data, classes=[3, 7], fraction=0.1, seed=5)
+    for name in ("train", "valid"):
+        before, after = getattr(data, name).y, getattr(thin, name).y
+        for c in range(10):
+            n = int((before == c).sum())
+            expected = max(1, math.ceil(0.1 * n)) if c in (3, 7) else n
+            assert int((after == c).sum()) == expected, (name, c)
+        # the rows kept are rows of the original split, images with their labels
+        rows = {(tuple(x.flatten().tolist()), int(y)) for x, y in zip(getattr(data, name).x, before)}
+        assert all((tuple(x.flatten().tolist()), int(y)) in rows for x, y in zip(getattr(thin, name).x, after))
+    assert torch.equal(thin.test.x, data.test.x) and thin.minority_classes == (3, 7)
+    again = subsample_classes(data, classes=[7, 3], fraction=0.1, seed=5)
+    assert torch.equal(again.train.x, thin.train.x)
+    assert not torch.equal(subsample_classes(data, classes=[3, 7], fraction=0.1, seed=6).train.x, thin.train.x)
+    with pytest.raises(ValueError, match=r"Expected `minority_classes` to be distinct class labels in \[0, 10\), "
+                                         r"but got \[3, 12\]"):
+        subsample_classes(data, classes=[3, 12])
+    with pytest.raises(ValueError, match=r"Expected `minority_fraction` to be in \(0, 1\], but got 0.0"):
+        subsample_classes(data, classes=[3], fraction=0.0)
+    with pytest.raises(ValueError, match="already subsampled"):
+        subsample_classes(thin, classes=[3])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adaloss.data.augment import random_crop_flip
-from adaloss.data.datasets import DATASETS, DatasetSplits, TensorSplit, load_dataset, split_by_class
+from adaloss.data.datasets import DATASETS, DatasetSplits, TensorSplit, load_dataset, split_by_class, subsample_classes
 from adaloss.data.download import ChecksumError, DownloadError, resolve_data_dir
 from adaloss.data.formats import DataFormatError, UnsafePickleError, read_idx
 from adaloss.data.splits import random_split, stratified_split
@@ -27,5 +27,6 @@ __all__ = [
     "read_idx",
     "resolve_data_dir",
     "split_by_class",
+    "subsample_classes",
     "stratified_split",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,7 @@ class DatasetSplits:
             by it, or an MSE by its square, for original units); 1.0 for classification.
         train_classes: Embedding: the classes of the train and valid splits, ascending (the test
             split holds the others, with their original labels); empty for the other tasks.
+        minority_classes: the classes :func:`subsample_classes` thinned (empty: none).
     """
 
     name: str
@@ -116,6 +118,7 @@ class DatasetSplits:
     augment: Literal["none", "crop_flip"] = "none"
     target_scale: float = 1.0
     train_classes: tuple[int, ...] = ()
+    minority_classes: tuple[int, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,6 +492,42 @@ def split_by_class(
         num_outputs=embedding_dim,
         train_classes=classes,
     )
+
+
+def subsample_classes(
+    data: DatasetSplits, *, classes: Sequence[int], fraction: float = 0.1, seed: int = 0
+) -> DatasetSplits:
+    """An imbalanced variant of a classification dataset: ``classes`` keep ``fraction`` of their
+    training and validation rows (at least one each; a seeded random choice per class and split),
+    every other class keeps all; the test split stays as it is, so a metric such as macro AUCPR
+    scores every class on the same footing (ALA issue: "a few classes subsampled to 10%").
+    """
+    if data.minority_classes:
+        raise ValueError(f"{data.name!r} is already subsampled (classes {list(data.minority_classes)}).")
+    if data.task != "classification":
+        raise ValueError(f"Subsampling classes applies to classification, but {data.name!r} has task {data.task!r}.")
+    classes = list(classes)
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < data.num_outputs]
+    if bad or not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"Expected `minority_classes` to be distinct class labels in [0, {data.num_outputs}), "
+                         f"but got {classes!r}.")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"Expected `minority_fraction` to be in (0, 1], but got {fraction!r}.")
+    g = torch.Generator().manual_seed(int(seed))
+
+    def thin(split: TensorSplit) -> TensorSplit:
+        keep = torch.ones(len(split), dtype=torch.bool)
+        for c in sorted(classes):  # the same rows whatever order the classes are named in
+            rows = torch.nonzero(split.y == c).squeeze(1)
+            if len(rows) == 0:
+                continue
+            n = max(1, math.ceil(fraction * len(rows)))
+            keep[rows] = False
+            keep[rows[torch.randperm(len(rows), generator=g)[:n]]] = True
+        return _subset(split, keep)
+
+    return dataclasses.replace(data, train=thin(data.train), valid=thin(data.valid),
+                               minority_classes=tuple(sorted(classes)))
 
 
 # ---------------------------------------------------------------------------------------------

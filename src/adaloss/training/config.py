@@ -69,6 +69,11 @@ class TrainConfig:
     train_classes: Union[list[int], None] = None
     #: embedding task: the embedding dimension, i.e. the model's output size (``null``: 64)
     embedding_dim: Union[int, None] = None
+    #: classification: an imbalanced variant — these classes keep only ``minority_fraction`` of
+    #: their training and validation rows (``null``: none); the test split is unchanged
+    minority_classes: Union[list[int], None] = None
+    #: the share those classes keep (``null``: 0.1)
+    minority_fraction: Union[float, None] = None
     # model and method
     model: str = "mlp"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -144,6 +149,15 @@ class TrainConfig:
             if any(c < 0 for c in self.train_classes) or len(set(self.train_classes)) != len(self.train_classes):
                 raise ConfigError(f"Expected `train_classes` to be distinct class labels >= 0, but got "
                                   f"{self.train_classes!r}.")
+        if self.minority_fraction is not None:
+            if self.minority_classes is None:
+                raise ConfigError(f"`minority_fraction` applies with `minority_classes` only, but got "
+                                  f"minority_fraction={self.minority_fraction!r} and no minority_classes.")
+            if not 0.0 < self.minority_fraction <= 1.0:
+                raise ConfigError(f"Expected `minority_fraction` to be in (0, 1], but got {self.minority_fraction!r}.")
+        if self.minority_classes is not None and self.task == "embedding":
+            raise ConfigError(f"`minority_classes` applies to classification, but got task='embedding' "
+                              f"(and minority_classes={self.minority_classes!r}).")
         k = self.samples_per_class
         if k is not None:
             if k <= 0:
@@ -161,7 +175,8 @@ class TrainConfig:
     #: keys added after runs were recorded, left out of :meth:`identity` while unset (``None``),
     #: so that finished runs and checkpoints from before them still match
     UNSET_OMITTED_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
-        {"metric", "task", "train_classes", "embedding_dim", "samples_per_class"}
+        {"metric", "task", "train_classes", "embedding_dim", "samples_per_class", "minority_classes",
+         "minority_fraction"}
     )
 
     def identity(self) -> dict[str, Any]:

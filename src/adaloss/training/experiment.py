@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import yaml
 
-from adaloss.data import DatasetSplits, load_dataset, split_by_class
+from adaloss.data import DatasetSplits, load_dataset, split_by_class, subsample_classes
 from adaloss.data.datasets import DEFAULT_EMBEDDING_DIM
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader
 from adaloss.distributed import init_distributed, launched_by_torchrun
@@ -38,9 +38,16 @@ def task_splits(config: TrainConfig, data: DatasetSplits) -> DatasetSplits:
 
     ``task=embedding`` on a classification set splits it by class
     (:func:`~adaloss.data.split_by_class`, ALA dossier §10.2) with ``train_classes`` and
-    ``embedding_dim``; splits already split that way are checked and kept. Raises a
+    ``embedding_dim``; splits already split that way are checked and kept. ``minority_classes``
+    thins those classes of a classification set (:func:`~adaloss.data.subsample_classes`). Raises a
     :class:`ConfigError` naming the key, what is allowed and what was received.
     """
+    if config.minority_classes is not None and tuple(sorted(config.minority_classes)) != data.minority_classes:
+        fraction = 0.1 if config.minority_fraction is None else config.minority_fraction
+        try:
+            data = subsample_classes(data, classes=config.minority_classes, fraction=fraction, seed=config.seed)
+        except ValueError as e:
+            raise ConfigError(f"Invalid config key `minority_classes` for dataset {config.dataset!r}: {e}") from None
     task = config.task
     if task is None or (task == data.task and task != "embedding"):
         return data
