@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from adaloss.learners.ala import ALAPolicy
-from tests.distributed.test_data_parallel import _torchrun
+from tests.distributed.test_data_parallel import _single, _torchrun
 
 ARGS = ["dataset=digits", "model=mlp", "model_args.hidden=[32]", "batch_size=64", "threads=1", "progress=off",
         "log_every=5", "method=ala", "method_args.K=5", "method_args.smoothing_window=2", "method_args.val_batches=2",
@@ -65,6 +65,20 @@ def test_workers_share_one_policy_bit_for_bit_and_pool_their_episodes(tmp_path: 
     mean_reward = (after[0]["rewards"][-1] + after[1]["rewards"][-1]) / 2
     assert abs(after[0]["baseline"] - (0.9 * before[0]["baseline"] + 0.1 * mean_reward)) < 1e-12
 
+    # the same two workers as threads of one process (workers=2): the same bits as the two ranks
+    threads = tmp_path / "threads"
+    one = _single([*ARGS, "workers=2", f"run_dir={threads}"])
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.count("run_dir:") == 1
+    for r in (0, 1):
+        for path in ranks[r]:
+            a, b = _load(path), _load(threads / "checkpoints" / f"rank{r}" / path.name)
+            for k in a["model"]:
+                assert torch.equal(a["model"][k], b["model"][k]), (r, path.name, k)
+            for k in a["learner"]["controller"]["policy"]:
+                assert torch.equal(a["learner"]["controller"]["policy"][k], b["learner"]["controller"]["policy"][k])
+            assert a["learner"]["controller"]["rewards"] == b["learner"]["controller"]["rewards"]
+
 
 def test_worker_checkpoints_resume_every_rank_from_a_step_all_of_them_have(tmp_path: Path) -> None:
     full = tmp_path / "full"
@@ -89,3 +103,9 @@ def test_worker_checkpoints_resume_every_rank_from_a_step_all_of_them_have(tmp_p
             assert torch.equal(a["model"][k], b["model"][k]), (r, k)
         for k in a["learner"]["controller"]["policy"]:
             assert torch.equal(a["learner"]["controller"]["policy"][k], b["learner"]["controller"]["policy"][k])
+
+
+def test_workers_in_one_process_refuse_a_method_that_does_not_pool_them(tmp_path: Path) -> None:
+    run = _single(["model_args.hidden=[8]", "steps=3", "method=ce", "workers=2", f"run_dir={tmp_path}"])
+    assert run.returncode == 2
+    assert "`workers` applies to methods whose workers share what they learn (ala); method 'ce'" in run.stderr

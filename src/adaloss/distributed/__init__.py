@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -30,6 +31,8 @@ __all__ = [
     "LocalCollective",
     "ProcessGroupCollective",
     "ShardedBatches",
+    "ThreadCollective",
+    "ThreadGroup",
     "init_distributed",
     "launched_by_torchrun",
 ]
@@ -112,12 +115,7 @@ class ProcessGroupCollective(Collective):
                 f"checkpoint with --resume. Cause: {e}"
             ) from e
         flat /= self.world_size
-        offset = 0
-        with torch.no_grad():
-            for t in tensors:
-                n = t.numel()
-                t.copy_(flat[offset:offset + n].view_as(t))
-                offset += n
+        _unflatten_(flat, tensors)
         self.seconds += time.perf_counter() - start
 
     def barrier(self) -> None:
@@ -136,12 +134,7 @@ class ProcessGroupCollective(Collective):
             dist.broadcast(flat, src=src, group=self.group)
         except RuntimeError as e:
             raise DistributedError(f"A broadcast across {self.world_size} ranks failed on rank {self.rank}: {e}") from e
-        offset = 0
-        with torch.no_grad():
-            for t in tensors:
-                n = t.numel()
-                t.copy_(flat[offset:offset + n].view_as(t))
-                offset += n
+        _unflatten_(flat, tensors)
         self.seconds += time.perf_counter() - start
 
     def cpu(self) -> Collective:
@@ -163,6 +156,90 @@ class ProcessGroupCollective(Collective):
         except RuntimeError as e:
             raise DistributedError(f"An all-reduce across {self.world_size} ranks failed on rank {self.rank}: {e}") from e
         return int(t.item())
+
+
+class ThreadGroup:
+    """Workers in one process, one thread each, with the collectives of a process group.
+
+    ``ThreadGroup(n).members`` are ``n`` :class:`ThreadCollective` objects; each reduction sums the
+    workers' buffers in rank order, so every worker gets the same bits (for two workers, the
+    bits gloo gives two ranks). A worker that fails calls :meth:`abort`: the others' next
+    collective raises :class:`DistributedError` instead of waiting (as does one that waits longer
+    than ``timeout_s``).
+    """
+
+    def __init__(self, size: int, *, timeout_s: float = 300.0) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"Expected `workers` to be a positive integer, but got {size!r}.")
+        self.size = size
+        self.timeout_s = float(check_positive("timeout_s", timeout_s))
+        self._barrier = threading.Barrier(size)
+        self._slots: list[Any] = [None] * size
+        self.members = [ThreadCollective(self, r) for r in range(size)]
+
+    def abort(self) -> None:
+        self._barrier.abort()
+
+    def wait(self, rank: int) -> None:
+        try:
+            self._barrier.wait(timeout=self.timeout_s)
+        except threading.BrokenBarrierError as e:
+            raise DistributedError(
+                f"Worker {rank} of {self.size} (threads): another worker failed or did not reach the collective "
+                f"within {self.timeout_s:g} s (dist_timeout_s)."
+            ) from e
+
+    def exchange(self, rank: int, value: Any) -> list[Any]:
+        """Every worker's ``value``, in rank order."""
+        self._slots[rank] = value
+        self.wait(rank)
+        values = list(self._slots)
+        self.wait(rank)  # nobody overwrites a slot before every worker has read them all
+        return values
+
+
+class ThreadCollective(Collective):
+    """One worker of a :class:`ThreadGroup`."""
+
+    def __init__(self, group: ThreadGroup, rank: int) -> None:
+        self.group = group
+        self.rank = rank
+        self.world_size = group.size
+
+    def mean_(self, tensors: Sequence[Tensor]) -> None:
+        tensors = [t for t in tensors if t is not None]
+        if not tensors or self.world_size == 1:
+            return
+        start = time.perf_counter()
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        parts = self.group.exchange(self.rank, flat)
+        total = parts[0].clone()
+        for part in parts[1:]:
+            total += part
+        _unflatten_(total / self.world_size, tensors)
+        self.seconds += time.perf_counter() - start
+
+    def broadcast_(self, tensors: Sequence[Tensor], *, src: int = 0) -> None:
+        tensors = [t for t in tensors if t is not None]
+        if not tensors or self.world_size == 1:
+            return
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        _unflatten_(self.group.exchange(self.rank, flat)[src].clone(), tensors)
+
+    def min_int(self, value: int) -> int:
+        return min(int(v) for v in self.group.exchange(self.rank, int(value)))
+
+    def barrier(self) -> None:
+        self.group.wait(self.rank)
+
+
+def _unflatten_(flat: Tensor, tensors: Sequence[Tensor]) -> None:
+    offset = 0
+    with torch.no_grad():
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t))
+            offset += n
 
 
 def launched_by_torchrun() -> bool:

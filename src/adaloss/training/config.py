@@ -113,6 +113,9 @@ class TrainConfig:
     # torch.distributed (under torchrun): batch_size is the global batch, split over the ranks
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
     dist_timeout_s: float = 300.0
+    #: independent workers in this process, one thread each, for methods that pool them (ALA: one
+    #: shared policy); like torchrun ranks without torchrun (``null``: one)
+    workers: Union[int, None] = None
 
     #: keys that do not change results, so resuming or reusing a run may differ in them
     RUNTIME_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
@@ -149,6 +152,9 @@ class TrainConfig:
             if any(c < 0 for c in self.train_classes) or len(set(self.train_classes)) != len(self.train_classes):
                 raise ConfigError(f"Expected `train_classes` to be distinct class labels >= 0, but got "
                                   f"{self.train_classes!r}.")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise ConfigError(f"Expected `workers` to be a positive integer or null, but got {self.workers!r}.")
         if self.minority_fraction is not None:
             if self.minority_classes is None:
                 raise ConfigError(f"`minority_fraction` applies with `minority_classes` only, but got "
@@ -176,7 +182,7 @@ class TrainConfig:
     #: so that finished runs and checkpoints from before them still match
     UNSET_OMITTED_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
         {"metric", "task", "train_classes", "embedding_dim", "samples_per_class", "minority_classes",
-         "minority_fraction"}
+         "minority_fraction", "workers"}
     )
 
     def identity(self) -> dict[str, Any]:

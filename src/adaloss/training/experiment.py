@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ import yaml
 from adaloss.data import DatasetSplits, load_dataset, split_by_class, subsample_classes
 from adaloss.data.datasets import DEFAULT_EMBEDDING_DIM
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader
-from adaloss.distributed import init_distributed, launched_by_torchrun
+from adaloss.distributed import (
+    Collective,
+    DistributedError,
+    ThreadCollective,
+    ThreadGroup,
+    init_distributed,
+    launched_by_torchrun,
+)
 from adaloss.learners import create_learner
 from adaloss.learners.registry import takes_target_metric
 from adaloss.metrics import create_metric
@@ -97,7 +105,11 @@ def _target_metric(config: TrainConfig, task: Task) -> tuple[dict[str, Any], lis
     return method_args, metrics
 
 
-def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> Trainer:
+_SEEDED = threading.Lock()  # workers in threads share the global RNG: seed and build one at a time
+
+
+def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None,
+                  collective: Collective | None = None) -> Trainer:
     """Seed, load data, build model, learner, optimiser and schedule, and wire the trainer.
 
     Args:
@@ -105,29 +117,36 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None) -> 
         data: already-loaded splits to reuse: what :func:`~adaloss.data.load_dataset` gives for
             ``config``'s dataset, valid_fraction and seed (the task's split by class, if any, is
             applied here, :func:`task_splits`).
+        collective: this worker's member of a :class:`~adaloss.distributed.ThreadGroup`
+            (``None``: torchrun's process group, or one process).
     """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
     if launched_by_torchrun() and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank
-    collective = init_distributed(backend=config.dist_backend, timeout_s=config.dist_timeout_s, device=device)
+    if collective is None:
+        collective = init_distributed(backend=config.dist_backend, timeout_s=config.dist_timeout_s, device=device)
     if data is None:
         data = load_dataset(
             config.dataset, data_dir=config.data_dir, download=config.download,
             valid_fraction=config.valid_fraction, seed=config.seed,
         )
     data = task_splits(config, data)
-    seed_everything(config.seed, deterministic=config.deterministic)
-    model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
     method_args, eval_metrics = _target_metric(config, data.task)
-    learner = create_learner(config.method, task=data.task, **method_args)
-    seed = config.seed
-    if collective.world_size > 1 and not learner.data_parallel:
-        # independent workers (ALA): each rank its own initialisation, data order and RNG streams
-        seed = config.seed + 1000 * collective.rank  # apart from the seeds of other runs
-        seed_everything(seed, deterministic=config.deterministic)
+    with _SEEDED:
+        seed_everything(config.seed, deterministic=config.deterministic)
         model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
+        learner = create_learner(config.method, task=data.task, **method_args)
+        seed = config.seed
+        if collective.world_size > 1 and not learner.data_parallel:
+            # independent workers (ALA): each its own initialisation, data order and RNG streams
+            seed = config.seed + 1000 * collective.rank  # apart from the seeds of other runs
+            seed_everything(seed, deterministic=config.deterministic)
+            model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
+        elif isinstance(collective, ThreadCollective):
+            raise ConfigError(f"`workers` applies to methods whose workers share what they learn (ala); method "
+                              f"{config.method!r} trains one model (run it under torchrun for data parallelism).")
     optimizer = create_optimizer(
         model.parameters(), config.optimizer, lr=config.lr, momentum=config.momentum,
         nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
@@ -181,9 +200,50 @@ def train(config: TrainConfig, *, resume: bool = False, data: DatasetSplits | No
 
     The resolved configuration is written to ``<run_dir>/config.yaml`` first.
     """
+    if config.workers is not None and config.workers > 1:
+        return _train_workers(config, resume=resume, data=data)
     trainer = build_trainer(config, data=data)
+    _write_config(trainer, config)
+    return trainer.fit(resume=resume)
+
+
+def _write_config(trainer: Trainer, config: TrainConfig) -> None:
     assert trainer.run_dir is not None
     if trainer.is_main:
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
         (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return trainer.fit(resume=resume)
+
+
+def _train_workers(config: TrainConfig, *, resume: bool, data: DatasetSplits | None) -> dict[str, Any]:
+    """``workers`` independent trainings in this process, one thread each, sharing what the
+    method pools (ALA's policy) through a :class:`~adaloss.distributed.ThreadGroup`: the same
+    computation as that many torchrun ranks. Worker 0 evaluates, logs and writes the summary."""
+    if launched_by_torchrun():
+        raise ConfigError("`workers` runs several workers in one process; under torchrun every rank is already a "
+                          f"worker. Leave `workers` unset, but got workers={config.workers}.")
+    if data is None:
+        data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
+                            valid_fraction=config.valid_fraction, seed=config.seed)
+    assert config.workers is not None
+    group = ThreadGroup(config.workers, timeout_s=config.dist_timeout_s)
+    results: list[Any] = [None] * config.workers
+
+    def work(rank: int) -> None:
+        try:
+            trainer = build_trainer(config, data=data, collective=group.members[rank])
+            _write_config(trainer, config)
+            results[rank] = trainer.fit(resume=resume)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            results[rank] = e
+            group.abort()
+
+    threads = [threading.Thread(target=work, args=(r,), name=f"adaloss-worker{r}") for r in range(config.workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # the first failure is the cause; the others' DistributedError only reports the abort
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, DistributedError)), errors[0])
+    return results[0]
