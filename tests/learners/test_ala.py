@@ -721,3 +721,31 @@ def test_the_preset_picks_the_class_pair_form() -> None:
     assert form(preset="faithful", form="log_prob") == "log_prob"
     with pytest.raises(ValueError, match="Expected `preset` to be one of"):
         create_learner("ala", task="classification", preset="paper", loss_scale=2.0)
+
+
+def test_truncated_eq4_window_against_the_full_sum(tmp_path: Path) -> None:
+    """Dossier §9 #5: M_t from the last L steps; L = K is Eq. 4 verbatim (smoothing_window=0)."""
+    args = {"K": 4, "val_batches": 2, "gamma": 0.8, "total_steps": 8}
+
+    def run(window: int, name: str) -> tuple[list[float], list[list[float]]]:
+        trainer = build_trainer(_cfg(tmp_path / name, method_args={**args, "smoothing_window": window}))
+        learner = trainer.learner
+        assert isinstance(learner, ALALearner)
+        learner.prepare()
+        by_hand: list[float] = []  # the validation error after every step, evaluated independently
+        for _ in range(8):
+            learner.step(next(trainer.train_loader))
+            metric = ErrorRate()
+            trainer.model.eval()
+            with torch.no_grad():
+                for x, y in learner._val:
+                    metric.update(trainer.model(x), y)
+            trainer.model.train()
+            by_hand.append(float(metric.compute()))
+        return learner.metrics, [by_hand[0:4], by_hand[4:8]]
+
+    full, windows = run(0, "full")
+    assert full[1:] == pytest.approx([smoothed_metric(w, 0.8) for w in windows], abs=1e-12)
+    assert run(4, "same")[0] == full  # L = K: the same numbers
+    last2, windows2 = run(2, "last2")
+    assert last2[1:] == pytest.approx([smoothed_metric(w[2:], 0.8) for w in windows2], abs=1e-12)
