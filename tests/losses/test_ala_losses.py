@@ -102,6 +102,26 @@ def test_bounds_clipping_and_clamp_hits() -> None:
         ClassPairLoss(3, form="hinge")  # type: ignore[arg-type]
 
 
+def test_log_prob_form_keeps_off_diagonals_non_negative_so_the_loss_is_bounded_below() -> None:
+    loss = ClassPairLoss(3, form="log_prob")
+    lo, hi = loss.bounds
+    assert lo.eq(0).all() and hi.eq(1).all()
+    assert ClassPairLoss(3).bounds[0].eq(-1).all()  # the sigmoid form keeps the re-implementation's clamp
+    loss.set_parameter_vector(torch.tensor([-1.0, 0.5, -0.2]))  # decreases are clamped at 0
+    torch.testing.assert_close(loss.parameter_vector(), torch.tensor([0.0, 0.5, 0.0]))
+    # −Σ_j Φ_yj log p_j with Φ ≥ 0 is ≥ 0 however extreme the logits; with Φ_02 = −0.5 it is not
+    z = torch.tensor([[0.0, 0.0, -80.0]], dtype=torch.float64)
+    y = torch.tensor([0])
+    assert loss.double()(z, y) >= 0
+    phi = torch.eye(3, dtype=torch.float64)
+    phi[0, 2] = phi[2, 0] = -0.5
+    assert class_pair_loss(z, y, phi, form="log_prob") < -30
+    with pytest.raises(ValueError, match=r"`bounds` to have a lower bound >= 0 with form='log_prob'.*\(-1.0, 1.0\)"):
+        ClassPairLoss(3, form="log_prob", bounds=(-1.0, 1.0))
+    with pytest.raises(ValueError, match="`diagonal_bounds` to have a lower bound >= 0"):
+        ClassPairLoss(3, diagonal_bounds=(-1.0, 2.0))
+
+
 def test_pair_distance_loss_at_unit_weights_is_contrastive() -> None:
     gen = torch.Generator().manual_seed(0)
     e = torch.randn(6, 3, dtype=torch.float64, generator=gen)

@@ -136,8 +136,13 @@ class ClassPairLoss(nn.Module):
     Args:
         num_classes: C.
         form: ``"sigmoid"`` or ``"log_prob"``.
-        bounds: clip range of the off-diagonal entries; default ``(-1, 1)`` (the
-            re-implementation's clamp [R]; the paper's bound, if any, is unknown).
+        bounds: clip range of the off-diagonal entries; default ``(-1, 1)`` for the sigmoid
+            form (the re-implementation's clamp [R]; the paper's bound, if any, is unknown) and
+            ``(0, 1)`` for ``log_prob``, whose loss is unbounded below once an off-diagonal
+            entry is negative (``Φ_yj log p_j → +∞`` as ``p_j → 0``, so the model can lower the
+            loss without limit by emptying class j — observed: the loss fell to −27 within 400
+            steps on digits and the error went to chance); a negative lower bound with
+            ``log_prob`` is refused. The sigmoid saturates, so it stays bounded.
         diagonal_bounds: clip range of the diagonal when adapted; default ``(0, 2)`` (ours).
         symmetric: one shared entry per unordered class pair.
         adapt_diagonal: let the controller move the diagonal too.
@@ -149,7 +154,7 @@ class ClassPairLoss(nn.Module):
         num_classes: int,
         *,
         form: Literal["sigmoid", "log_prob"] = "sigmoid",
-        bounds: tuple[float, float] = (-1.0, 1.0),
+        bounds: tuple[float, float] | None = None,
         diagonal_bounds: tuple[float, float] = (0.0, 2.0),
         symmetric: bool = True,
         adapt_diagonal: bool = False,
@@ -158,8 +163,16 @@ class ClassPairLoss(nn.Module):
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
         self.form = check_choice("form", form, ("sigmoid", "log_prob"))
+        if bounds is None:
+            bounds = (-1.0, 1.0) if self.form == "sigmoid" else (0.0, 1.0)
         self.offdiag_bounds = _check_bounds("bounds", bounds)
+        if self.form == "log_prob" and self.offdiag_bounds[0] < 0:
+            raise ValueError(f"Expected `bounds` to have a lower bound >= 0 with form='log_prob' (a negative "
+                             f"off-diagonal weight makes the loss unbounded below), but got {bounds!r}.")
         self.diagonal_bounds = _check_bounds("diagonal_bounds", diagonal_bounds)
+        if self.diagonal_bounds[0] < 0:
+            raise ValueError(f"Expected `diagonal_bounds` to have a lower bound >= 0 (a negative weight on the "
+                             f"target's log-probability rewards pushing it to 0), but got {diagonal_bounds!r}.")
         self.symmetric = bool(symmetric)
         self.adapt_diagonal = bool(adapt_diagonal)
         self.loss_scale = float(check_positive("loss_scale", loss_scale))
