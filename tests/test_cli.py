@@ -97,3 +97,31 @@ def test_train_on_an_imbalanced_variant(tmp_path: Path, capsys: pytest.CaptureFi
     assert "`minority_fraction` applies with `minority_classes` only" in capsys.readouterr().err
     assert main(["train", "steps=3", "minority_classes=[11]", f"run_dir={tmp_path / 'b'}"]) == 2
     assert "Invalid config key `minority_classes` for dataset 'digits'" in capsys.readouterr().err
+
+
+def test_builtin_compare_job_runs_the_documented_methods_on_digits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from adaloss.cli import BUILTIN_METHODS
+    from adaloss.learners import methods_for
+
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None):  # type: ignore[no-untyped-def]
+        seen.update(cfg=cfg, methods=list(methods), seeds=list(seeds), out=out_dir)
+        raise Stop
+
+    # the package re-exports the function under the module's name, so fetch the module itself
+    monkeypatch.setattr(importlib.import_module("adaloss.training.compare"), "compare", fake_compare)
+    with pytest.raises(Stop):
+        main(["compare"])
+    assert seen["methods"] == ["ce", "label_smoothing", "focal", "adalfl", "ml3", "ala"] == list(BUILTIN_METHODS)
+    assert set(BUILTIN_METHODS) < set(methods_for("classification", runnable_on_defaults=True))
+    cfg = seen["cfg"]
+    assert (cfg.dataset, cfg.model, cfg.steps, seen["seeds"]) == ("digits", "mlp", 1000, [0, 1, 2])  # type: ignore[attr-defined]
+    with pytest.raises(Stop):  # an explicit list still wins
+        main(["compare", "--methods", "ce,taylorglo"])
+    assert seen["methods"] == ["ce", "taylorglo"]

@@ -60,8 +60,11 @@ def _parser() -> argparse.ArgumentParser:
 #: an MLP sized for 8x8 inputs, every method runnable on defaults, AdaLFL with a shorter
 #: offline initialisation so that the whole job takes a few minutes on 2 CPU cores.
 BUILTIN_COMPARE = ["dataset=digits", "model=mlp", "model_args.hidden=[256,256]", "steps=1000", "eval_every=200",
-                   "method_args.adalfl.init_steps=250", "method_args.taylorglo.popsize=8",
-                   "method_args.taylorglo.generations=6", "method_args.taylorglo.partial_steps=100"]
+                   "method_args.adalfl.init_steps=250"]
+# TaylorGLO is left out of the built-in job: a search small enough for a demo (48 candidates × 100
+# steps) found a loss that trains digits to chance on one seed in three, and 250-step fitness runs
+# still gave 17% error on two of three seeds (NOTES.md); `--methods ...,taylorglo` adds it.
+BUILTIN_METHODS = ("ce", "label_smoothing", "focal", "adalfl", "ml3", "ala")
 
 
 def _int_list(flag: str, text: str) -> list[int]:
@@ -141,11 +144,14 @@ def _compare(args: argparse.Namespace) -> int:
     from adaloss.learners import methods_for
     from adaloss.training.compare import compare, format_markdown, summarise, write_csv, write_learning_curves
 
-    if args.config is None and not args.overrides:
+    builtin = args.config is None and not args.overrides
+    if builtin:
         args.overrides = list(BUILTIN_COMPARE)
         print(f"built-in default job: {' '.join(BUILTIN_COMPARE)}", file=sys.stderr)
     cfg = _load(args)
-    if args.methods:
+    if builtin and not args.methods:
+        methods = list(BUILTIN_METHODS)
+    elif args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     else:
         from adaloss.training.experiment import task_splits
