@@ -102,22 +102,27 @@ def test_bounds_clipping_and_clamp_hits() -> None:
         ClassPairLoss(3, form="hinge")  # type: ignore[arg-type]
 
 
-def test_log_prob_form_keeps_off_diagonals_non_negative_so_the_loss_is_bounded_below() -> None:
-    loss = ClassPairLoss(3, form="log_prob")
+def test_log_prob_form_hand_value_and_bounded_below_for_negative_weights() -> None:
+    z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    loss = ClassPairLoss(3, form="log_prob").double()
     lo, hi = loss.bounds
-    assert lo.eq(0).all() and hi.eq(1).all()
-    assert ClassPairLoss(3).bounds[0].eq(-1).all()  # the sigmoid form keeps the re-implementation's clamp
-    loss.set_parameter_vector(torch.tensor([-1.0, 0.5, -0.2]))  # decreases are clamped at 0
-    torch.testing.assert_close(loss.parameter_vector(), torch.tensor([0.0, 0.5, 0.0]))
-    # −Σ_j Φ_yj log p_j with Φ ≥ 0 is ≥ 0 however extreme the logits; with Φ_02 = −0.5 it is not
-    z = torch.tensor([[0.0, 0.0, -80.0]], dtype=torch.float64)
-    y = torch.tensor([0])
-    assert loss.double()(z, y) >= 0
+    assert lo.eq(-1).all() and hi.eq(1).all()
+    loss.set_parameter_vector(torch.tensor([0.3, -0.5, 0.2], dtype=torch.float64))  # (0,1), (0,2), (1,2)
+    p = z.softmax(-1)
+    # sample 0 (y=0): −[log p_0 + 0.3 log p_1 + 0.5 log(1 − p_2)]; sample 1 (y=2): −[0.2 log p_1 + log p_2 + 0.5 log(1 − p_0)]
+    l0 = -(p[0, 0].log() + 0.3 * p[0, 1].log() + 0.5 * (1 - p[0, 2]).log())
+    l1 = -(0.2 * p[1, 1].log() + p[1, 2].log() + 0.5 * (1 - p[1, 0]).log())
+    torch.testing.assert_close(loss(z, y), (l0 + l1) / 2)
+    # −Φ_02 log p_2 with Φ_02 < 0 would fall without limit as p_2 → 0; this form stays ≥ 0 and
+    # finite even where p_j rounds to 1 in float32
+    far = torch.tensor([[0.0, 0.0, -200.0], [200.0, 0.0, 0.0]])
+    value = loss.float()(far, y)
+    assert torch.isfinite(value) and value >= 0
     phi = torch.eye(3, dtype=torch.float64)
     phi[0, 2] = phi[2, 0] = -0.5
-    assert class_pair_loss(z, y, phi, form="log_prob") < -30
-    with pytest.raises(ValueError, match=r"`bounds` to have a lower bound >= 0 with form='log_prob'.*\(-1.0, 1.0\)"):
-        ClassPairLoss(3, form="log_prob", bounds=(-1.0, 1.0))
+    naive = -(phi.index_select(0, y[:1]) * far[:1].double().log_softmax(-1)).sum()
+    assert naive < -90
     with pytest.raises(ValueError, match="`diagonal_bounds` to have a lower bound >= 0"):
         ClassPairLoss(3, diagonal_bounds=(-1.0, 2.0))
 
