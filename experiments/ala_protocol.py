@@ -18,12 +18,14 @@ reward follow the dossier's reconstruction (``../shared/papers/ala.md``): result
 "ALA-style (reconstructed)".
 
     python experiments/ala_protocol.py --data-dir ../shared/datasets [--parts classification transfer]
+    python experiments/ala_protocol.py method_args.ala.beta=0.01 --data-dir ../shared/datasets --variant beta0.01
     python experiments/make_results.py
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import statistics
 import sys
@@ -47,8 +49,10 @@ class Part:
         return next(o.split("=", 1)[1] for o in self.overrides if o.startswith("metric="))
 
 
-def _parts(policy_seed: int, runs: Path) -> dict[str, Part]:
+def _parts(policy_seed: int, runs: Path, variant: str | None = None) -> dict[str, Part]:
     source = runs / "fashion_mnist-lenet5-ala"
+    # a variant's transfer row uses the policy its own classification runs learned
+    policy_source = source if variant is None else runs / f"fashion_mnist-lenet5-ala-{variant}"
     return {
         "classification": Part(
             "Fashion-MNIST, LeNet-5: ALA targeting the error rate vs cross-entropy", "fmnist_ala",
@@ -65,7 +69,7 @@ def _parts(policy_seed: int, runs: Path) -> dict[str, Part]:
         "transfer": Part(
             f"Transfer: the Fashion-MNIST policy (seed {policy_seed}), frozen, on MNIST, LeNet-5 vs cross-entropy",
             "mnist_ala_transfer", ("ce", "ala"),
-            ("metric=error", f"method_args.ala.policy_path={source / 'ala' / f'seed{policy_seed}' / 'policy.pt'}",
+            ("metric=error", f"method_args.ala.policy_path={policy_source / 'ala' / f'seed{policy_seed}' / 'policy.pt'}",
              "method_args.ala.train_policy=false"),
             str(runs / "mnist-lenet5-ala_transfer")),
     }
@@ -129,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy-seed", type=int, default=0, help="the classification run whose policy transfers")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--runs", default="runs/compare", help="where the compare folders go")
+    p.add_argument("--variant", default=None, metavar="TAG",
+                   help="ALA runs go to <part folder>-TAG and the section to ala_<part>-TAG; the fixed-loss "
+                        "runs stay shared (reused), so an ALA setting can be tried beside the main rows")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides for every part")
     args = p.parse_args(argv)
 
@@ -139,21 +146,29 @@ def main(argv: list[str] | None = None) -> int:
     from adaloss.training.compare import compare, write_learning_curves
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    parts = _parts(args.policy_seed, Path(args.runs))
+    parts = _parts(args.policy_seed, Path(args.runs), args.variant)
     for name in args.parts:
         part = parts[name]
         runtime = [f"threads={args.threads}"] if args.threads else []
         cfg = load_config(HERE / "configs" / f"{part.config}.yaml", [*part.overrides, *args.overrides, *runtime])
         cfg = cfg.replace(data_dir=args.data_dir)
-        print(f"{name}: {list(part.methods)} x {seeds} -> {part.out}", file=sys.stderr)
-        results = compare(cfg, methods=part.methods, seeds=seeds, out_dir=part.out)
-        figures = HERE / "figures" / Path(part.out).name
+        base, ala = part.methods
+        ala_out = part.out if args.variant is None else f"{part.out}-{args.variant}"
+        print(f"{name}: {list(part.methods)} x {seeds} -> {part.out}, {ala_out}", file=sys.stderr)
+        results = compare(cfg, methods=(base,), seeds=seeds, out_dir=part.out)
+        results += compare(cfg, methods=(ala,), seeds=seeds, out_dir=ala_out)
+        figures = HERE / "figures" / Path(ala_out).name
         write_learning_curves(results, figures)
-        plot_run(Path(part.out) / part.methods[1] / f"seed{seeds[0]}", out_dir=figures)
-        command = (f"adaloss compare -c experiments/configs/{part.config}.yaml --methods {','.join(part.methods)} "
-                   f"--seeds {args.seeds} --data-dir {shlex.quote(args.data_dir)} --out {part.out} "
-                   + " ".join(shlex.quote(o) for o in [*part.overrides, *args.overrides]))
-        write_section(f"ala_{name}", _section(part, results, args.seeds, command))
+        plot_run(Path(ala_out) / ala / f"seed{seeds[0]}", out_dir=figures)
+        extra = " ".join(shlex.quote(o) for o in [*part.overrides, *args.overrides])
+        commands = [f"adaloss compare -c experiments/configs/{part.config}.yaml --methods {m} --seeds {args.seeds} "
+                    f"--data-dir {shlex.quote(args.data_dir)} --out {out} {extra}"
+                    for m, out in ((base, part.out), (ala, ala_out))]
+        if args.variant is not None:
+            part = dataclasses.replace(part, title=f"{part.title} — variant `{args.variant}` "
+                                                   f"({' '.join(args.overrides) or 'no overrides'})", out=ala_out)
+        suffix = "" if args.variant is None else f"-{args.variant}"
+        write_section(f"ala_{name}{suffix}", _section(part, results, args.seeds, "\n".join(commands)))
     return 0
 
 
