@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path("runs") / "compare" / f"{cfg.dataset}-{cfg.model}"
         print(f"{name}: {methods} x {seeds} -> {out}", file=sys.stderr)
         results = compare(cfg, methods=methods, seeds=seeds, out_dir=out)
-        write_learning_curves(results, HERE / "figures" / name)
         if "adalfl" in methods:
             plot_run(out / "adalfl" / f"seed{seeds[0]}", out_dir=HERE / "figures" / name)
+        # after plot_run: its one-run learning_curves.png gives way to the mean ± std band figure
+        write_learning_curves(results, HERE / "figures" / name)
         command = (f"adaloss compare -c experiments/configs/{name}.yaml --methods {','.join(methods)} "
                    f"--seeds {args.seeds} --data-dir {shlex.quote(args.data_dir)}"
                    + "".join(f" {shlex.quote(o)}" for o in args.overrides))

@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         results = compare(cfg, methods=(base,), seeds=seeds, out_dir=part.out)
         results += compare(cfg, methods=(ala,), seeds=seeds, out_dir=ala_out)
         figures = HERE / "figures" / Path(ala_out).name
-        write_learning_curves(results, figures)
         plot_run(Path(ala_out) / ala / f"seed{seeds[0]}", out_dir=figures)
+        # after plot_run: its one-run learning_curves.png gives way to the mean ± std band figure
+        write_learning_curves(results, figures)
         extra = " ".join(shlex.quote(o) for o in [*part.overrides, *args.overrides])
         commands = [f"adaloss compare -c experiments/configs/{part.config}.yaml --methods {m} --seeds {args.seeds} "
                     f"--data-dir {shlex.quote(args.data_dir)} --out {out} {extra}"
