@@ -101,15 +101,15 @@ def controller_summary(results, method: str) -> str:  # type: ignore[no-untyped-
     """One generated sentence on what the controller did: the policy's entropy (uniform over
     {−β, 0, +β} is ln 3 ≈ 1.099) and Φ's statistics at each run's last logged window, mean ± std
     over seeds — whether the policy learned a preference or Φ random-walked."""
-    import json
     import math
+
+    from adaloss.training.sinks import read_jsonl
 
     last: list[dict[str, float]] = []
     for r in results:
-        if r.method != method or not (r.run_dir / "metrics.jsonl").exists():
+        if r.method != method:
             continue
-        rows = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        rows = [row for row in rows if "train_policy_entropy" in row]
+        rows = [row for row in read_jsonl(r.run_dir / "metrics.jsonl") if "train_policy_entropy" in row]
         if rows:
             last.append(rows[-1])
     if not last:
