@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from adaloss.distributed import DistributedError
     from adaloss.learners.base import TrainingDiverged
-    from adaloss.training.checkpoint import CheckpointError
+    from adaloss.checkpoint import CheckpointError
     from adaloss.training.config import ConfigError
 
     try:

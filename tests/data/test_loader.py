@@ -7,7 +7,7 @@ import torch
 
 from adaloss.data import TensorSplit
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
-from adaloss.training.checkpoint import load_checkpoint, save_checkpoint
+from adaloss.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _split(n: int = 50) -> TensorSplit:

@@ -28,7 +28,7 @@ from adaloss.learners.ala import (
 from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss
 from adaloss.metrics import ErrorRate
 from adaloss.training import TrainConfig, build_trainer, read_jsonl, train
-from adaloss.training.checkpoint import load_checkpoint
+from adaloss.checkpoint import load_checkpoint
 
 TINY = {"ala_args": {"K": 10, "val_batches": 2, "smoothing_window": 3, "grad_ratio_every": 5}}
 

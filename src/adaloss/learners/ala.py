@@ -350,7 +350,7 @@ class ALAPolicy(nn.Module):
 
 def save_policy(policy: ALAPolicy, path: str | os.PathLike[str]) -> Path:
     """Write ``policy`` (architecture and weights) to ``path``; :func:`load_policy` rebuilds it."""
-    from adaloss.training.checkpoint import save_checkpoint  # deferred: training imports learners
+    from adaloss.checkpoint import save_checkpoint  # deferred: training imports learners
 
     if not isinstance(policy, ALAPolicy):
         raise TypeError(f"Expected `policy` to be an ALAPolicy, but got {type(policy).__name__}.")
@@ -361,7 +361,7 @@ def save_policy(policy: ALAPolicy, path: str | os.PathLike[str]) -> Path:
 def load_policy(path: str | os.PathLike[str]) -> ALAPolicy:
     """An ALA policy from a file of :func:`save_policy`, a training checkpoint of an ALA run, or
     an ALA run directory (its ``policy.pt``, else ``checkpoints/last.pt``)."""
-    from adaloss.training.checkpoint import CheckpointError, load_checkpoint
+    from adaloss.checkpoint import CheckpointError, load_checkpoint
 
     if Path(path).is_dir():
         run = Path(path)

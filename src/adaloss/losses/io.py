@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
+from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.losses.network import LossNetwork
 from adaloss.losses.taylor import TaylorLoss
 
@@ -19,8 +20,6 @@ _LOSS_CLASSES: dict[str, type[LossNetwork] | type[TaylorLoss]] = {"LossNetwork":
 
 def save(loss: LossNetwork | TaylorLoss, path: str | os.PathLike[str]) -> Path:
     """Write ``loss`` (architecture and weights) to ``path``; :func:`load` rebuilds it."""
-    from adaloss.training.checkpoint import save_checkpoint  # deferred: training imports losses
-
     if not isinstance(loss, (LossNetwork, TaylorLoss)):
         raise TypeError(f"Expected `loss` to be a LossNetwork or TaylorLoss, but got {type(loss).__name__}.")
     return save_checkpoint(
@@ -35,8 +34,6 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
 
     The file is read with ``weights_only`` loading: no code from it is executed.
     """
-    from adaloss.training.checkpoint import CheckpointError, load_checkpoint
-
     state = load_checkpoint(path)
     if "loss_config" not in state:
         learner = state.get("learner")

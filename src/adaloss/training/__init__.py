@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adaloss.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.training.compare import RunResult, compare, format_markdown, summarise, write_csv
 from adaloss.training.config import ConfigError, TrainConfig, load_config, parse_overrides
 from adaloss.training.experiment import build_trainer, default_run_dir, train

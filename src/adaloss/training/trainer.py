@@ -23,7 +23,7 @@ from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batche
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric
-from adaloss.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.training.seed import get_rng_state, set_rng_state
 from adaloss.training.sinks import JsonlSink, MetricSink
 from adaloss.typing import Device, StateDict, Task

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaloss.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.training.seed import get_rng_state, seed_everything, set_rng_state
 
 

@@ -7,13 +7,14 @@ import pickle
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import torch
 
 from adaloss.typing import StateDict
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "atomic_write", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "adaloss-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -23,19 +24,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be trusted or read: foreign, tampered, truncated or too new."""
 
 
-def save_checkpoint(state: StateDict, path: str | os.PathLike[str]) -> Path:
-    """Write ``state`` to ``path`` atomically: a crash leaves the previous file intact.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file atomically: a crash leaves the previous file (or none) intact.
 
-    The state is written to a temporary file in the same folder, flushed to disk, then renamed
-    over ``path`` (a rename within one file system is atomic).
+    ``write(f)`` fills a temporary file ``.<name>.*.tmp`` in the same folder, which is flushed
+    to disk and then renamed over ``path`` (a rename within one file system is atomic).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,6 +43,12 @@ def save_checkpoint(state: StateDict, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(state: StateDict, path: str | os.PathLike[str]) -> Path:
+    """Write ``state`` (plain containers and tensors) to ``path`` with :func:`atomic_write`."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> StateDict:
