@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from adaloss.plotting.figures import plot_run
     from adaloss.training import load_config
-    from adaloss.training.compare import compare, write_learning_curves
+    from adaloss.plotting import write_learning_curves
+    from adaloss.training.compare import compare
 
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.configs:

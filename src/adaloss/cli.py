@@ -142,7 +142,8 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from adaloss.data import load_dataset
     from adaloss.learners import methods_for
-    from adaloss.training.compare import compare, format_markdown, summarise, write_csv, write_learning_curves
+    from adaloss.plotting import write_learning_curves
+    from adaloss.training.compare import compare, format_markdown, summarise, write_csv
 
     builtin = args.config is None and not args.overrides
     if builtin:

@@ -16,6 +16,7 @@ from adaloss.plotting.figures import (
     plot_learning_curves,
     plot_loss_evolution,
     plot_run,
+    write_learning_curves,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "plot_learning_curves",
     "plot_loss_evolution",
     "plot_run",
+    "write_learning_curves",
 ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from adaloss._validation import check_choice
 
 if TYPE_CHECKING:
+    from adaloss.training.compare import RunResult
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -29,6 +30,7 @@ __all__ = [
     "plot_learning_curves",
     "plot_loss_evolution",
     "plot_run",
+    "write_learning_curves",
 ]
 
 FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
@@ -519,3 +521,31 @@ def plot_run(
             fig.savefig(path, format=fmt, dpi=dpi)
             written.append(path)
     return written
+
+
+def write_learning_curves(results: Sequence[RunResult], out_dir: str | os.PathLike[str], *,
+                          key: str | None = None, dpi: int = 150) -> Path | None:
+    """``learning_curves.png`` in ``out_dir`` for the runs of :func:`adaloss.compare`: ``key``
+    (default: the first ``test_*`` metric) against step per method, mean over seeds with a ±1 std
+    band (:func:`plot_compare_curves`). Diverged runs are left out; ``None`` (no figure) when
+    every run diverged."""
+    from adaloss.training.sinks import read_jsonl
+
+    if all(r.diverged is not None for r in results):
+        return None
+
+    if key is None:
+        key = next((k for r in results for k in r.final if k.startswith("test_")), None)
+        if key is None:
+            raise ValueError("Expected the runs to report a `test_*` metric to draw, but they report none.")
+    runs_by_method: dict[str, list[list[dict[str, Any]]]] = {}
+    for r in results:
+        if r.diverged is not None:  # a curve cut short would bias the band; the table counts it
+            continue
+        runs_by_method.setdefault(r.method, []).append(read_jsonl(Path(r.run_dir) / "metrics.jsonl"))
+    fig = plot_compare_curves(runs_by_method, key=key, title=f"{key}: mean ± std over seeds")
+    path = Path(out_dir) / "learning_curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+

@@ -18,8 +18,7 @@ from adaloss.learners.base import TrainingDiverged
 from adaloss.training.config import TrainConfig
 from adaloss.training.experiment import train
 
-__all__ = ["BASELINES", "RunResult", "compare", "format_markdown", "summarise", "welch_p_value", "write_csv",
-           "write_learning_curves"]
+__all__ = ["BASELINES", "RunResult", "compare", "format_markdown", "summarise", "welch_p_value", "write_csv"]
 
 logger = logging.getLogger("adaloss")
 
@@ -232,31 +231,3 @@ def write_csv(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], out_
         for row in rows:
             w.writerow({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()})
     return runs_path, summary_path
-
-
-def write_learning_curves(results: Sequence[RunResult], out_dir: str | Path, *, key: str | None = None,
-                          dpi: int = 150) -> Path | None:
-    """``learning_curves.png`` in ``out_dir``: ``key`` (default: the first ``test_*`` metric) against
-    step per method, mean over seeds with a ±1 std band (:func:`adaloss.plotting.plot_compare_curves`).
-    Diverged runs are left out; ``None`` (no figure) when every run diverged."""
-    from adaloss.plotting import plot_compare_curves
-    from adaloss.training.sinks import read_jsonl
-
-    if all(r.diverged is not None for r in results):
-        return None
-
-    if key is None:
-        key = next((k for r in results for k in r.final if k.startswith("test_")), None)
-        if key is None:
-            raise ValueError("Expected the runs to report a `test_*` metric to draw, but they report none.")
-    runs_by_method: dict[str, list[list[dict[str, Any]]]] = {}
-    for r in results:
-        if r.diverged is not None:  # a curve cut short would bias the band; the table counts it
-            continue
-        runs_by_method.setdefault(r.method, []).append(read_jsonl(Path(r.run_dir) / "metrics.jsonl"))
-    fig = plot_compare_curves(runs_by_method, key=key, title=f"{key}: mean ± std over seeds")
-    path = Path(out_dir) / "learning_curves.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
-
