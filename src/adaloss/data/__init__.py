@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from adaloss.data.augment import random_crop_flip
-from adaloss.data.datasets import DATASETS, DatasetSplits, TensorSplit, load_dataset, split_by_class, subsample_classes
+from adaloss.data.datasets import (
+    DATASETS,
+    DatasetSplits,
+    TaskOptionError,
+    TensorSplit,
+    load_dataset,
+    split_by_class,
+    split_for_task,
+    subsample_classes,
+)
 from adaloss.data.download import ChecksumError, DownloadError, resolve_data_dir
 from adaloss.data.formats import DataFormatError, UnsafePickleError, read_idx
 from adaloss.data.splits import random_split, stratified_split
@@ -18,6 +27,7 @@ __all__ = [
     "DataFormatError",
     "DatasetSplits",
     "DownloadError",
+    "TaskOptionError",
     "TensorSplit",
     "UnsafePickleError",
     "iterate_batches",
@@ -27,6 +37,7 @@ __all__ = [
     "read_idx",
     "resolve_data_dir",
     "split_by_class",
+    "split_for_task",
     "subsample_classes",
     "stratified_split",
 ]

@@ -49,7 +49,17 @@ from adaloss.data.formats import (
 from adaloss.data.splits import _check_seed, random_split, stratified_split
 from adaloss.typing import Task
 
-__all__ = ["DATASETS", "DEFAULT_EMBEDDING_DIM", "DatasetSplits", "TensorSplit", "load_dataset", "split_by_class"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_EMBEDDING_DIM",
+    "DatasetSplits",
+    "TaskOptionError",
+    "TensorSplit",
+    "load_dataset",
+    "split_by_class",
+    "split_for_task",
+    "subsample_classes",
+]
 
 #: Share and seed of the fixed test split carved from sets that have no official one.
 TEST_FRACTION = 0.2
@@ -530,6 +540,80 @@ def subsample_classes(
                                minority_classes=tuple(sorted(classes)))
 
 
+class TaskOptionError(ValueError):
+    """A task option that does not fit the dataset; :attr:`key` names the option (``task``,
+    ``train_classes``, ``embedding_dim``, ``minority_classes``), so callers can name it as theirs
+    (the trainer's config keys have the same names)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def split_for_task(
+    data: DatasetSplits,
+    *,
+    task: Task | None = None,
+    train_classes: Sequence[int] | None = None,
+    embedding_dim: int | None = None,
+    minority_classes: Sequence[int] | None = None,
+    minority_fraction: float | None = None,
+    seed: int = 0,
+) -> DatasetSplits:
+    """The splits of ``task`` made from a dataset's own splits ``data`` — the one implementation
+    behind :func:`load_dataset`'s ``task`` and the trainer's config keys of the same names.
+
+    ``minority_classes`` first thins those classes of a classification set
+    (:func:`subsample_classes` with ``minority_fraction``, default 0.1, and ``seed``; splits that
+    are already thinned that way are kept). Then ``task``: ``None`` or the dataset's own task keep
+    the splits; ``"embedding"`` on a classification set splits it by class
+    (:func:`split_by_class` with ``train_classes`` and ``embedding_dim``); splits already split
+    by class are checked against them and kept.
+
+    Raises:
+        TaskOptionError: an option that does not fit the dataset or the task; its ``key`` names it.
+        TypeError: ``train_classes`` that is not a list.
+    """
+    if minority_classes is not None and tuple(sorted(minority_classes)) != data.minority_classes:
+        fraction = 0.1 if minority_fraction is None else minority_fraction
+        try:
+            data = subsample_classes(data, classes=minority_classes, fraction=fraction, seed=seed)
+        except ValueError as e:
+            raise TaskOptionError("minority_classes", str(e)) from None
+    if task is not None:
+        try:
+            check_choice("task", task, ("classification", "regression", "embedding"))
+        except ValueError as e:
+            raise TaskOptionError("task", str(e)) from None
+    if task != "embedding":
+        for key, value in (("train_classes", train_classes), ("embedding_dim", embedding_dim)):
+            if value is not None:
+                raise TaskOptionError(key, f"`{key}` applies to task='embedding' only, but got task={task!r}.")
+    if task is None or (task == data.task and task != "embedding"):
+        return data
+    dim = DEFAULT_EMBEDDING_DIM if embedding_dim is None else embedding_dim
+    if task == "embedding" and data.task == "classification":
+        try:
+            check_train_classes(train_classes, data.num_outputs)
+        except ValueError as e:
+            raise TaskOptionError("train_classes", str(e)) from None
+        try:
+            return split_by_class(data, train_classes=train_classes, embedding_dim=dim)
+        except ValueError as e:
+            raise TaskOptionError("embedding_dim", str(e)) from None
+    if task == "embedding" and data.task == "embedding":
+        wanted = None if train_classes is None else tuple(sorted(train_classes))
+        if (wanted is not None and wanted != data.train_classes) or dim != data.num_outputs:
+            raise TaskOptionError(
+                "train_classes" if wanted is not None and wanted != data.train_classes else "embedding_dim",
+                f"The splits of {data.name!r} are already split by class with train_classes="
+                f"{list(data.train_classes)} and embedding_dim={data.num_outputs}, but the task asks for "
+                f"train_classes={None if train_classes is None else list(train_classes)!r} and embedding_dim={dim}.")
+        return data
+    allowed = [data.task, "embedding"] if data.task == "classification" else [data.task]
+    raise TaskOptionError("task", f"Expected `task` for dataset {data.name!r} to be one of {allowed}, but got {task!r}.")
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-dataset builders
 # ---------------------------------------------------------------------------------------------
@@ -685,16 +769,5 @@ def load_dataset(
         )
     valid_fraction = check_fraction("valid_fraction", valid_fraction)
     seed = _check_seed(seed)
-    if task is not None:
-        check_choice("task", task, ("classification", "regression", "embedding"))
-    if task != "embedding" and (train_classes is not None or embedding_dim is not None):
-        given = "train_classes" if train_classes is not None else "embedding_dim"
-        raise ValueError(f"`{given}` applies to task='embedding' only, but got task={task!r}.")
     data = _BUILDERS[name](_Request(name, data_dir, download, valid_fraction, seed))
-    if task is None or task == data.task:
-        return data
-    if task == "embedding" and data.task == "classification":
-        return split_by_class(data, train_classes=train_classes,
-                              embedding_dim=DEFAULT_EMBEDDING_DIM if embedding_dim is None else embedding_dim)
-    allowed = [data.task, "embedding"] if data.task == "classification" else [data.task]
-    raise ValueError(f"Expected `task` for dataset {name!r} to be one of {allowed}, but got {task!r}.")
+    return split_for_task(data, task=task, train_classes=train_classes, embedding_dim=embedding_dim)

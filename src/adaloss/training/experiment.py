@@ -12,8 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-from adaloss.data import DatasetSplits, load_dataset, split_by_class, subsample_classes
-from adaloss.data.datasets import DEFAULT_EMBEDDING_DIM
+from adaloss.data import DatasetSplits, TaskOptionError, load_dataset, split_for_task
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader
 from adaloss.distributed import (
     Collective,
@@ -42,39 +41,20 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def task_splits(config: TrainConfig, data: DatasetSplits) -> DatasetSplits:
-    """The splits of the config's ``task`` from the dataset's own splits ``data``.
+    """The splits of the config's ``task`` from the dataset's own splits ``data``:
+    :func:`~adaloss.data.split_for_task` with the config keys of the same names (``task``,
+    ``train_classes``, ``embedding_dim``, ``minority_classes``, ``minority_fraction``, ``seed``).
 
-    ``task=embedding`` on a classification set splits it by class
-    (:func:`~adaloss.data.split_by_class`, ALA dossier §10.2) with ``train_classes`` and
-    ``embedding_dim``; splits already split that way are checked and kept. ``minority_classes``
-    thins those classes of a classification set (:func:`~adaloss.data.subsample_classes`). Raises a
-    :class:`ConfigError` naming the key, what is allowed and what was received.
+    Raises a :class:`ConfigError` naming the key, what is allowed and what was received.
     """
-    if config.minority_classes is not None and tuple(sorted(config.minority_classes)) != data.minority_classes:
-        fraction = 0.1 if config.minority_fraction is None else config.minority_fraction
-        try:
-            data = subsample_classes(data, classes=config.minority_classes, fraction=fraction, seed=config.seed)
-        except ValueError as e:
-            raise ConfigError(f"Invalid config key `minority_classes` for dataset {config.dataset!r}: {e}") from None
-    task = config.task
-    if task is None or (task == data.task and task != "embedding"):
-        return data
-    dim = DEFAULT_EMBEDDING_DIM if config.embedding_dim is None else config.embedding_dim
-    if task == "embedding" and data.task == "classification":
-        try:
-            return split_by_class(data, train_classes=config.train_classes, embedding_dim=dim)
-        except ValueError as e:
-            raise ConfigError(f"Invalid config key `train_classes` for dataset {config.dataset!r}: {e}") from None
-    if task == "embedding" and data.task == "embedding":
-        wanted = None if config.train_classes is None else tuple(sorted(config.train_classes))
-        if (wanted is not None and wanted != data.train_classes) or dim != data.num_outputs:
-            raise ConfigError(f"The given splits are split by class with train_classes={list(data.train_classes)} and "
-                              f"embedding_dim={data.num_outputs}, but the config asks for train_classes="
-                              f"{config.train_classes!r} and embedding_dim={dim}.")
-        return data
-    allowed = [data.task, "embedding"] if data.task == "classification" else [data.task]
-    raise ConfigError(f"Expected `task` for dataset {config.dataset!r} to be one of {allowed} (or null), but got "
-                      f"{task!r}.")
+    try:
+        return split_for_task(data, task=config.task, train_classes=config.train_classes,
+                              embedding_dim=config.embedding_dim, minority_classes=config.minority_classes,
+                              minority_fraction=config.minority_fraction, seed=config.seed)
+    except TaskOptionError as e:
+        if e.key == "task":  # the message already names the key and the dataset
+            raise ConfigError(str(e)) from None
+        raise ConfigError(f"Invalid config key `{e.key}` for dataset {data.name!r}: {e}") from None
 
 
 def _target_metric(config: TrainConfig, task: Task) -> tuple[dict[str, Any], list[str]]:
