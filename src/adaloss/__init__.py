@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from adaloss.data import DATASETS, DatasetSplits, TensorSplit, load_dataset
 from adaloss.learners import (
+    AdaLFL,
     AdaLFLLearner,
     FixedLossLearner,
     Learner,
@@ -24,6 +25,7 @@ from adaloss.training import TrainConfig, Trainer, compare, load_config, seed_ev
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaLFL",
     "AdaLFLLearner",
     "DATASETS",
     "DatasetSplits",

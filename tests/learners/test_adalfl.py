@@ -72,17 +72,12 @@ def test_meta_gradient_matches_naive_create_graph_float64(model_key: str, nester
     y = torch.randint(0, 5, (64,), generator=gen)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-3)
     loss_net = LossNetwork(task="classification").double()
-    learner = AdaLFLLearner(loss=loss_net, meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
-                            init_steps=0, grad_ratio_every=0)
-    meta_source = _stream(x.flip(0), y.flip(0), 16)
-    meta_list = [next(meta_source) for _ in range(4)]
-    train_stream, meta_stream = _stream(x, y, 16), iter(meta_list)
-    learner.bind(TrainContext(model=model, optimizer=opt, scheduler=None, task="classification",
-                              meta_batches=meta_stream, train_batches=train_stream, device=torch.device("cpu")))
+    adalfl = adaloss.AdaLFL(model, opt, loss=loss_net, meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
+                            initialized=True)
+    meta_stream, train_stream = _stream(x.flip(0), y.flip(0), 16), _stream(x, y, 16)
     for _ in range(3):  # build up momentum buffers and move φ first
-        learner.step(next(train_stream))
-    batch = next(train_stream)
-    meta_batch = meta_list[3]  # the batch the learner will draw next
+        adalfl.step(next(train_stream), next(meta_stream))
+    batch, meta_batch = next(train_stream), next(meta_stream)
 
     ref_model = copy.deepcopy(model)
     ref_loss = copy.deepcopy(loss_net)
@@ -93,7 +88,7 @@ def test_meta_gradient_matches_naive_create_graph_float64(model_key: str, nester
 
     phi_before = [p.detach().clone() for p in loss_net.parameters()]
     torch.manual_seed(123)
-    learner.step(batch)
+    adalfl.step(batch, meta_batch)
     got = [before - after.detach() for before, after in zip(phi_before, loss_net.parameters())]  # SGD lr 1
     num = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(got, expected)))
     den = torch.sqrt(sum((b**2).sum() for b in expected))

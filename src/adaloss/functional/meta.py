@@ -13,7 +13,8 @@ the base model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,18 +22,47 @@ from torch.func import functional_call, jvp
 
 from adaloss.typing import Params
 
-__all__ = ["capture_rng", "loss_meta_gradient", "model_jvp"]
+__all__ = ["call_at", "capture_rng", "loss_meta_gradient", "model_jvp"]
+
+#: ``forward(model, batch) -> outputs``: how a model is applied to one batch (``None``: ``model(batch)``)
+Forward = Callable[[nn.Module, Any], Tensor]
+
+
+class _Applied(nn.Module):
+    """``forward(model, inputs)`` as a module, so ``functional_call`` can swap ``model``'s tensors."""
+
+    def __init__(self, model: nn.Module, forward: Forward) -> None:
+        super().__init__()
+        self.model = model
+        self.apply_fn = forward
+
+    def forward(self, inputs: Any) -> Tensor:
+        return self.apply_fn(self.model, inputs)
+
+
+def call_at(model: nn.Module, params: Params, buffers: Params, inputs: Any, forward: Forward | None = None) -> Tensor:
+    """``forward(model, inputs)`` (default ``model(inputs)``) with ``model``'s parameters and buffers
+    replaced by ``params`` and ``buffers`` (by name; missing names keep the module's own)."""
+    if forward is None:
+        return functional_call(model, (params, buffers), (inputs,))
+    wrapper = _Applied(model, forward)
+    named = {f"model.{k}": v for k, v in params.items()}
+    named_buffers = {f"model.{k}": v for k, v in buffers.items()}
+    return functional_call(wrapper, (named, named_buffers), (inputs,))
 
 
 def model_jvp(
     model: nn.Module,
     params: Params,
     tangents: Params,
-    x: Tensor,
+    x: Any,
     *,
     rng_state: tuple[Tensor, Tensor | None] | None = None,
+    forward: Forward | None = None,
+    device: torch.device | None = None,
 ) -> Tensor:
-    """``J_θ v``: the directional derivative of ``model(x)`` at ``params`` along ``tangents``.
+    """``J_θ v``: the directional derivative of ``model(x)`` (``forward(model, x)``) at ``params``
+    along ``tangents``.
 
     The model runs in its current mode. Buffers are cloned inside the differentiated function,
     so BatchNorm in train mode uses (and differentiates through) the batch statistics without
@@ -43,18 +73,20 @@ def model_jvp(
     buffers = dict(model.named_buffers())
 
     def f(p: Params) -> Tensor:
-        return functional_call(model, (p, {k: b.clone() for k, b in buffers.items()}), (x,))
+        return call_at(model, p, {k: b.clone() for k, b in buffers.items()}, x, forward)
 
     primals = {k: v.detach() for k, v in params.items()}
     tans = {k: tangents[k].detach() for k in primals}
     if rng_state is None:
         return jvp(f, (primals,), (tans,))[1]
     cpu_state, cuda_state = rng_state
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    if device is None:
+        device = x.device if isinstance(x, Tensor) else next(iter(primals.values())).device
+    devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.set_rng_state(cpu_state)
         if cuda_state is not None:
-            torch.cuda.set_rng_state(cuda_state, device=x.device)
+            torch.cuda.set_rng_state(cuda_state, device=device)
         return jvp(f, (primals,), (tans,))[1]
 
 

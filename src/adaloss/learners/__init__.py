@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adaloss.learners.adalfl import AdaLFLLearner
+from adaloss.learners.adalfl import AdaLFL, AdaLFLLearner
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.learners.handcrafted import FixedLossLearner
@@ -13,6 +13,7 @@ from adaloss.learners.registry import METHOD_TASKS, METHODS, create_learner, met
 __all__ = [
     "METHODS",
     "METHOD_TASKS",
+    "AdaLFL",
     "AdaLFLLearner",
     "DifferentiableOptimizer",
     "FixedLossLearner",

@@ -1,26 +1,45 @@
-"""AdaLFL: a learned loss fitted offline (Alg. 1) and adapted online after every base step (Alg. 2)."""
+"""AdaLFL: a learned loss fitted offline (Alg. 1) and adapted online after every base step (Alg. 2).
+
+:class:`AdaLFL` is the method, usable in any training loop; :class:`AdaLFLLearner` adapts it to
+the trainer (``method=adalfl`` / ``method=ml3``).
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.optim import Optimizer
+from tqdm.auto import tqdm
 
-from adaloss._validation import check_choice, check_positive
-from adaloss.functional.meta import capture_rng, loss_meta_gradient, model_jvp
-from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
+from adaloss._validation import check_choice, check_int, check_positive
+from adaloss.data.batches import cycle, move_to
+from adaloss.distributed import Collective, LocalCollective
+from adaloss.functional.clip import clip_by_global_norm, clip_by_global_norm_vjp, global_norm
+from adaloss.functional.meta import call_at, capture_rng, loss_meta_gradient, model_jvp
+from adaloss.learners.base import (
+    BatchForward,
+    BatchTarget,
+    Learner,
+    TrainContext,
+    TrainingDiverged,
+    apply_model,
+    loss_step,
+    split_batch,
+)
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.losses.network import LossNetwork
-from adaloss.typing import Batch, Criterion, Params, StateDict, Task
+from adaloss.typing import Criterion, Params, StateDict, Task
 
-__all__ = ["AdaLFLLearner", "task_loss_for"]
+__all__ = ["AdaLFL", "AdaLFLLearner", "task_loss_for"]
 
 MetaOptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+#: ``extra_loss(outputs, batch) -> scalar`` added to the learned loss in the base step (e.g. a regulariser)
+ExtraLoss = Callable[[Tensor, Any], Tensor]
 
 
 def task_loss_for(task: Task) -> Criterion:
@@ -32,106 +51,170 @@ def _adam_1e3(params: Iterable[nn.Parameter]) -> Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
 
 
-class AdaLFLLearner(Learner):
+def _group_hyper(opt: Optimizer) -> dict[str, object]:
+    """The first param group's hyper-parameters (current LR included), to build a fresh optimiser."""
+    group = opt.param_groups[0]
+    return {k: v for k, v in group.items() if k in opt.defaults and k != "params"}
+
+
+class AdaLFL:
     """Online loss-function learning (Raymond et al., "Meta-Learning Adaptive Loss Functions").
 
-    Each :meth:`step`: θ' = U(θ, ∇_θ M_φ) with the run's own optimiser U (SGD with momentum /
-    Nesterov / weight decay, Adam, AdamW; its state carried exactly as ``torch.optim`` carries
-    it, the LR schedule applied), then φ moves along ∇_φ L_T(f_θ'(x_meta)) and θ' is kept as the
-    base update. The meta-gradient is exact for the one-step unroll and is computed through the
-    model outputs (see :mod:`adaloss.functional.meta`).
+    Holds a learned loss ``M_φ`` (:class:`~adaloss.losses.LossNetwork`) for ``model`` and
+    ``optimizer``. :meth:`step` replaces ``loss.backward(); optimizer.step()``: it takes the base
+    step θ' = U(θ, ∇_θ M_φ) with the optimiser's own update (SGD with momentum / Nesterov /
+    weight decay, Adam, AdamW; its state carried as ``torch.optim`` carries it, the current LR of
+    a schedule applied), moves φ along the exact one-step meta-gradient ∇_φ L_T(f_θ'(x_meta))
+    (Alg. 2) and writes θ' and the optimiser state back into ``model`` and ``optimizer``.
+    :meth:`initialize` is Alg. 1, the offline initialisation from freshly initialised models.
 
-    Forward passes and model state:
+    Example::
 
-    * The base forward on the training batch is the only one that updates BatchNorm running
-      statistics. The meta forward at θ' and the Jacobian-vector product use cloned buffers, in
-      the model's train mode (batch statistics, differentiated through).
-    * Dropout: the Jacobian-vector product replays the base forward's masks (same RNG state),
-      so the meta-gradient is that of the step actually taken; the meta forward at θ' draws
-      fresh masks, like any other training-mode forward.
+        adalfl = adaloss.AdaLFL(model, optimizer)
+        adalfl.initialize(lambda: Net(), train_loader, valid_loader, steps=1000)
+        for (batch, meta_batch) in zip(train_loader, itertools.cycle(valid_loader)):
+            stats = adalfl.step(batch, meta_batch)   # instead of loss.backward(); optimizer.step()
+            scheduler.step()
+
+    Forward passes and model state: the base forward on the training batch is the only one that
+    updates BatchNorm running statistics; the meta forward at θ' and the model's Jacobian-vector
+    product use cloned buffers in the model's train mode. The Jacobian-vector product replays the
+    base forward's dropout masks (same RNG state), so φ follows the step actually taken.
 
     Args:
-        loss: the learned loss (default: a fresh :class:`~adaloss.losses.LossNetwork` for the task).
-        meta_optimizer: factory for φ's optimiser (default: Adam, lr 1e-3, as in the authors' code).
-        init_steps: offline initialisation steps S_init run by :meth:`prepare` (Alg. 1; 0 = none).
-        online: adapt φ after every base step (``False`` = the loss stays frozen after
-            initialisation: the offline ML3 method).
-        meta_batch: where the meta batch comes from: the validation split (paper) or the
-            training batch of the same step.
-        grad_ratio_every: every this many steps also compute ‖∇_θ M_φ‖ / ‖∇_θ CE‖, the implicit
-            learning-rate effect (one extra backward; 0 = never).
-        task: classification or regression (set by the method registry).
+        model: the base model; its parameters stay the single source of truth between steps.
+        optimizer: its ``torch.optim.SGD``, ``Adam`` or ``AdamW`` (the one the user steps today).
+        loss: the learned loss (default: a fresh :class:`~adaloss.losses.LossNetwork` for ``task``).
+        meta_optimizer: φ's optimiser — an optimiser over ``loss.parameters()`` or a factory
+            ``params -> Optimizer`` (default: Adam, lr 1e-3, as in the authors' code).
+        task: ``"classification"`` (meta-objective cross-entropy) or ``"regression"`` (squared error).
+        online: adapt φ after every base step (``False``: the loss stays as it is: ML3's offline method).
+        forward: ``forward(model, batch) -> outputs`` for batches that are not ``(inputs, targets)``
+            pairs (dict batches, extra model arguments); it then receives the whole batch.
+        target: ``target(batch) -> targets`` (default ``batch[1]``).
+        max_grad_norm: clip the base gradient to this global 2-norm inside the update, exactly as
+            ``torch.nn.utils.clip_grad_norm_`` would before ``optimizer.step()``; the meta-gradient
+            is differentiated through the clipping.
+        extra_loss: ``extra_loss(outputs, batch) -> scalar`` added to the learned loss in the base
+            step (a regulariser, an auxiliary term). It does not depend on φ, so it changes the
+            base gradient but not the form of the meta-gradient.
+        grad_ratio_every: every this many steps also return ``grad_norm_ratio`` =
+            ‖∇_θ M_φ‖ / ‖∇_θ L_T‖, the implicit learning-rate effect (one extra backward; 0 = never).
+        initialized: the loss is already fitted (loaded, or deliberately used from its random
+            initialisation); otherwise the first :meth:`step` before :meth:`initialize` warns.
+        collective: under torchrun, averages gradients over the ranks (default: one process).
     """
 
     def __init__(
         self,
+        model: nn.Module,
+        optimizer: Optimizer,
         *,
-        task: Task = "classification",
         loss: LossNetwork | None = None,
-        meta_optimizer: MetaOptimizerFactory = _adam_1e3,
-        init_steps: int = 2500,
+        meta_optimizer: Optimizer | MetaOptimizerFactory | None = None,
+        task: Literal["classification", "regression"] = "classification",
         online: bool = True,
-        meta_batch: Literal["valid", "train"] = "valid",
-        grad_ratio_every: int = 10,
+        forward: BatchForward | None = None,
+        target: BatchTarget | None = None,
+        max_grad_norm: float | None = None,
+        extra_loss: ExtraLoss | None = None,
+        grad_ratio_every: int = 0,
+        initialized: bool = False,
+        collective: Collective | None = None,
     ) -> None:
-        self.task: Task = task
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
+        self.task: Task = check_choice("task", task, ("classification", "regression"))
         self.loss = loss if loss is not None else LossNetwork(task=task)
+        if not isinstance(self.loss, LossNetwork):
+            raise TypeError(f"Expected `loss` to be an adaloss.LossNetwork, but got {type(self.loss).__name__}.")
         if self.loss.task != task:
-            raise ValueError(f"The loss network is for {self.loss.task}, but the task is {task}.")
-        self.meta_optimizer = meta_optimizer(self.loss.parameters())
-        self.init_steps = int(check_positive("init_steps", init_steps, allow_zero=True))
+            raise ValueError(f"Expected `loss` to be a loss network for task={task!r}, but got one for "
+                             f"{self.loss.task!r}.")
+        self.model = model
+        self.optimizer = optimizer
+        self.diffopt = DifferentiableOptimizer(optimizer, model)
+        self.meta_optimizer = _meta_optimizer(meta_optimizer, self.loss)
         self.online = bool(online)
-        self.meta_batch = check_choice("meta_batch", meta_batch, ("valid", "train"))
-        self.grad_ratio_every = int(check_positive("grad_ratio_every", grad_ratio_every, allow_zero=True))
-        self.task_loss = task_loss_for(task)
+        self.forward = forward
+        self.target = target
+        self.max_grad_norm = None if max_grad_norm is None else float(check_positive("max_grad_norm", max_grad_norm))
+        self.extra_loss = extra_loss
+        self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
+        self.initialized = bool(initialized)
+        self.collective = collective if collective is not None else LocalCollective()
+        self.task_loss = task_loss_for(self.task)
         self.steps = 0
         self.skipped_meta_steps = 0
-        self._diffopt: DifferentiableOptimizer | None = None
+        self._warned = False
+        self.to(self._device())
+
+    # ------------------------------------------------------------------ device
+    def _device(self) -> torch.device:
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> AdaLFL:
+        """Move the loss network and φ's optimiser state to ``device`` (the model's device; the
+        model itself is the user's to move). Returns ``self``."""
+        device = torch.device(device)
+        self.loss.to(device)
+        for state in self.meta_optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, Tensor) and key != "step":  # Adam keeps ``step`` on the CPU
+                    state[key] = value.to(device)
+        return self
 
     @property
     def criterion(self) -> nn.Module:
+        """The learned loss the base model is trained with."""
         return self.loss
 
     # ------------------------------------------------------------------ the one-step meta-gradient
-    def _meta_batch(self, batch: Batch) -> Batch:
-        if self.meta_batch == "train":
-            return batch
-        meta = self.context.meta_batches
-        if meta is None:
-            raise ValueError("`meta_batch='valid'` needs a validation split; the run has none (valid_fraction).")
-        return next(meta)
-
     def _meta_step(
-        self, model: nn.Module, diffopt: DifferentiableOptimizer, batch: Batch, meta_batch: Batch, *, ratio: bool
+        self, model: nn.Module, diffopt: DifferentiableOptimizer, batch: Any, meta_batch: Any, *, ratio: bool
     ) -> tuple[Params, dict[str, dict[str, Tensor]], dict[str, Tensor], tuple[Tensor, ...]]:
         """One base step θ → θ' with the learned loss, and the exact ∇_φ L_T(f_θ'(x_meta))."""
-        x, y = batch
+        forward, sync = self.forward, self.collective
+        inputs, y = split_batch(model, batch, forward, self.target)
         trainable = set(diffopt.names)
         params = {n: p for n, p in model.named_parameters() if n in trainable}
-        rng = capture_rng(x.device)
-        z = model(x)  # the one forward that updates BatchNorm running statistics
+        device = y.device
+        rng = capture_rng(device)
+        z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm running statistics
         m = self._checked_loss(z, y)
         scalars: dict[str, Tensor] = {"loss": m.detach()}
+        base = m
+        if self.extra_loss is not None:
+            extra = self.extra_loss(z, batch)
+            scalars["extra_loss"] = extra.detach()
+            base = m + extra
         names = list(params)
-        g_list = torch.autograd.grad(m, [params[n] for n in names], retain_graph=ratio)
-        grads = dict(zip(names, g_list))
+        g_list = list(torch.autograd.grad(base, [params[n] for n in names], retain_graph=ratio))
         if ratio:  # logged from this rank's shard
             ce = torch.autograd.grad(self.task_loss(z, y), [params[n] for n in names])
-            scalars["grad_norm_ratio"] = _norm(g_list) / _norm(ce).clamp_min(1e-30)
-        sync = self.context.collective
+            scalars["grad_norm_ratio"] = (global_norm(g_list, dtype=torch.float64)
+                                          / global_norm(ce, dtype=torch.float64).clamp_min(1e-30))
         sync.mean_(g_list)  # data parallel: every rank takes the global-batch base gradient
+        raw = g_list
+        if self.max_grad_norm is not None:
+            g_list, norm = clip_by_global_norm(raw, self.max_grad_norm)
+            scalars["grad_norm"] = norm.detach()
+        grads = dict(zip(names, g_list))
         with torch.no_grad():
             new_params, new_state = diffopt.update({n: p.detach() for n, p in params.items()}, grads)
 
-        xm, ym = meta_batch
+        meta_inputs, ym = split_batch(model, meta_batch, forward, self.target)
         theta1 = {n: t.detach().requires_grad_(True) for n, t in new_params.items()}
         buffers = {k: b.clone() for k, b in model.named_buffers()}
-        meta_loss = self.task_loss(functional_call(model, (theta1, buffers), (xm,)), ym)
-        g_meta = torch.autograd.grad(meta_loss, [theta1[n] for n in names])
+        meta_loss = self.task_loss(call_at(model, theta1, buffers, meta_inputs, forward), ym)
+        g_meta = list(torch.autograd.grad(meta_loss, [theta1[n] for n in names]))
         sync.mean_(g_meta)  # ∇θ' of the global meta batch: v (and so φ's update) is the same on every rank
         scalars["meta_loss"] = meta_loss.detach()
         v = diffopt.vjp_grads({n: p.detach() for n, p in params.items()}, grads, dict(zip(names, g_meta)))
-        u = model_jvp(model, params, v, x, rng_state=rng)
+        if self.max_grad_norm is not None:  # pull v back through the clipping as well
+            v = dict(zip(names, clip_by_global_norm_vjp(raw, [v[n] for n in names], self.max_grad_norm)))
+        u = model_jvp(model, params, v, inputs, rng_state=rng, forward=forward, device=device)
         phi = list(self.loss.parameters())
         meta_grads = loss_meta_gradient(self.loss, z, y, u, phi)
         meta_grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(phi, meta_grads))
@@ -159,93 +242,243 @@ class AdaLFLLearner(Learner):
         self.meta_optimizer.step()
         self.meta_optimizer.zero_grad(set_to_none=True)
 
-    # ------------------------------------------------------------------ Learner interface
-    def bind(self, context: TrainContext) -> None:
-        super().bind(context)
-        self._diffopt = DifferentiableOptimizer(context.optimizer, context.model)
-        self.loss.to(context.device)
+    # ------------------------------------------------------------------ public
+    def step(self, batch: Any, meta_batch: Any = None) -> dict[str, Tensor]:
+        """One base step on ``batch`` with the learned loss and, online, one update of φ on ``meta_batch``.
 
-    def prepare(self) -> dict[str, float]:
-        """Algorithm 1: S_init one-step unrolls, each from a freshly initialised base model."""
-        if self.init_steps == 0:
-            return {}
-        factory = self.context.model_factory
-        if factory is None:
-            raise ValueError("AdaLFL's offline initialisation needs `model_factory` in the TrainContext.")
-        opt = self.context.optimizer
-        total, skipped = 0.0, 0
-        for _ in range(self.init_steps):
-            fresh = factory().to(self.context.device)
-            fresh.train(self.context.model.training)
-            fresh_opt = type(opt)(fresh.parameters(), **_group_hyper(opt))
-            diffopt = DifferentiableOptimizer(fresh_opt, fresh)
-            batch = next(self.context.train_batches)
-            _, _, scalars, meta_grads = self._meta_step(fresh, diffopt, batch, self._meta_batch(batch), ratio=False)
-            self._apply_meta_gradient(meta_grads, scalars)
-            skipped += int(scalars["meta_skipped"])
-            total += float(scalars["meta_loss"])
-        self.skipped_meta_steps = 0
-        return {"meta_loss": total / self.init_steps, "skipped_meta_steps": float(skipped)}
+        Replaces ``loss.backward(); optimizer.step()`` (and ``zero_grad``): gradients are not
+        left in ``.grad``. Step an LR scheduler after it as usual. Batches are moved to the
+        model's device.
 
-    def step(self, batch: Batch) -> dict[str, Tensor]:
-        assert self._diffopt is not None, "bind() first"
+        Args:
+            batch: a training batch, ``(inputs, targets)`` unless ``forward``/``target`` say otherwise.
+            meta_batch: a batch the meta-objective is measured on — the paper draws it from a
+                validation split; the training batch itself also works. Required online;
+                ignored with ``online=False``.
+
+        Returns:
+            Detached scalar tensors (no device synchronisation): ``loss`` (the learned loss),
+            ``meta_loss`` (L_T at θ'), ``meta_skipped`` (1 when a non-finite meta-gradient was
+            skipped), and ``extra_loss``, ``grad_norm`` (before clipping), ``grad_norm_ratio`` when on.
+        """
+        if not self.initialized and not self._warned:
+            self._warned = True
+            warnings.warn(
+                "AdaLFL.step: the loss network was never initialised (Algorithm 1), so training starts from a "
+                "random loss. Call adalfl.initialize(model_factory, train_batches, valid_batches) first, load a "
+                "fitted loss (load_state_dict), or pass initialized=True to start from this loss on purpose.",
+                UserWarning, stacklevel=2,
+            )
+        device = self._device()
+        batch = move_to(batch, device)
         ratio = self.grad_ratio_every > 0 and self.steps % self.grad_ratio_every == 0
         if not self.online:
             scalars = self._frozen_step(batch, ratio=ratio)
         else:
+            if meta_batch is None:
+                raise ValueError("Expected `meta_batch` (a batch to measure the meta-objective on, e.g. from a "
+                                 "validation split, or the training batch itself) for online AdaLFL, but got None.")
             new_params, new_state, scalars, meta_grads = self._meta_step(
-                self.context.model, self._diffopt, batch, self._meta_batch(batch), ratio=ratio
+                self.model, self.diffopt, batch, move_to(meta_batch, device), ratio=ratio
             )
             self._apply_meta_gradient(meta_grads, scalars)
-            self._diffopt.commit(new_params, new_state)  # θ' is the base update kept
+            self.diffopt.commit(new_params, new_state)  # θ' is the base update kept
         self.steps += 1
         return scalars
 
-    def _frozen_step(self, batch: Batch, *, ratio: bool) -> dict[str, Tensor]:
+    def _frozen_step(self, batch: Any, *, ratio: bool) -> dict[str, Tensor]:
         """An ordinary step with the (now fixed) learned loss: backward and ``optimizer.step()``."""
-        x, y = batch
-        model, optimizer = self.context.model, self.context.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        z = model(x)
-        m = self._checked_loss(z, y)
-        scalars: dict[str, Tensor] = {"loss": m.detach()}
-        if ratio:
-            params = [p for p in model.parameters() if p.requires_grad]
-            ce = torch.autograd.grad(self.task_loss(z, y), params, retain_graph=True)
-            m.backward()
-            scalars["grad_norm_ratio"] = _norm(p.grad for p in params) / _norm(ce).clamp_min(1e-30)
-        else:
-            m.backward()
-        self.context.collective.mean_grads_(model)
-        optimizer.step()
-        return scalars
+        if self.max_grad_norm is not None or self.extra_loss is not None:
+            raise ValueError("`max_grad_norm` and `extra_loss` apply to online AdaLFL; with online=False clip and "
+                             "add terms in your own loop around adalfl.criterion.")
+        checked = self._checked_loss
+        return loss_step(self.model, self.optimizer, lambda z, y: checked(z, y), batch, forward=self.forward,
+                         target=self.target, collective=self.collective,
+                         reference=self.task_loss if ratio else None)
 
-    def snapshot(self) -> dict[str, object]:
-        return self.loss.curves()
+    def initialize(
+        self,
+        model_factory: Callable[[], nn.Module],
+        batches: Iterable[Any],
+        meta_batches: Iterable[Any] | None = None,
+        *,
+        steps: int = 2500,
+        optimizer_factory: Callable[[nn.Module], Optimizer] | None = None,
+        progress: bool = False,
+    ) -> dict[str, float]:
+        """Algorithm 1: ``steps`` one-step unrolls of φ, each from a freshly initialised base model.
+
+        Args:
+            model_factory: builds a freshly initialised base model (e.g. the model's class).
+            batches: training batches, any iterable; a re-iterable (DataLoader) is cycled epoch
+                after epoch, a one-shot iterator must last ``steps`` batches.
+            meta_batches: batches for the meta-objective (e.g. a validation DataLoader), cycled
+                alike; ``None``: the training batch of the same unroll.
+            steps: number of unrolls S_init.
+            optimizer_factory: the optimiser of each fresh model (default: the type of
+                ``optimizer`` with its first param group's current hyper-parameters).
+            progress: show a progress bar with the running meta-loss.
+
+        Returns:
+            ``meta_loss`` (mean over the unrolls) and ``skipped_meta_steps``.
+        """
+        steps = check_int("steps", steps, minimum=0)
+        if steps == 0:
+            self.initialized = True
+            return {}
+        train_iter = cycle(batches, name="batches")
+        meta_iter = cycle(meta_batches, name="meta_batches") if meta_batches is not None else None
+        device = self._device()
+        if optimizer_factory is None:
+            opt_type, hyper = type(self.optimizer), _group_hyper(self.optimizer)
+
+            def optimizer_factory(m: nn.Module) -> Optimizer:
+                return opt_type(m.parameters(), **hyper)
+
+        total, skipped = 0.0, 0
+        bar = tqdm(range(steps), desc="AdaLFL init", disable=not progress, leave=False, dynamic_ncols=True)
+        for i in bar:
+            fresh = model_factory().to(device)
+            fresh.train(self.model.training)
+            diffopt = DifferentiableOptimizer(optimizer_factory(fresh), fresh)
+            batch = move_to(next(train_iter), device)
+            meta = move_to(next(meta_iter), device) if meta_iter is not None else batch
+            _, _, scalars, meta_grads = self._meta_step(fresh, diffopt, batch, meta, ratio=False)
+            self._apply_meta_gradient(meta_grads, scalars)
+            skipped += int(scalars["meta_skipped"])
+            total += float(scalars["meta_loss"])
+            if progress and (i % 10 == 0 or i == steps - 1):
+                bar.set_postfix(meta_loss=f"{total / (i + 1):.4g}", refresh=False)
+        bar.close()
+        self.skipped_meta_steps = 0
+        self.initialized = True
+        return {"meta_loss": total / steps, "skipped_meta_steps": float(skipped)}
 
     def state_dict(self) -> StateDict:
+        """φ, its optimiser and the counters (the model and base optimiser are the user's to save)."""
         return {
             "loss": self.loss.state_dict(),
             "loss_config": self.loss.config(),
             "meta_optimizer": self.meta_optimizer.state_dict(),
             "steps": self.steps,
             "skipped_meta_steps": self.skipped_meta_steps,
+            "initialized": self.initialized,
         }
 
     def load_state_dict(self, state: StateDict) -> None:
+        """Restore :meth:`state_dict` (also a checkpoint's ``learner`` entry of an AdaLFL run)."""
         self.loss.load_state_dict(state["loss"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self.steps = int(state["steps"])
         self.skipped_meta_steps = int(state["skipped_meta_steps"])
+        self.initialized = bool(state.get("initialized", True))
+        self.to(self._device())
 
 
-def _norm(tensors: Iterable[Tensor]) -> Tensor:
-    return torch.sqrt(sum((t.detach().double() ** 2).sum() for t in tensors))  # type: ignore[arg-type]
+def _meta_optimizer(given: Optimizer | MetaOptimizerFactory | None, loss: LossNetwork) -> Optimizer:
+    if given is None:
+        return _adam_1e3(loss.parameters())
+    if isinstance(given, Optimizer):
+        held = {id(p) for group in given.param_groups for p in group["params"]}
+        if held != {id(p) for p in loss.parameters()}:
+            raise ValueError("Expected `meta_optimizer` to hold exactly the parameters of `loss` (pass `loss=` "
+                             "with the network it optimises, or a factory `params -> Optimizer`).")
+        return given
+    if callable(given):
+        return given(loss.parameters())
+    raise TypeError(f"Expected `meta_optimizer` to be a torch.optim.Optimizer or a factory params -> Optimizer, "
+                    f"but got {type(given).__name__}.")
 
 
-def _group_hyper(opt: Optimizer) -> dict[str, object]:
-    """The first param group's hyper-parameters (current LR included), to build a fresh optimiser."""
-    group = opt.param_groups[0]
-    return {k: v for k, v in group.items() if k in opt.defaults and k != "params"}
+class AdaLFLLearner(Learner):
+    """``method=adalfl`` (and ``ml3``): :class:`AdaLFL` driven by the trainer.
 
+    The learner owns no logic of the method: it builds an :class:`AdaLFL` on the run's model and
+    optimiser at :meth:`bind`, runs :meth:`AdaLFL.initialize` from the run's model factory and
+    data streams in :meth:`prepare`, and feeds :meth:`AdaLFL.step` the training batch and a
+    meta batch from the validation stream (or the training batch itself).
 
+    Args:
+        loss: the learned loss (default: a fresh :class:`~adaloss.losses.LossNetwork` for the task).
+        meta_optimizer: factory for φ's optimiser (default: Adam, lr 1e-3, as in the authors' code).
+        init_steps: offline initialisation steps S_init run by :meth:`prepare` (Alg. 1; 0 = none).
+        online: adapt φ after every base step (``False`` = ML3: frozen after initialisation).
+        meta_batch: where the meta batch comes from: the validation split (paper) or the
+            training batch of the same step.
+        grad_ratio_every: every this many steps also log ‖∇_θ M_φ‖ / ‖∇_θ CE‖ (0 = never).
+        task: classification or regression (set by the method registry).
+    """
+
+    def __init__(
+        self,
+        *,
+        task: Task = "classification",
+        loss: LossNetwork | None = None,
+        meta_optimizer: MetaOptimizerFactory = _adam_1e3,
+        init_steps: int = 2500,
+        online: bool = True,
+        meta_batch: Literal["valid", "train"] = "valid",
+        grad_ratio_every: int = 10,
+    ) -> None:
+        self.task: Task = task
+        self.loss = loss if loss is not None else LossNetwork(task=task)
+        if self.loss.task != task:
+            raise ValueError(f"The loss network is for {self.loss.task}, but the task is {task}.")
+        self.meta_optimizer = meta_optimizer(self.loss.parameters())
+        self.init_steps = check_int("init_steps", init_steps, minimum=0)
+        self.online = bool(online)
+        self.meta_batch = check_choice("meta_batch", meta_batch, ("valid", "train"))
+        self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
+        self.core: AdaLFL | None = None
+
+    @property
+    def criterion(self) -> nn.Module:
+        return self.loss
+
+    @property
+    def steps(self) -> int:
+        return self.core.steps if self.core is not None else 0
+
+    def bind(self, context: TrainContext) -> None:
+        super().bind(context)
+        if self.meta_batch == "valid" and self.online and context.meta_batches is None:
+            raise ValueError("`meta_batch='valid'` needs a validation split; the run has none (valid_fraction).")
+        self.core = AdaLFL(
+            context.model, context.optimizer, loss=self.loss, meta_optimizer=self.meta_optimizer,
+            task=self.task, online=self.online, grad_ratio_every=self.grad_ratio_every,  # type: ignore[arg-type]
+            initialized=self.init_steps == 0, collective=context.collective,
+        )
+
+    def prepare(self) -> dict[str, float]:
+        """Algorithm 1 (:meth:`AdaLFL.initialize`) on the run's streams."""
+        assert self.core is not None, "bind() first"
+        if self.init_steps == 0:
+            return {}
+        ctx = self.context
+        if ctx.model_factory is None:
+            raise ValueError("AdaLFL's offline initialisation needs `model_factory` in the TrainContext.")
+        if self.meta_batch == "valid" and ctx.meta_batches is None:
+            raise ValueError("`meta_batch='valid'` needs a validation split; the run has none (valid_fraction).")
+        return self.core.initialize(
+            ctx.model_factory, ctx.train_batches, ctx.meta_batches if self.meta_batch == "valid" else None,
+            steps=self.init_steps, progress=ctx.progress,
+        )
+
+    def step(self, batch: Any) -> dict[str, Tensor]:
+        core = self.core
+        assert core is not None, "bind() first"
+        if not self.online:
+            return core.step(batch)
+        meta = batch if self.meta_batch == "train" else next(self.context.meta_batches)  # type: ignore[arg-type]
+        return core.step(batch, meta)
+
+    def snapshot(self) -> dict[str, object]:
+        return self.loss.curves()
+
+    def state_dict(self) -> StateDict:
+        assert self.core is not None, "bind() first"
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: StateDict) -> None:
+        assert self.core is not None, "bind() first"
+        self.core.load_state_dict(state)

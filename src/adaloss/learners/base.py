@@ -14,16 +14,84 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from adaloss.distributed import Collective, LocalCollective
+from adaloss.functional.clip import global_norm
 from adaloss.typing import Batch, StateDict, Task
 
 if TYPE_CHECKING:
     from adaloss.data.datasets import TensorSplit
 
-__all__ = ["Learner", "TrainContext", "TrainingDiverged"]
+__all__ = ["Learner", "TrainContext", "TrainingDiverged", "loss_step", "split_batch"]
+
+#: ``forward(model, batch) -> outputs``: how the model is applied to a batch (default ``model(batch[0])``)
+BatchForward = Callable[[nn.Module, Any], Tensor]
+#: ``target(batch) -> targets`` (default ``batch[1]``)
+BatchTarget = Callable[[Any], Tensor]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss a model is trained with became non-finite; the last checkpoint on disk is kept."""
+
+
+def split_batch(
+    model: nn.Module, batch: Any, forward: BatchForward | None, target: BatchTarget | None
+) -> tuple[Any, Tensor]:
+    """What the model is called on and the targets: ``(batch[0], batch[1])`` by default, or
+    ``(batch, target(batch))`` with a ``forward`` hook (which then receives the whole batch)."""
+    if forward is None:
+        if target is None:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise TypeError(
+                    "Expected a batch `(inputs, targets)`, but got "
+                    f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}; "
+                    "pass `forward=` (how to get outputs from a batch) and `target=` for other batches."
+                )
+            return batch[0], batch[1]
+        return batch[0], target(batch)
+    return batch, (target(batch) if target is not None else batch[1])
+
+
+def apply_model(model: nn.Module, inputs: Any, forward: BatchForward | None) -> Tensor:
+    """The outputs for what :func:`split_batch` returned."""
+    return model(inputs) if forward is None else forward(model, inputs)
+
+
+def loss_step(
+    model: nn.Module,
+    optimizer: Optimizer,
+    criterion: Callable[[Tensor, Tensor], Tensor],
+    batch: Any,
+    *,
+    forward: BatchForward | None = None,
+    target: BatchTarget | None = None,
+    collective: Collective | None = None,
+    reference: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """One ordinary step: ``zero_grad``, ``criterion(model(x), y).backward()``, ``optimizer.step()``.
+
+    Under torchrun the gradients are averaged over the ranks (``collective``) before the step.
+    With ``reference`` also returns ``grad_norm_ratio`` = ‖∇_θ criterion‖ / ‖∇_θ reference‖ (the
+    implicit learning-rate effect of a learned loss; one extra backward).
+
+    Returns:
+        Detached scalar tensors: ``loss`` (and ``grad_norm_ratio``).
+    """
+    inputs, y = split_batch(model, batch, forward, target)
+    optimizer.zero_grad(set_to_none=True)
+    z = apply_model(model, inputs, forward)
+    loss = criterion(z, y)
+    scalars: dict[str, Tensor] = {"loss": loss.detach()}
+    if reference is not None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        ref = torch.autograd.grad(reference(z, y), params, retain_graph=True)
+        loss.backward()
+        own = global_norm([p.grad for p in params if p.grad is not None], dtype=torch.float64)
+        scalars["grad_norm_ratio"] = own / global_norm(ref, dtype=torch.float64).clamp_min(1e-30)
+    else:
+        loss.backward()
+    if collective is not None:
+        collective.mean_grads_(model)  # data parallel: the global-batch gradient
+    optimizer.step()
+    return scalars
 
 
 @dataclass

@@ -1,0 +1,261 @@
+"""``adaloss.AdaLFL``, the drop-in object: against the trainer, torch.optim and float64 references."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.utils.data import DataLoader, TensorDataset
+
+import adaloss
+from adaloss.data import BatchLoader, load_dataset
+from adaloss.models import create_model
+from adaloss.training import TrainConfig, build_trainer, seed_everything
+
+
+def _data(n: int = 64, d: int = 6, c: int = 4, seed: int = 1, dtype: torch.dtype = torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=dtype), torch.randint(0, c, (n,), generator=g)
+
+
+def _mlp(d: int = 6, c: int = 4, dtype: torch.dtype = torch.float64) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(d, 16), nn.Tanh(), nn.Linear(16, c)).to(dtype)
+
+
+# ---------------------------------------------------------------------------- the trainer, one user of it
+
+
+def test_plain_loop_over_adalfl_matches_adaloss_train_after_100_steps(tmp_path: Path) -> None:
+    cfg = TrainConfig(dataset="digits", model="mlp", model_args={"hidden": [32]}, method="adalfl",
+                      method_args={"init_steps": 20, "grad_ratio_every": 0}, steps=100, batch_size=32, lr=0.05,
+                      momentum=0.9, seed=3, log_every=0, eval_every=0, progress="off", run_dir=str(tmp_path))
+    trainer = build_trainer(cfg)
+    trainer.fit()
+
+    # the same run written as a user's loop: same seed, model, data order; no trainer, no context
+    data = load_dataset("digits", valid_fraction=cfg.valid_fraction, seed=cfg.seed)
+    seed_everything(cfg.seed)
+    model = create_model("mlp", data.input_shape, data.num_outputs, hidden=[32])
+    loss = adaloss.LossNetwork(task="classification")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    adalfl = adaloss.AdaLFL(model, optimizer, loss=loss)
+    train = BatchLoader(data.train, batch_size=32, seed=cfg.seed)
+    valid = BatchLoader(data.valid, batch_size=32, seed=cfg.seed + 1)
+    adalfl.initialize(functools.partial(create_model, "mlp", data.input_shape, data.num_outputs, hidden=[32]),
+                      train, valid, steps=20)
+    for _ in range(100):
+        adalfl.step(next(train), next(valid))
+
+    for (name, p), q in zip(trainer.model.named_parameters(), model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=0, msg=name)
+    for p, q in zip(trainer.learner.criterion.parameters(), loss.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=0)
+    assert adalfl.steps == trainer.learner.steps == 100
+
+
+# ---------------------------------------------------------------------------- hooks real loops need
+
+
+def _naive_phi_grad(model, loss_net, lr, batch, meta_batch, *, max_norm=None, extra=None):  # type: ignore[no-untyped-def]
+    """Plain SGD step, written out with a create_graph backward through everything (float64)."""
+    params = dict(model.named_parameters())
+    names = list(params)
+    x, y = batch
+    z = model(x)
+    m = loss_net(z, y) + (extra(z, batch) if extra is not None else 0)
+    g = torch.autograd.grad(m, [params[n] for n in names], create_graph=True)
+    if max_norm is not None:
+        norm = torch.sqrt(sum((t**2).sum() for t in g))
+        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        g = [t * coef for t in g]
+    theta1 = {n: params[n] - lr * t for n, t in zip(names, g)}
+    xm, ym = meta_batch
+    meta = F.cross_entropy(functional_call(model, theta1, (xm,)), ym)
+    return torch.autograd.grad(meta, list(loss_net.parameters())), theta1
+
+
+@pytest.mark.parametrize("max_norm", [None, 1e-3, 1e6])
+@pytest.mark.parametrize("with_extra", [False, True])
+def test_clipping_and_extra_loss_keep_the_meta_gradient_exact_float64(max_norm: float | None, with_extra: bool) -> None:
+    x, y = _data()
+    model = _mlp()
+    loss_net = adaloss.LossNetwork(task="classification").double()
+    extra = (lambda z, batch: 1e-2 * (z**2).mean()) if with_extra else None
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    adalfl = adaloss.AdaLFL(model, opt, loss=loss_net, meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
+                            max_grad_norm=max_norm, extra_loss=extra, initialized=True)
+    batch, meta_batch = (x[:32], y[:32]), (x[32:], y[32:])
+    expected, theta1 = _naive_phi_grad(copy.deepcopy(model), copy.deepcopy(loss_net), 0.5, batch, meta_batch,
+                                       max_norm=max_norm, extra=extra)
+    before = [p.detach().clone() for p in loss_net.parameters()]
+    stats = adalfl.step(batch, meta_batch)
+    got = [b - a.detach() for b, a in zip(before, loss_net.parameters())]
+    num = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(got, expected)))
+    den = torch.sqrt(sum((b**2).sum() for b in expected))
+    assert den > 0 and float(num / den) <= 1e-8
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p, theta1[n].detach(), rtol=1e-12, atol=1e-14)
+    assert ("extra_loss" in stats) == with_extra
+    if max_norm == 1e-3:
+        assert float(stats["grad_norm"]) > 1e-3  # the clipping was active
+
+
+def test_clipped_base_update_is_the_one_clip_grad_norm_gives() -> None:
+    """The kept θ' equals backward + clip_grad_norm_ + optimizer.step() on a copy (float32, Adam)."""
+    x, y = _data(dtype=torch.float32)
+    model = _mlp(dtype=torch.float32)
+    ref_model = copy.deepcopy(model)
+    loss_net = adaloss.LossNetwork(task="classification")
+    ref_loss = copy.deepcopy(loss_net)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ref_opt = torch.optim.Adam(ref_model.parameters(), lr=1e-2)
+    adalfl = adaloss.AdaLFL(model, opt, loss=loss_net, max_grad_norm=0.01, initialized=True,
+                            meta_optimizer=lambda p: torch.optim.SGD(p, lr=0.0))  # φ fixed: same loss both sides
+    for i in range(3):
+        batch = (x[16 * i : 16 * i + 16], y[16 * i : 16 * i + 16])
+        adalfl.step(batch, batch)
+        ref_opt.zero_grad()
+        ref_loss(ref_model(batch[0]), batch[1]).backward()
+        torch.nn.utils.clip_grad_norm_(ref_model.parameters(), 0.01)
+        ref_opt.step()
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_forward_and_target_hooks_take_dict_batches() -> None:
+    x, y = _data()
+    runs = []
+    for dict_batches in (False, True):
+        model = _mlp()
+        loss_net = adaloss.LossNetwork(task="classification").double()
+        torch.manual_seed(5)
+        hooks = {"forward": lambda m, b: m(b["pixels"]), "target": lambda b: b["label"]} if dict_batches else {}
+        adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), loss=loss_net,
+                                initialized=True, **hooks)
+        for i in range(3):
+            xb, yb, xm, ym = x[:32], y[:32], x[32:], y[32:]
+            if dict_batches:
+                adalfl.step({"pixels": xb, "label": yb}, {"pixels": xm, "label": ym})
+            else:
+                adalfl.step((xb, yb), (xm, ym))
+        runs.append(([p.detach() for p in model.parameters()], [p.detach() for p in loss_net.parameters()]))
+    for a, b in zip(runs[0][0] + runs[0][1], runs[1][0] + runs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_grad_ratio_and_frozen_mode() -> None:
+    x, y = _data()
+    model = _mlp()
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), online=False, grad_ratio_every=1,
+                            loss=adaloss.LossNetwork(task="classification").double(), initialized=True)
+    phi = [p.detach().clone() for p in adalfl.loss.parameters()]
+    stats = adalfl.step((x, y))  # ML3-style: no meta batch needed, φ stays
+    assert set(stats) == {"loss", "grad_norm_ratio"} and float(stats["grad_norm_ratio"]) > 0
+    assert all(torch.equal(a, b) for a, b in zip(phi, adalfl.loss.parameters()))
+
+
+# ---------------------------------------------------------------------------- initialisation and warnings
+
+
+def test_step_before_initialize_warns_once_naming_the_fix() -> None:
+    x, y = _data()
+    model = _mlp()
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                            loss=adaloss.LossNetwork(task="classification").double())
+    with pytest.warns(UserWarning, match=r"initialize\(model_factory"):
+        adalfl.step((x, y), (x, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adalfl.step((x, y), (x, y))  # once only
+
+
+def test_initialize_cycles_a_dataloader_epoch_after_epoch_and_refuses_a_short_iterator() -> None:
+    x, y = _data()
+    seen: list[int] = []
+
+    class Counting(TensorDataset):
+        def __getitem__(self, i):  # type: ignore[no-untyped-def]
+            seen.append(int(i))
+            return super().__getitem__(i)
+
+    loader = DataLoader(Counting(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    model = _mlp()
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                            loss=adaloss.LossNetwork(task="classification").double())
+    out = adalfl.initialize(_mlp, loader, None, steps=10)  # 10 batches drawn from 4-batch epochs
+    assert adalfl.initialized and out["meta_loss"] > 0
+    assert len(seen) == 10 * 16
+    epochs = [sorted(seen[k : k + 64]) for k in (0, 64)]
+    assert epochs[0] == epochs[1] == list(range(64))  # whole epochs, each a fresh permutation
+    assert seen[:64] != seen[64:128]
+    with pytest.raises(ValueError, match="`batches` is a one-shot iterator"):
+        adalfl.initialize(_mlp, iter([(x, y)]), None, steps=2)
+
+
+def test_bad_arguments_are_named() -> None:
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = _data()
+    with pytest.raises(ValueError, match="`meta_batch`"):
+        adaloss.AdaLFL(model, opt, initialized=True).step((x.float(), y))
+    with pytest.raises(ValueError, match="`task`"):
+        adaloss.AdaLFL(model, opt, task="ranking")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`meta_optimizer`"):
+        adaloss.AdaLFL(model, opt, meta_optimizer=torch.optim.SGD(model.parameters(), lr=1.0))
+    with pytest.raises(ValueError, match="`max_grad_norm`"):
+        adaloss.AdaLFL(model, opt, max_grad_norm=0)
+    with pytest.raises(TypeError, match=r"\(inputs, targets\)"):
+        adaloss.AdaLFL(model, opt, initialized=True).step({"x": x}, {"x": x})
+
+
+# ---------------------------------------------------------------------------- the user's own checkpoints
+
+
+def test_state_dict_round_trip_continues_exactly() -> None:
+    x, y = _data()
+    batches = [((x[i : i + 16], y[i : i + 16]), (x[48:], y[48:])) for i in (0, 16, 32)] * 2
+
+    def build():  # type: ignore[no-untyped-def]
+        model = _mlp()
+        torch.manual_seed(9)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        return model, opt, adaloss.AdaLFL(model, opt, loss=adaloss.LossNetwork(task="classification").double(),
+                                          initialized=True)
+
+    model, opt, adalfl = build()
+    for b, m in batches:
+        adalfl.step(b, m)
+    model2, opt2, adalfl2 = build()
+    for b, m in batches[:3]:
+        adalfl2.step(b, m)
+    buf = io.BytesIO()
+    torch.save({"model": model2.state_dict(), "opt": opt2.state_dict(), "adalfl": adalfl2.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    model3, opt3, adalfl3 = build()
+    model3.load_state_dict(saved["model"])
+    opt3.load_state_dict(saved["opt"])
+    adalfl3.load_state_dict(saved["adalfl"])
+    for b, m in batches[3:]:
+        adalfl3.step(b, m)
+    for p, q in zip([*model.parameters(), *adalfl.loss.parameters()], [*model3.parameters(), *adalfl3.loss.parameters()]):
+        assert torch.equal(p, q)
+    assert adalfl3.steps == 6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_follows_the_model() -> None:  # pragma: no cover - run where a GPU is lent
+    x, y = _data(dtype=torch.float32)
+    model = _mlp(dtype=torch.float32).cuda()
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), initialized=True)
+    stats = adalfl.step((x, y), (x, y))  # CPU batches are moved to the model's device
+    assert stats["loss"].device.type == "cuda" and next(adalfl.loss.parameters()).is_cuda
