@@ -103,7 +103,7 @@ class DatasetSplits:
     """A dataset's train/valid/test splits plus what a model and loader need to know.
 
     Attributes:
-        name: Registered dataset name.
+        name: Registered dataset name (own data: the file's name, or what the caller named it).
         task: ``"classification"``, ``"regression"`` or ``"embedding"`` (:func:`split_by_class`).
         train: Training split (what remains after carving out the validation split).
         valid: Validation split.
@@ -116,6 +116,8 @@ class DatasetSplits:
         train_classes: Embedding: the classes of the train and valid splits, ascending (the test
             split holds the others, with their original labels); empty for the other tasks.
         minority_classes: the classes :func:`subsample_classes` thinned (empty: none).
+        class_names: classification data read from a file with named classes (a CSV target
+            column): the original value of each label, ``class_names[label]``; empty otherwise.
     """
 
     name: str
@@ -129,6 +131,7 @@ class DatasetSplits:
     target_scale: float = 1.0
     train_classes: tuple[int, ...] = ()
     minority_classes: tuple[int, ...] = ()
+    class_names: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +339,82 @@ _LOCATIONS: dict[str, _Location] = {
 # ---------------------------------------------------------------------------------------------
 
 
+def _moments(x: np.ndarray, *, axis: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """float64 mean and std of ``x`` over ``axis``; a constant feature keeps std 1."""
+    mean = x.mean(axis=axis, dtype=np.float64)
+    std = x.std(axis=axis, dtype=np.float64)
+    std[std == 0] = 1.0
+    return mean, std
+
+
+def holdout_rows(
+    num_rows: int, *, labels: np.ndarray | None, valid_fraction: float, seed: int, test: bool = True
+) -> dict[str, np.ndarray]:
+    """Row indices of the splits of data that has no official test split.
+
+    ``test=True``: a fixed ``TEST_FRACTION`` test split (seed ``TEST_SPLIT_SEED``, the same for
+    every ``seed``), then the seeded ``valid_fraction`` of the rest as the validation split;
+    ``test=False`` (the test rows come from elsewhere): only the validation split. Stratified by
+    ``labels`` when given (classification), plain random otherwise.
+
+    Returns:
+        ``{"train": ..., "valid": ...[, "test": ...]}``: sorted index arrays into ``range(num_rows)``.
+    """
+
+    def split(rows: np.ndarray, fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+        if labels is None:
+            keep, held = random_split(len(rows), fraction=fraction, seed=split_seed)
+        else:
+            keep, held = stratified_split(labels[rows], fraction=fraction, seed=split_seed)
+        return rows[keep], rows[held]
+
+    rest, test_rows = np.arange(num_rows), None
+    if test:
+        rest, test_rows = split(rest, TEST_FRACTION, TEST_SPLIT_SEED)
+    train, valid = split(rest, valid_fraction, seed)
+    return {"train": train, "valid": valid} if test_rows is None else {"train": train, "valid": valid, "test": test_rows}
+
+
+def table_splits(
+    name: str,
+    parts: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    task: Literal["classification", "regression"],
+    num_classes: int = 0,
+    class_names: Sequence[str] = (),
+) -> DatasetSplits:
+    """``DatasetSplits`` from numeric ``(x, y)`` arrays per split (``train``, ``valid``, ``test``).
+
+    Every feature (each position of ``x.shape[1:]``) is standardised with the training split's
+    mean and std (a constant feature keeps std 1); regression targets likewise, with their std
+    kept as ``target_scale``; class labels become int64 (``num_classes`` of them).
+    """
+    x_mean, x_std = _moments(parts["train"][0], axis=0)
+    splits = {}
+    if task == "regression":
+        y_train = parts["train"][1]
+        y_mean, y_std = float(y_train.mean()), float(y_train.std())
+        y_std = y_std if y_std > 0 else 1.0
+    for split, (x, y) in parts.items():
+        x_out = torch.from_numpy(((x - x_mean) / x_std).astype(np.float32))
+        if task == "regression":
+            y_out = torch.from_numpy(((y - y_mean) / y_std).astype(np.float32).reshape(-1, 1))
+        else:
+            y_out = torch.from_numpy(np.asarray(y, dtype=np.int64).reshape(-1))
+        splits[split] = TensorSplit(x_out, y_out)
+    return DatasetSplits(
+        name=name,
+        task=task,
+        input_shape=tuple(int(d) for d in parts["train"][0].shape[1:]),
+        num_outputs=1 if task == "regression" else num_classes,
+        target_scale=y_std if task == "regression" else 1.0,
+        class_names=tuple(class_names),
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits["test"],
+    )
+
+
 def _check_labels(labels: np.ndarray, num_classes: int, name: str) -> None:
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataFormatError(
@@ -371,9 +450,7 @@ def _classification(
     floats = {split: np.multiply(x, inverse_scale, dtype=np.float32) for split, (x, _) in raw.items()}
     channels = data.train_x.shape[1]
     if stats is None:
-        mean = floats["train"].mean(axis=(0, 2, 3), dtype=np.float64)
-        std = floats["train"].std(axis=(0, 2, 3), dtype=np.float64)
-        std[std == 0] = 1.0
+        mean, std = _moments(floats["train"], axis=(0, 2, 3))
     else:
         mean, std = np.asarray(stats[0], dtype=np.float64), np.asarray(stats[1], dtype=np.float64)
     mean = mean.astype(np.float32).reshape(1, channels, 1, 1)
@@ -404,9 +481,7 @@ def _regression(
     """
     if np.isnan(target).any():
         raise DataFormatError(f"{name}: the target column has missing values.")
-    rest, test = random_split(len(target), fraction=TEST_FRACTION, seed=TEST_SPLIT_SEED)
-    train_pos, valid_pos = random_split(len(rest), fraction=valid_fraction, seed=seed)
-    index = {"train": rest[train_pos], "valid": rest[valid_pos], "test": test}
+    index = holdout_rows(len(target), labels=None, valid_fraction=valid_fraction, seed=seed)
     train_x = features[index["train"]]
     missing = np.isnan(features)
     if missing.any():
@@ -418,27 +493,8 @@ def _regression(
         features = features.copy()
         rows, cols = np.nonzero(missing[:, columns])
         features[rows, columns[cols]] = medians[cols]
-        train_x = features[index["train"]]
-    x_mean, x_std = train_x.mean(axis=0), train_x.std(axis=0)
-    x_std[x_std == 0] = 1.0
-    y_train = target[index["train"]]
-    y_mean, y_std = float(y_train.mean()), float(y_train.std())
-    y_std = y_std if y_std > 0 else 1.0
-    splits = {
-        split: TensorSplit(
-            torch.from_numpy(((features[idx] - x_mean) / x_std).astype(np.float32)),
-            torch.from_numpy(((target[idx] - y_mean) / y_std).astype(np.float32).reshape(-1, 1)),
-        )
-        for split, idx in index.items()
-    }
-    return DatasetSplits(
-        name=name,
-        task="regression",
-        input_shape=(features.shape[1],),
-        num_outputs=1,
-        target_scale=y_std,
-        **splits,
-    )
+    return table_splits(name, {split: (features[idx], target[idx]) for split, idx in index.items()},
+                        task="regression")
 
 
 def _subset(split: TensorSplit, keep: torch.Tensor) -> TensorSplit:
