@@ -81,7 +81,7 @@ def test_resume_after_k_generations_equals_an_uninterrupted_search(tmp_path: Pat
     kw = {"sigma": 1.0, "popsize": 6, "generations": 8, "seed": 2}
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    full = cma_search(noisy_sphere, np.zeros(8), state_path=tmp_path / "full.pkl", **kw)
+    full = cma_search(noisy_sphere, np.zeros(8), state_path=tmp_path / "full.json", **kw)
     assert np.array_equal(np.random.get_state()[1], before)  # the caller's generator is left alone
 
     seen: list[int] = []
@@ -92,7 +92,7 @@ def test_resume_after_k_generations_equals_an_uninterrupted_search(tmp_path: Pat
         if generation == 3:
             raise KeyboardInterrupt
 
-    path = tmp_path / "part.pkl"
+    path = tmp_path / "part.json"
     with pytest.raises(KeyboardInterrupt):
         cma_search(noisy_sphere, np.zeros(8), state_path=path, progress=die_after_three, **kw)
     np.random.seed(999)  # whatever the caller's generator does in between does not matter
@@ -121,3 +121,30 @@ def test_bad_arguments_name_themselves() -> None:
         cma_search(sphere, [1.0])
     with pytest.raises(TypeError, match="the fitness must be picklable"):
         cma_search(lambda x, s: 0.0, np.zeros(8), workers=2, generations=1)
+
+
+def test_state_file_is_json_and_identity_must_be_json(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "state.json"
+    kw = {"sigma": 1.0, "popsize": 4, "generations": 2, "seed": 5}
+    first = cma_search(sphere, np.zeros(8), state_path=path, identity={"shape": (3, 4)}, **kw)
+    state = json.loads(path.read_text())  # numbers, strings and lists only
+    assert state["identity"]["shape"] == [3, 4] and state["generation"] == 2
+    # a tuple in `identity` reads back as a list: still the same settings
+    again = cma_search(always_fails, np.zeros(8), state_path=path, identity={"shape": (3, 4)}, **kw)
+    assert again.fitness == first.fitness and again.resumed_from == 2
+    with pytest.raises(TypeError, match="JSON values"):
+        cma_search(sphere, np.zeros(8), state_path=tmp_path / "other.json", identity={"f": sphere}, **kw)
+
+
+def test_resume_replays_failed_candidates_exactly(tmp_path: Path) -> None:
+    # the penalties given to failed candidates are recomputed on replay, so the stream continues unchanged
+    kw = {"sigma": 1.0, "popsize": 8, "generations": 6, "seed": 3}
+    full = cma_search(flaky_sphere, np.zeros(8), **kw)
+    path = tmp_path / "state.json"
+    cma_search(flaky_sphere, np.zeros(8), state_path=path, **{**kw, "generations": 2})
+    resumed = cma_search(flaky_sphere, np.zeros(8), state_path=path, **kw)
+    assert resumed.resumed_from == 2 and resumed.failures == full.failures > 0
+    assert resumed.history == full.history and resumed.fitness == full.fitness
+    np.testing.assert_array_equal(resumed.x, full.x)

@@ -6,6 +6,7 @@ module holds the search itself, independent of losses and models.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing
@@ -13,7 +14,6 @@ import os
 import pickle
 import random
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from adaloss._validation import check_int, check_positive
+from adaloss.checkpoint import atomic_write
 
-__all__ = ["Fitness", "SearchResult", "candidate_seed", "cma_search"]
+__all__ = ["Fitness", "SearchResult", "SearchStateError", "candidate_seed", "cma_search"]
 
 logger = logging.getLogger("adaloss")
 
@@ -40,7 +41,7 @@ Fitness = Callable[[np.ndarray, int], float]
 Progress = Callable[[int, float, float], None]
 
 STATE_FORMAT = "adaloss-cma-search"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: a pickle (never read any more); 2: JSON, resumed by replay
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def _init_worker(payload: bytes, sys_path: list[str]) -> None:
     global _WORKER_FITNESS
     torch.set_num_threads(1)
     sys.path[:] = list(dict.fromkeys([*sys_path, *sys.path]))  # the parent's import path, as it is now
-    _WORKER_FITNESS = pickle.loads(payload)
+    _WORKER_FITNESS = pickle.loads(payload)  # noqa: S301 - bytes the parent process pickled, never a file
 
 
 def _worker_evaluate(x: np.ndarray, seed: int) -> tuple[float | None, str | None]:
@@ -192,38 +193,150 @@ class _Evaluator:
 
 
 # ---------------------------------------------------------------------- state file
+class SearchStateError(ValueError):
+    """A search state file that cannot be resumed: not a JSON search state of adaloss, written
+    with other settings, malformed, or one whose generations do not replay."""
+
+
+#: a generation as recorded in the state file: its candidates and their fitnesses (``None``: failed)
+_Record = tuple[np.ndarray, list[float | None]]
+
+
+def _told_values(fitnesses: Sequence[float | None]) -> list[float]:
+    """The values told to pycma: a failed candidate (``None``) gets a value worse than every
+    successful candidate of its generation (pycma ranks, so only the order matters)."""
+    ok = [v for v in fitnesses if v is not None]
+    if ok:
+        worst = max(ok)
+        penalty = worst + 1.0 + abs(worst)
+        penalty = penalty if math.isfinite(penalty) else float(np.finfo(np.float64).max)
+    else:
+        penalty = 1.0  # every candidate failed: a flat generation
+    return [penalty if v is None else v for v in fitnesses]
+
+
+def _account(summary: dict[str, Any], xs: Sequence[np.ndarray], fitnesses: Sequence[float | None]) -> None:
+    """Add one completed generation to the running best, history and counts."""
+    ok = [v for v in fitnesses if v is not None]
+    gen_best = min(ok) if ok else math.inf
+    if ok and gen_best < summary["best_f"]:
+        summary["best_f"] = gen_best
+        summary["best_x"] = np.array(xs[list(fitnesses).index(gen_best)], dtype=np.float64)
+    summary["history"].append(gen_best)
+    summary["evaluations"] += len(xs)
+    summary["failures"] += len(fitnesses) - len(ok)
+
+
+def _document(identity: dict[str, Any], records: Sequence[_Record]) -> dict[str, Any]:
+    """The state file's content: plain JSON (numbers, strings, lists, objects), nothing executable."""
+    import cma
+
+    return {
+        "format": STATE_FORMAT, "version": STATE_VERSION, "cma": str(cma.__version__),
+        "identity": identity, "generation": len(records),
+        "records": [{"x": np.asarray(xs, dtype=np.float64).tolist(), "f": list(fs)} for xs, fs in records],
+    }
+
+
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    """Pickle ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write the state document (see :func:`_document`) to ``path`` as JSON, atomically."""
+    data = json.dumps(state, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _read_state(path: Path, identity: dict[str, Any]) -> tuple[str, list[_Record]]:
+    """The pycma version that wrote ``path`` and its recorded generations, after checking that the
+    file is a JSON search state of this format, of these settings (``identity``), and well formed.
+
+    The file is parsed as JSON only; it is never unpickled.
+    """
+    def bad(why: str) -> SearchStateError:
+        return SearchStateError(
+            f"{str(path)!r} is not a readable CMA-ES search state of adaloss ({why}). "
+            "Remove the file to start the search afresh."
+        )
+
+    raw = path.read_bytes()
+    if raw[:1] == b"\x80":  # the PROTO opcode that opens every pickle of protocol >= 2
+        raise bad("it looks like a pickle, the format of older adaloss versions; pickles are never loaded, "
+                  "as loading one can run arbitrary code")
     try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_state(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
-    with path.open("rb") as f:
-        state = pickle.load(f)  # noqa: S301 - a file this function's caller wrote into its own run directory
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-        raise ValueError(f"{str(path)!r} is not a CMA-ES search state written by this version of adaloss.")
-    saved = state["identity"]
+        state = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise bad(f"not valid JSON: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise bad(f"expected 'format' == {STATE_FORMAT!r}, got {found!r}")
+    if state.get("version") != STATE_VERSION:
+        raise bad(f"state version {state.get('version')!r}; this adaloss reads version {STATE_VERSION}")
+    saved = state.get("identity")
+    if not isinstance(saved, dict):
+        raise bad("no 'identity' object")
     diff = [f"{k}: {saved.get(k)!r} -> {identity.get(k)!r}" for k in sorted(set(saved) | set(identity))
             if saved.get(k) != identity.get(k)]
     if diff:
-        raise ValueError(
+        raise SearchStateError(
             f"Cannot resume the search in {str(path)!r}: it was started with different settings ({'; '.join(diff)}). "
             "Remove the file, or use the original settings."
         )
-    return state
+    dim, popsize = len(identity["x0"]), identity["popsize"]
+    records = state.get("records")
+    if not isinstance(records, list) or state.get("generation") != len(records):
+        raise bad("'records' is not a list of as many generations as 'generation' says")
+    out: list[_Record] = []
+    for g, rec in enumerate(records, start=1):
+        xs = rec.get("x") if isinstance(rec, dict) else None
+        fs = rec.get("f") if isinstance(rec, dict) else None
+        if not (isinstance(xs, list) and len(xs) == popsize and all(
+                isinstance(x, list) and len(x) == dim and all(_is_number(v) for v in x) for x in xs)):
+            raise bad(f"generation {g}: 'x' is not {popsize} candidates of {dim} finite numbers")
+        if not (isinstance(fs, list) and len(fs) == popsize and all(v is None or _is_number(v) for v in fs)):
+            raise bad(f"generation {g}: 'f' is not {popsize} finite fitnesses or nulls")
+        out.append((np.array(xs, dtype=np.float64), [None if v is None else float(v) for v in fs]))
+    cma_version = state.get("cma")
+    return (cma_version if isinstance(cma_version, str) else "unknown"), out
+
+
+def _json_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` as it reads back from the state file (tuples become lists, ...)."""
+    try:
+        return json.loads(json.dumps(identity, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"Expected the search settings and `identity` to be JSON values (numbers, strings, lists, dicts), "
+            f"as they are stored in the state file, but got {identity!r}: {e}"
+        ) from e
 
 
 # ---------------------------------------------------------------------- the search
+def _new_strategy(x0: np.ndarray, sigma: float, popsize: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    """A fresh pycma strategy and the search's own global NumPy state, both derived from ``seed``."""
+    import cma
+
+    seeds = np.random.SeedSequence(seed).generate_state(2)
+    runtime: dict[str, Any] = {"rng": np.random.RandomState(int(seeds[1])).get_state()}
+    # pycma's `seed` option seeds the global NumPy generator, whose `randn` its sampler keeps, so the
+    # stream would depend on whoever else draws from it. A private generator, seeded here, makes the
+    # candidates a function of the seed and the told fitnesses alone, which is what lets a resumed
+    # search rebuild the strategy by replaying the recorded generations (nothing of pycma is stored).
+    sampler_rng = np.random.RandomState(int(seeds[0]))
+    options = {
+        "popsize": popsize, "seed": math.nan, "randn": sampler_rng.randn,
+        "verbose": -9, "verb_disp": 0, "verb_log": 0, "verb_time": False,
+    }
+    with _cma_context(runtime):  # any other draws of pycma come from the search's own global NumPy state
+        es = cma.CMAEvolutionStrategy(x0, float(sigma), options)
+    return es, runtime
+
+
 def cma_search(
     fitness: Fitness,
     x0: Sequence[float] | np.ndarray,
@@ -250,10 +363,12 @@ def cma_search(
     value worse than every successful candidate of its generation (pycma ranks, so only the order
     matters); the search goes on.
 
-    With ``state_path``, the state (the pickled pycma object, its random state, the best so far
-    and the history) is written atomically after every generation, and a later call with the same
-    path and settings resumes after the last completed generation, with the same result as an
-    uninterrupted search. The file is a pickle: read only files you wrote.
+    With ``state_path``, the state is written atomically as JSON after every generation: the
+    settings (``x0``, ``sigma``, ``popsize``, ``seed``, ``identity``) and, per generation, the
+    candidates and their fitnesses. A later call with the same path and settings rebuilds the
+    strategy by replaying those generations (pycma is deterministic given the seed and the told
+    fitnesses) and resumes after the last one, with the same result as an uninterrupted search.
+    The file holds numbers and strings only: reading it cannot run code.
 
     Args:
         fitness: ``fitness(x, seed) -> float``; picklable when ``workers > 1``.
@@ -265,10 +380,12 @@ def cma_search(
         seed: seeds pycma and, with generation and index, every candidate.
         state_path: where to keep the resumable state (``None``: nowhere).
         progress: called as ``progress(generation, best_fitness, seconds_left)`` after each generation.
-        identity: extra settings stored with the state; resuming with different ones raises.
-    """
-    import cma
+        identity: extra settings (JSON values) stored with the state; resuming with different ones raises.
 
+    Raises:
+        SearchStateError: (a ``ValueError``) the file at ``state_path`` is not a search state of
+            adaloss, was started with other settings, or does not replay (edited, or another pycma).
+    """
     check_positive("sigma", sigma)
     check_int("popsize", popsize, minimum=2)
     check_int("generations", generations, minimum=1)
@@ -277,77 +394,63 @@ def cma_search(
     x0 = np.asarray(x0, dtype=np.float64).ravel()
     if x0.size < 2 or not np.all(np.isfinite(x0)):
         raise ValueError(f"Expected `x0` to be at least 2 finite numbers, but got {x0.tolist()!r}.")
-    ident: dict[str, Any] = {
-        "x0": x0.tolist(), "sigma": float(sigma), "popsize": popsize, "seed": seed, **dict(identity or {})
-    }
+    ident = _json_identity(
+        {"x0": x0.tolist(), "sigma": float(sigma), "popsize": popsize, "seed": seed, **dict(identity or {})}
+    )
     path = Path(state_path) if state_path is not None else None
+    records: list[_Record] = []
+    summary: dict[str, Any] = {"best_x": x0.copy(), "best_f": math.inf, "history": [], "evaluations": 0, "failures": 0}
+    es, runtime = _new_strategy(x0, float(sigma), popsize, seed)
     if path is not None and path.exists():
-        state = _read_state(path, ident)
-        if state["generation"] > generations:
-            raise ValueError(
-                f"The search in {str(path)!r} already ran {state['generation']} generations, more than "
-                f"`generations`={generations}; remove the file or ask for at least {state['generation']}."
+        written_by, records = _read_state(path, ident)
+        if len(records) > generations:
+            raise SearchStateError(
+                f"The search in {str(path)!r} already ran {len(records)} generations, more than "
+                f"`generations`={generations}; remove the file or ask for at least {len(records)}."
             )
-        logger.info("CMA-ES: resuming %s after generation %d", path, state["generation"])
-    else:
-        seeds = np.random.SeedSequence(seed).generate_state(2)
-        state = {
-            "format": STATE_FORMAT, "version": STATE_VERSION, "identity": ident, "generation": 0,
-            "rng": np.random.RandomState(int(seeds[1])).get_state(),
-            "best_x": x0.copy(), "best_f": math.inf, "history": [], "evaluations": 0, "failures": 0,
-        }
-        # pycma's `seed` option seeds the global NumPy generator, whose `randn` its sampler keeps; pickling
-        # the sampler then stores a detached copy of that generator, so a resumed search would sample
-        # from another stream. A private generator, seeded here and pickled with the sampler, is exact.
-        sampler_rng = np.random.RandomState(int(seeds[0]))
-        options = {
-            "popsize": popsize, "seed": math.nan, "randn": sampler_rng.randn,
-            "verbose": -9, "verb_disp": 0, "verb_log": 0, "verb_time": False,
-        }
-        with _cma_context(state):  # any other draws of pycma come from the search's own global NumPy state
-            state["es"] = cma.CMAEvolutionStrategy(x0, float(sigma), options)
-    es = state["es"]
-    start = state["generation"]
+        for g, (stored, fs) in enumerate(records):  # replay: the same asks, told the recorded fitnesses
+            with _cma_context(runtime):
+                asked = np.array(es.ask(), dtype=np.float64)
+            if asked.shape != stored.shape or not np.allclose(asked, stored, rtol=1e-12, atol=1e-12):
+                import cma
+
+                raise SearchStateError(
+                    f"Cannot resume the search in {str(path)!r}: replaying generation {g + 1} does not give the "
+                    f"candidates it records (the file was written with pycma {written_by}, this is pycma "
+                    f"{cma.__version__}; or it was edited). Remove the file to start the search afresh."
+                )
+            with _cma_context(runtime):
+                es.tell(list(stored), _told_values(fs))
+            _account(summary, stored, fs)
+        logger.info("CMA-ES: resuming %s after generation %d", path, len(records))
+    start = len(records)
     evaluate = _Evaluator(fitness, min(workers, popsize))
     seconds: list[float] = []
     try:
         for g in range(start, generations):
             t0 = time.perf_counter()
-            with _cma_context(state):
+            with _cma_context(runtime):
                 xs = es.ask()
             results = evaluate([np.array(x, dtype=np.float64) for x in xs],
                                [candidate_seed(seed, g, i) for i in range(len(xs))])
-            ok = [v for v, _ in results if v is not None]
+            fs = [v for v, _ in results]
             errors = [(i, why) for i, (v, why) in enumerate(results) if v is None]
-            if ok:
-                worst = max(ok)
-                penalty = worst + 1.0 + abs(worst)
-                penalty = penalty if math.isfinite(penalty) else float(np.finfo(np.float64).max)
-            else:
-                penalty = 1.0  # every candidate failed: a flat generation
-            values = [penalty if v is None else v for v, _ in results]
-            with _cma_context(state):
-                es.tell(xs, values)
+            with _cma_context(runtime):
+                es.tell(xs, _told_values(fs))
             if errors:
                 logger.warning("CMA-ES generation %d: %d of %d candidates failed (candidate %d: %s)",
                                g + 1, len(errors), len(xs), errors[0][0], errors[0][1])
-            gen_best = min(ok) if ok else math.inf
-            if ok and gen_best < state["best_f"]:
-                state["best_f"] = gen_best
-                state["best_x"] = np.array(xs[values.index(gen_best)], dtype=np.float64)
-            state["history"].append(gen_best)
-            state["evaluations"] += len(xs)
-            state["failures"] += len(errors)
-            state["generation"] = g + 1
+            _account(summary, xs, fs)
+            records.append((np.array(xs, dtype=np.float64), fs))
             if path is not None:
-                _write_state(path, state)
+                _write_state(path, _document(ident, records))
             seconds.append(time.perf_counter() - t0)
             if progress is not None:
-                progress(g + 1, state["best_f"], sum(seconds) / len(seconds) * (generations - g - 1))
+                progress(g + 1, summary["best_f"], sum(seconds) / len(seconds) * (generations - g - 1))
     finally:
         evaluate.close()
     return SearchResult(
-        x=np.array(state["best_x"], dtype=np.float64), fitness=float(state["best_f"]),
-        history=[float(v) for v in state["history"]], generations=state["generation"],
-        evaluations=state["evaluations"], failures=state["failures"], resumed_from=start,
+        x=np.array(summary["best_x"], dtype=np.float64), fitness=float(summary["best_f"]),
+        history=[float(v) for v in summary["history"]], generations=len(records),
+        evaluations=summary["evaluations"], failures=summary["failures"], resumed_from=start,
     )

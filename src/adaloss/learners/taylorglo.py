@@ -28,15 +28,17 @@ from adaloss.learners.base import TrainContext, TrainingDiverged
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.learners.search import SearchResult, cma_search
 from adaloss.losses.taylor import TaylorLoss, as_theta
-from adaloss.metrics import create_metric
+from adaloss.metrics import NonFiniteOutputs, create_metric, evaluate_batches
 from adaloss.typing import StateDict, Task
 
 __all__ = ["PartialTrainingFitness", "TaylorGLOLearner"]
 
 logger = logging.getLogger("adaloss")
 
-#: the file, under the run directory, that holds the resumable search state
-SEARCH_STATE_FILE = "taylorglo_search.pkl"
+#: the file, under the run directory, that holds the resumable search state (JSON, see cma_search)
+SEARCH_STATE_FILE = "taylorglo_search.json"
+#: the pickled search state of older versions: never loaded (unpickling can run code), only warned about
+LEGACY_SEARCH_STATE_FILE = "taylorglo_search.pkl"
 #: check for divergence every this many partial-training steps (a device synchronisation)
 _DIVERGENCE_CHECK_EVERY = 50
 
@@ -84,14 +86,11 @@ class PartialTrainingFitness:
             if (step % _DIVERGENCE_CHECK_EVERY == 0 or step == self.steps) and not bool(finite):
                 raise TrainingDiverged(f"the Taylor loss became non-finite by partial-training step {step}")
         metric = create_metric("error" if self.task == "classification" else "mse", task=self.task)
-        model.eval()
-        with torch.no_grad():
-            for x, y in iterate_batches(self.valid, batch_size=self.eval_batch_size, device=device):
-                out = model(x)
-                if not bool(torch.isfinite(out).all()):
-                    raise TrainingDiverged("the partially trained model outputs non-finite values")
-                metric.update(out, y)
-        return metric.compute()
+        batches = iterate_batches(self.valid, batch_size=self.eval_batch_size, device=device)
+        try:
+            return evaluate_batches(model, batches, [metric], check_finite=True).values[metric.name]
+        except NonFiniteOutputs as e:
+            raise TrainingDiverged(f"the partially trained model: {e}") from None
 
 
 class TaylorGLOLearner(FixedLossLearner):
@@ -103,9 +102,10 @@ class TaylorGLOLearner(FixedLossLearner):
     run's optimiser (its class and initial hyper-parameters; the LR schedule is not applied)
     on the training split (see :class:`PartialTrainingFitness`). Candidates that diverge get
     the worst fitness of their generation. The search state is kept in
-    ``run_dir/taylorglo_search.pkl`` after every generation, so a run killed during the search
+    ``run_dir/taylorglo_search.json`` after every generation, so a run killed during the search
     resumes it at the last completed generation (with ``--resume`` or not: a state file written
-    with other settings is refused). :meth:`step` is :class:`FixedLossLearner`'s, with θ frozen.
+    with other settings is refused). The file is JSON, never unpickled; a ``taylorglo_search.pkl``
+    of older versions is ignored with a warning. :meth:`step` is :class:`FixedLossLearner`'s, with θ frozen.
 
     Args:
         task: classification or regression (set by the method registry).
@@ -211,6 +211,10 @@ class TaylorGLOLearner(FixedLossLearner):
             "valid_size": len(fitness.valid), "train_mode": fitness.train_mode,
         }
         state_path = ctx.run_dir / SEARCH_STATE_FILE if ctx.run_dir is not None else None
+        if ctx.run_dir is not None and (ctx.run_dir / LEGACY_SEARCH_STATE_FILE).exists():
+            logger.warning("TaylorGLO: ignoring %s, a pickled search state of an older adaloss: pickles are never "
+                           "loaded (loading one can run code); the search uses %s instead. Delete the old file.",
+                           ctx.run_dir / LEGACY_SEARCH_STATE_FILE, SEARCH_STATE_FILE)
         bar = tqdm(total=self.generations, desc="TaylorGLO search", unit="gen", file=sys.stderr,
                    dynamic_ncols=True, leave=False) if ctx.progress else None
         try:
