@@ -164,27 +164,11 @@ def test_adalfl_run_end_to_end_export_and_reuse(tmp_path: Path) -> None:
     assert set(train(fixed)["final"]) == {"valid_error", "test_error"}
 
 
-def test_adalfl_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adalfl_resume_is_exact(kill_and_resume) -> None:  # type: ignore[no-untyped-def]
     base = TrainConfig(method="adalfl", steps=20, batch_size=32, log_every=5, checkpoint_every=10,
                        model_args={"hidden": [16]}, progress="off", momentum=0.9,
                        method_args={"init_steps": 3})
-    full = train(base.replace(run_dir=str(tmp_path / "full")))
-    part = base.replace(run_dir=str(tmp_path / "part"))
-    from adaloss.training.trainer import Trainer
-
-    original = Trainer.save_checkpoint
-
-    def save_then_die(self: Trainer):  # type: ignore[no-untyped-def]
-        original(self)
-        raise KeyboardInterrupt  # killed right after the step-10 checkpoint
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(part)
-    monkeypatch.setattr(Trainer, "save_checkpoint", original)
-    resumed = train(part, resume=True)
-    assert resumed["final"] == full["final"]
-    assert read_jsonl(tmp_path / "full" / "metrics.jsonl") == read_jsonl(tmp_path / "part" / "metrics.jsonl")
+    assert kill_and_resume(base).killed_at == 10  # killed right after the step-10 checkpoint
 
 
 def test_frozen_loss_after_offline_init_is_ml3(tmp_path: Path) -> None:

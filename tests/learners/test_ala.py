@@ -234,32 +234,12 @@ def test_default_ala_trains_a_classifier_and_its_loss_stays_bounded(tmp_path: Pa
     assert records[-1]["test_error"] < 0.2
 
 
-def test_ala_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ala_resume_is_exact(tmp_path: Path, kill_and_resume) -> None:  # type: ignore[no-untyped-def]
     base = _cfg(tmp_path, steps=50, checkpoint_every=25, eval_every=20, momentum=0.9,
                 method_args={**TINY["ala_args"], "preset": "faithful", "replay_batch": 3})
-    full = train(base.replace(run_dir=str(tmp_path / "full")))
-    part = base.replace(run_dir=str(tmp_path / "part"))
-    from adaloss.training.trainer import Trainer
-
-    original = Trainer.save_checkpoint
-
-    def save_then_die(self: Trainer):  # type: ignore[no-untyped-def]
-        original(self)
-        raise KeyboardInterrupt  # killed right after the step-25 checkpoint, mid-window
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(part)
-    monkeypatch.setattr(Trainer, "save_checkpoint", original)
-    resumed = train(part, resume=True)
-    assert resumed["final"] == full["final"]
-    for name in ("metrics.jsonl", "snapshots.jsonl"):
-        assert read_jsonl(tmp_path / "full" / name) == read_jsonl(tmp_path / "part" / name)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["learner"]
-    b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["learner"]
-    assert torch.equal(a["loss"]["phi"], b["loss"]["phi"]) and len(a["controller"]["replay"]) == 5
-    for k, v in a["controller"]["policy"].items():
-        assert torch.equal(v, b["controller"]["policy"][k])
+    run = kill_and_resume(base)  # compares φ, the policy, its replay buffer, the logs, ... bit for bit
+    assert run.killed_at == 25  # killed right after the step-25 checkpoint, mid-window
+    assert len(load_checkpoint(run.full / "checkpoints" / "last.pt")["learner"]["controller"]["replay"]) == 5
 
 
 def test_policy_transfer_into_frozen_policy_run(tmp_path: Path) -> None:
@@ -626,39 +606,19 @@ def test_embedding_window_reward_from_retrieval_metric(tmp_path: Path, metric: s
     assert len(snap["weights_pos"]) == len(snap["weights_neg"]) == 10
 
 
-def test_embedding_end_to_end_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedding_end_to_end_resume_is_exact(tmp_path: Path, kill_and_resume) -> None:  # type: ignore[no-untyped-def]
     """ALA on the embedding task with class-balanced batches, killed mid-window right after a
     checkpoint, resumes to the uninterrupted run's numbers."""
     base = _embed_cfg(tmp_path, steps=40, checkpoint_every=15, eval_every=20, momentum=0.9, metric="recall@1",
                       method_args={**TINY["ala_args"], "preset": "faithful", "replay_batch": 3})
-    full = train(base.replace(run_dir=str(tmp_path / "full")))
-    part = base.replace(run_dir=str(tmp_path / "part"))
-    from adaloss.training.trainer import Trainer
-
-    original = Trainer.save_checkpoint
-
-    def save_then_die(self: Trainer):  # type: ignore[no-untyped-def]
-        original(self)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(part)
-    monkeypatch.setattr(Trainer, "save_checkpoint", original)
-    assert load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["step"] == 15
-    resumed = train(part, resume=True)
-    assert resumed["final"] == full["final"]
+    run = kill_and_resume(base)  # compares the loss weights, the policy, the loader state, ... bit for bit
+    assert run.killed_at == 15
+    full = run.full_summary
     keys = {f"{s}_{m}" for s in ("valid", "test") for m in ("recall@1", "recall@2", "recall@4", "recall@8", "nmi")}
     assert set(full["final"]) == keys
-    for name in ("metrics.jsonl", "snapshots.jsonl"):
-        assert read_jsonl(tmp_path / "full" / name) == read_jsonl(tmp_path / "part" / name)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    a = load_checkpoint(run.full / "checkpoints" / "last.pt")
     assert a["train_loader"]["kind"] == "class_balanced" and a["train_loader"]["batches"] == 30
-    assert torch.equal(a["learner"]["loss"]["weights"], b["learner"]["loss"]["weights"])
-    for k, v in a["learner"]["controller"]["policy"].items():
-        assert torch.equal(v, b["learner"]["controller"]["policy"][k])
-    snap = read_jsonl(tmp_path / "full" / "snapshots.jsonl")[-1]
+    snap = read_jsonl(run.full / "snapshots.jsonl")[-1]
     assert snap["metric_name"] == "recall@1" and snap["controller_steps"] == [0, 10, 20, 30, 40]
     assert all(abs(sum(h) - 1) < 1e-5 for kind in ("pos", "neg") for h in snap["distance_hist"][kind])
     w = torch.tensor(snap["weights_pos"] + snap["weights_neg"])

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,31 +67,12 @@ def test_outputs_of_a_run(tmp_path: Path) -> None:
     assert records[0]["train_loss"] > records[3]["train_loss"]  # it learns
 
 
-def test_resume_after_kill_gives_identical_results(tmp_path: Path) -> None:
-    args = ["steps=1500", "batch_size=32", "log_every=50", "eval_every=500", "checkpoint_every=100",
-            "model_args.hidden=[32]", "progress=off", "momentum=0.9", "model_args.dropout=0.2"]
-    full = tmp_path / "full"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "adaloss", "train", "threads=1"]
-    subprocess.run([*cmd, *args, f"run_dir={full}"], check=True, env=env, capture_output=True)
-
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, *args, f"run_dir={killed}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 60
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run([*cmd, *args, f"run_dir={killed}", "--resume"], check=True, env=env,
-                             capture_output=True)
-    assert resumed.returncode == 0
-    a = json.loads((full / "summary.json").read_text())
-    b = json.loads((killed / "summary.json").read_text())
-    assert a["final"] == b["final"]
-    assert read_jsonl(full / "metrics.jsonl") == read_jsonl(killed / "metrics.jsonl")
+@pytest.mark.slow
+def test_resume_after_kill_gives_identical_results(kill_and_resume: Callable[..., Any]) -> None:
+    """A run SIGKILLed after a checkpoint (a real kill, in a subprocess) resumes to the uninterrupted run's bits."""
+    cfg = TrainConfig(steps=1500, batch_size=32, log_every=50, eval_every=500, checkpoint_every=100, momentum=0.9,
+                      model_args={"hidden": [32], "dropout": 0.2}, progress="off", threads=1)
+    kill_and_resume(cfg, kill="subprocess")
 
 
 def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
