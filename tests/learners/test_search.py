@@ -68,6 +68,7 @@ def test_a_search_where_everything_fails_ends_at_x0() -> None:
     assert result.history == [math.inf] * 3
 
 
+@pytest.mark.slow  # a pool of spawned worker processes
 @pytest.mark.usefixtures("importable_tests")
 def test_two_workers_give_the_same_result_as_one() -> None:
     kw = {"sigma": 1.0, "popsize": 6, "generations": 4, "seed": 7}
