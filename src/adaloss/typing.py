@@ -10,6 +10,8 @@ from torch import Tensor
 
 __all__ = [
     "Batch",
+    "BatchForward",
+    "BatchTarget",
     "Criterion",
     "Device",
     "Params",
@@ -19,6 +21,11 @@ __all__ = [
 
 #: A batch of inputs and targets, already on the training device.
 Batch = tuple[Tensor, Tensor]
+#: ``forward(model, batch) -> outputs``: how a model is applied to a batch of a user's loop (dict
+#: batches, extra model arguments); the default is ``model(batch[0])``.
+BatchForward = Callable[[Any, Any], Tensor]
+#: ``target(batch) -> targets`` (default ``batch[1]``).
+BatchTarget = Callable[[Any], Tensor]
 #: Named tensors of a module (parameters or buffers), as ``torch.func.functional_call`` takes them.
 Params = dict[str, Tensor]
 #: A criterion ``loss(prediction, target) -> scalar``.

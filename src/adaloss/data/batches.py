@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["cycle", "move_to"]
+from adaloss.typing import BatchForward, BatchTarget
+
+__all__ = ["apply_model", "cycle", "move_to", "split_batch"]
 
 T = TypeVar("T")
 
@@ -48,3 +50,26 @@ def cycle(batches: Iterable[T], *, name: str = "batches") -> Iterator[T]:
         if one_shot:
             raise ValueError(f"`{name}` is a one-shot iterator and ran out; pass a re-iterable (a DataLoader, a "
                              "list) or an endless iterator.")
+
+
+def split_batch(
+    model: nn.Module, batch: Any, forward: BatchForward | None, target: BatchTarget | None
+) -> tuple[Any, Tensor]:
+    """What the model is called on and the targets: ``(batch[0], batch[1])`` by default, or
+    ``(batch, target(batch))`` with a ``forward`` hook (which then receives the whole batch)."""
+    if forward is None:
+        if target is None:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise TypeError(
+                    "Expected a batch `(inputs, targets)`, but got "
+                    f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}; "
+                    "pass `forward=` (how to get outputs from a batch) and `target=` for other batches."
+                )
+            return batch[0], batch[1]
+        return batch[0], target(batch)
+    return batch, (target(batch) if target is not None else batch[1])
+
+
+def apply_model(model: nn.Module, inputs: Any, forward: BatchForward | None) -> Tensor:
+    """The outputs for what :func:`split_batch` returned."""
+    return model(inputs) if forward is None else forward(model, inputs)

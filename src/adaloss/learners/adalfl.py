@@ -17,23 +17,14 @@ from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from adaloss._validation import check_choice, check_int, check_positive
-from adaloss.data.batches import cycle, move_to
+from adaloss.data.batches import apply_model, cycle, move_to, split_batch
 from adaloss.distributed import Collective, LocalCollective
 from adaloss.functional.clip import clip_by_global_norm, clip_by_global_norm_vjp, global_norm
 from adaloss.functional.meta import call_at, capture_rng, loss_meta_gradient, model_jvp
-from adaloss.learners.base import (
-    BatchForward,
-    BatchTarget,
-    Learner,
-    TrainContext,
-    TrainingDiverged,
-    apply_model,
-    loss_step,
-    split_batch,
-)
+from adaloss.learners.base import Learner, TrainContext, TrainingDiverged, loss_step
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.losses.network import LossNetwork
-from adaloss.typing import Criterion, Params, StateDict, Task
+from adaloss.typing import BatchForward, BatchTarget, Criterion, Params, StateDict, Task
 
 __all__ = ["AdaLFL", "AdaLFLLearner", "task_loss_for"]
 

@@ -14,45 +14,19 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from adaloss.distributed import Collective, LocalCollective
+from adaloss.data.batches import apply_model, split_batch
 from adaloss.functional.clip import global_norm
-from adaloss.typing import Batch, StateDict, Task
+from adaloss.typing import Batch, BatchForward, BatchTarget, StateDict, Task
 
 if TYPE_CHECKING:
     from adaloss.data.datasets import TensorSplit
 
-__all__ = ["Learner", "TrainContext", "TrainingDiverged", "loss_step", "split_batch"]
+__all__ = ["Learner", "TrainContext", "TrainingDiverged", "loss_step"]
 
-#: ``forward(model, batch) -> outputs``: how the model is applied to a batch (default ``model(batch[0])``)
-BatchForward = Callable[[nn.Module, Any], Tensor]
-#: ``target(batch) -> targets`` (default ``batch[1]``)
-BatchTarget = Callable[[Any], Tensor]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss a model is trained with became non-finite; the last checkpoint on disk is kept."""
-
-
-def split_batch(
-    model: nn.Module, batch: Any, forward: BatchForward | None, target: BatchTarget | None
-) -> tuple[Any, Tensor]:
-    """What the model is called on and the targets: ``(batch[0], batch[1])`` by default, or
-    ``(batch, target(batch))`` with a ``forward`` hook (which then receives the whole batch)."""
-    if forward is None:
-        if target is None:
-            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                raise TypeError(
-                    "Expected a batch `(inputs, targets)`, but got "
-                    f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}; "
-                    "pass `forward=` (how to get outputs from a batch) and `target=` for other batches."
-                )
-            return batch[0], batch[1]
-        return batch[0], target(batch)
-    return batch, (target(batch) if target is not None else batch[1])
-
-
-def apply_model(model: nn.Module, inputs: Any, forward: BatchForward | None) -> Tensor:
-    """The outputs for what :func:`split_batch` returned."""
-    return model(inputs) if forward is None else forward(model, inputs)
 
 
 def loss_step(
@@ -185,6 +159,12 @@ class Learner(ABC):
 
     def load_state_dict(self, state: StateDict) -> None:
         """Restore :meth:`state_dict`."""
+
+    def artifacts(self) -> dict[str, StateDict]:
+        """Files the trainer keeps in the run directory for reuse, by file name (e.g. ALA's
+        ``policy.pt``): written with :func:`adaloss.checkpoint.save_checkpoint` whenever a
+        snapshot or checkpoint is taken. A learner itself writes no files."""
+        return {}
 
     def snapshot(self) -> dict[str, Any] | None:
         """A JSON-serialisable picture of what is learned (e.g. the loss shape), or ``None``.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from adaloss.learners.base import Learner
+from adaloss.learners.base import Learner, loss_step
 from adaloss.typing import Batch, StateDict
 
 __all__ = ["FixedLossLearner"]
@@ -25,14 +25,8 @@ class FixedLossLearner(Learner):
         return self.loss
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
-        x, y = batch
-        model, optimizer = self.context.model, self.context.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(model(x), y)
-        loss.backward()
-        self.context.collective.mean_grads_(model)  # data parallel: the global-batch gradient
-        optimizer.step()
-        return {"loss": loss.detach()}
+        ctx = self.context
+        return loss_step(ctx.model, ctx.optimizer, self.loss, batch, collective=ctx.collective)
 
     def state_dict(self) -> StateDict:
         return {"loss": self.loss.state_dict()}

@@ -28,7 +28,7 @@ from adaloss.learners.base import TrainContext, TrainingDiverged
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.learners.search import SearchResult, cma_search
 from adaloss.losses.taylor import TaylorLoss, as_theta
-from adaloss.metrics import create_metric
+from adaloss.metrics import NonFiniteOutputs, create_metric, evaluate_batches
 from adaloss.typing import StateDict, Task
 
 __all__ = ["PartialTrainingFitness", "TaylorGLOLearner"]
@@ -86,14 +86,11 @@ class PartialTrainingFitness:
             if (step % _DIVERGENCE_CHECK_EVERY == 0 or step == self.steps) and not bool(finite):
                 raise TrainingDiverged(f"the Taylor loss became non-finite by partial-training step {step}")
         metric = create_metric("error" if self.task == "classification" else "mse", task=self.task)
-        model.eval()
-        with torch.no_grad():
-            for x, y in iterate_batches(self.valid, batch_size=self.eval_batch_size, device=device):
-                out = model(x)
-                if not bool(torch.isfinite(out).all()):
-                    raise TrainingDiverged("the partially trained model outputs non-finite values")
-                metric.update(out, y)
-        return metric.compute()
+        batches = iterate_batches(self.valid, batch_size=self.eval_batch_size, device=device)
+        try:
+            return evaluate_batches(model, batches, [metric], check_finite=True).values[metric.name]
+        except NonFiniteOutputs as e:
+            raise TrainingDiverged(f"the partially trained model: {e}") from None
 
 
 class TaylorGLOLearner(FixedLossLearner):

@@ -15,17 +15,21 @@ from adaloss.metrics.embedding import (
     nmi,
     recall_at_k,
 )
+from adaloss.metrics.evaluate import Evaluation, NonFiniteOutputs, evaluate_batches
 from adaloss.metrics.regression import MeanSquaredError, mean_squared_error
 
 __all__ = [
+    "evaluate_batches",
     "AUCPR",
     "METRICS",
     "NMI",
     "ErrorRate",
+    "Evaluation",
     "KMeansResult",
     "MeanSquaredError",
     "Metric",
     "MetricTask",
+    "NonFiniteOutputs",
     "RecallAt1",
     "RecallAt2",
     "RecallAt4",

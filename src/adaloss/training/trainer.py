@@ -22,7 +22,7 @@ from adaloss.data.datasets import TensorSplit
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
-from adaloss.metrics import Metric, create_metric
+from adaloss.metrics import Metric, create_metric, evaluate_batches
 from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.training.seed import get_rng_state, set_rng_state
 from adaloss.training.sinks import JsonlSink, MetricSink
@@ -41,7 +41,6 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     split: TensorSplit,
@@ -54,18 +53,7 @@ def evaluate(
 
     The model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        for m in metrics:
-            m.reset()
-        for x, y in iterate_batches(split, batch_size=batch_size, device=device):
-            out = model(x)
-            for m in metrics:
-                m.update(out, y)
-        return {m.name: m.compute() for m in metrics}
-    finally:
-        model.train(was_training)
+    return evaluate_batches(model, iterate_batches(split, batch_size=batch_size, device=device), metrics).values
 
 
 class Trainer:
@@ -351,6 +339,7 @@ class Trainer:
             if self.checkpoint_every and step % self.checkpoint_every == 0 and (self.is_main or self.workers):
                 self._tick()  # account the time so far before the state is captured, so a resume keeps it
                 self.save_checkpoint()
+                self._write_artifacts()
             if self._bar is not None:
                 self._bar.update(1)
         self._tick()
@@ -385,9 +374,16 @@ class Trainer:
             self.elapsed_s += now - self._mark
         self._mark = now
 
+    def _write_artifacts(self) -> None:
+        if self.run_dir is None or not self.is_main:
+            return
+        for name, state in self.learner.artifacts().items():
+            save_checkpoint(state, self.run_dir / name)
+
     def _snapshot(self) -> None:
         if self.run_dir is None or not self.is_main:
             return
+        self._write_artifacts()
         snap = self.learner.snapshot()
         if snap is None:
             return

@@ -1,0 +1,78 @@
+"""ALA: a policy adapts the loss parameters Φ every K base steps from validation-metric rewards.
+
+Huang et al., "Addressing the Loss-Metric Mismatch with Adaptive Loss Alignment" (ICML 2019).
+The paper body was not available; the loop follows the figure-2 caption and patent abstract
+(dossier ``papers/ala.md`` §2, verified), the numbers and layouts the public re-implementation
+attributes to the paper (§4, marked *reconstructed*) and the dossier's recommendations (§9).
+
+The loop (one-step episodes, T = 1, so a contextual bandit):
+
+1. every K base steps the controller observes a state ``s_t`` (:class:`PairConfusionFeatures`,
+   :class:`PairDistanceFeatures` or :class:`MetricHistoryFeatures`), samples one of
+   ``{−β, 0, +β}`` per loss parameter from the shared per-parameter :class:`ALAPolicy`, and
+   sets ``Φ ← clip(Φ + ΔΦ, bounds)``;
+2. the base model trains K steps under ``l_Φ``;
+3. the smoothed validation metric ``M_t`` (Eq. 4, :func:`smoothed_metric`) is compared with
+   the previous one; the reward (sign of the improvement by default, Eq. 5) updates the policy
+   by REINFORCE with a moving-average baseline (:class:`ALAController`); then step 1 again.
+
+Modules, one seam each: :mod:`.features` (the state), :mod:`.policy` (policy, controller, policy
+files), :mod:`.presets` (option tables), :mod:`.scheduler` (:class:`ALA`, the method as a loss
+scheduler for any training loop) and :mod:`.learner` (the trainer's adapter, ``method=ala``).
+"""
+
+from __future__ import annotations
+
+from adaloss.learners.ala.features import (
+    Features,
+    MetricHistoryFeatures,
+    Observation,
+    PairConfusionFeatures,
+    PairDistanceFeatures,
+    soft_confusion,
+)
+from adaloss.learners.ala.learner import ALALearner, create_ala_learner
+from adaloss.learners.ala.policy import (
+    ACTION_SIGNS,
+    POLICY_FILE,
+    ALAController,
+    ALAPolicy,
+    load_policy,
+    policy_state,
+    save_policy,
+)
+from adaloss.learners.ala.presets import (
+    ALA_EMBEDDING_LOSS_OPTIONS,
+    ALA_LOSS_OPTIONS,
+    ALA_PRESETS,
+    DEFAULT_TARGET_METRIC,
+    PRESET_FORMS,
+)
+from adaloss.learners.ala.scheduler import ALA, PHI_TRACE_MAX, phi_statistics, smoothed_metric
+
+__all__ = [
+    "ACTION_SIGNS",
+    "ALA",
+    "ALA_EMBEDDING_LOSS_OPTIONS",
+    "ALA_LOSS_OPTIONS",
+    "ALA_PRESETS",
+    "ALAController",
+    "ALALearner",
+    "ALAPolicy",
+    "DEFAULT_TARGET_METRIC",
+    "Features",
+    "MetricHistoryFeatures",
+    "Observation",
+    "PHI_TRACE_MAX",
+    "POLICY_FILE",
+    "PRESET_FORMS",
+    "PairConfusionFeatures",
+    "PairDistanceFeatures",
+    "create_ala_learner",
+    "load_policy",
+    "phi_statistics",
+    "policy_state",
+    "save_policy",
+    "smoothed_metric",
+    "soft_confusion",
+]

@@ -1,0 +1,310 @@
+"""``method=ala``: the trainer's adapter over :class:`~adaloss.learners.ala.ALA`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adaloss._validation import check_choice, check_int
+from adaloss.data.loader import iterate_batches
+from adaloss.functional.losses import contrastive_loss
+from adaloss.learners.ala.features import Features
+from adaloss.learners.ala.policy import POLICY_FILE, ALAController, policy_state
+from adaloss.learners.ala.presets import (
+    ALA_EMBEDDING_LOSS_OPTIONS,
+    ALA_LOSS_OPTIONS,
+    DEFAULT_TARGET_METRIC,
+    PRESET_FORMS,
+)
+from adaloss.learners.ala.scheduler import ALA
+from adaloss.learners.base import Learner, TrainContext, loss_step
+from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss, ParametricLoss
+from adaloss.metrics import Metric, create_metric
+from adaloss.typing import Batch, StateDict, Task
+
+__all__ = ["ALALearner", "create_ala_learner"]
+
+LossSpec = Union[ParametricLoss, Callable[[int], ParametricLoss], None]
+
+
+class ALALearner(Learner):
+    """``method=ala``: the :class:`~adaloss.learners.ala.ALA` loss scheduler driven by the trainer.
+
+    Each :meth:`step` is an ordinary base step (backward, ``optimizer.step()``) with the current
+    parametric loss ``l_Φ``, then :meth:`ALA.step` on the validation subset; the method's logic
+    (evaluation windows, rewards, policy, actions) lives in :class:`ALA` alone. The first action
+    is taken before step 0 (:meth:`prepare`), from the metric of the initial model.
+
+    Validation: ``val_batches`` batches of ``ctx.meta_batches``. With ``val_subset="fixed"``
+    they are drawn once and reused, so successive ``M_t`` compare the same examples (they are
+    kept in checkpoints); ``"stream"`` draws fresh batches for every evaluation; ``"all"``
+    evaluates the whole validation split. A retrieval metric (Recall@k, NMI) scores the
+    evaluated examples against each other, so a repeated example would find its own copy:
+    ``"fixed"`` must then fit in one pass over the validation split and ``"stream"`` is refused.
+    ``"auto"`` (default) is ``"fixed"``, except for a retrieval metric whose ``val_batches``
+    exceed one pass — then ``"all"``, the same examples without repeats.
+    The metric is evaluated after each of the last ``smoothing_window`` steps of every window
+    (0 = all K: Eq. 4 verbatim) in eval mode.
+
+    Every option left ``None`` takes the value of ``preset`` (:data:`ALA_PRESETS`).
+
+    Args:
+        task: classification or embedding for the default losses (any task with ``loss``).
+        loss: a :class:`~adaloss.losses.ala.ParametricLoss` module, a factory ``num_classes →
+            loss`` (the class count is read from the model's output), or ``None`` for
+            ``ClassPairLoss(num_classes, form=PRESET_FORMS[preset])`` (classification) or
+            ``PairDistanceLoss()`` (embedding).
+        preset: ``"default"`` or ``"faithful"``.
+        metric: the validation metric rewarded (a registered metric name fitting the task;
+            ``None``: :data:`DEFAULT_TARGET_METRIC` of the task — error, mse, recall@1).
+        K: base steps per controller step.
+        beta: action step size β.
+        gamma: discount γ of Eq. 4.
+        smoothing_window: evaluate the metric after each of the last L steps of a window (0 = K).
+        state: ``"pair_confusion"`` (24-d, faithful, class-pair loss), ``"pair_distance"``
+            (:class:`PairDistanceFeatures`, pair-distance loss), ``"metric"`` (generic), or
+            ``"auto"`` (the one fitting the loss; a preset's ``pair_confusion`` also becomes
+            ``pair_distance`` for the pair-distance loss).
+        history: controller steps of history in the state.
+        hidden: the policy's hidden widths.
+        policy_lr, baseline_decay, entropy_coef, replay_capacity, replay_batch, clip_ratio, reward:
+            see :class:`ALAController`.
+        val_batches: validation batches per evaluation.
+        val_subset: ``"auto"``, ``"fixed"``, ``"stream"`` or ``"all"``.
+        total_steps: T of the ``t / T`` feature (``None``: the trainer's step count; 0 outside a trainer).
+        train_policy: ``False`` = frozen policy (transfer, dossier §9 #13).
+        greedy: act greedily instead of sampling.
+        policy_path: start from a policy saved by :func:`save_policy`, an ALA checkpoint, or an
+            ALA run directory (a run keeps ``<run_dir>/policy.pt`` up to date after every policy update).
+        seed: seed of the policy's initialisation and sampling (``None``: drawn from the global
+            torch RNG at construction, so it follows the run's seed).
+        grad_ratio_every: every this many steps log ``‖∇_θ l_Φ‖ / ‖∇_θ l_ref‖`` (dossier §9 #2; 0 =
+            never); ``l_ref`` is the loss's ``reference_loss`` if it has one (the pair-distance
+            loss at Φ = 1), else CE (classification), MSE (regression) or the contrastive loss.
+    """
+
+    data_parallel = False  # under torchrun every rank is a worker with its own child model (§2)
+
+    def __init__(
+        self,
+        *,
+        task: Task = "classification",
+        loss: LossSpec = None,
+        preset: Literal["default", "faithful"] = "default",
+        metric: str | None = None,
+        K: int | None = None,
+        beta: float | None = None,
+        gamma: float | None = None,
+        smoothing_window: int | None = None,
+        state: Literal["auto", "pair_confusion", "pair_distance", "metric"] | None = None,
+        history: int | None = None,
+        hidden: Sequence[int] | None = None,
+        policy_lr: float | None = None,
+        baseline_decay: float | None = None,
+        entropy_coef: float | None = None,
+        replay_capacity: int | None = None,
+        replay_batch: int | None = None,
+        clip_ratio: float | None = None,
+        reward: Literal["sign", "difference"] | None = None,
+        val_batches: int | None = None,
+        val_subset: Literal["auto", "fixed", "stream", "all"] = "auto",
+        total_steps: int | None = None,
+        train_policy: bool = True,
+        greedy: bool = False,
+        policy_path: str | None = None,
+        seed: int | None = None,
+        grad_ratio_every: int = 10,
+    ) -> None:
+        self.task: Task = task
+        if metric is None:
+            metric = DEFAULT_TARGET_METRIC[check_choice("task", task, tuple(DEFAULT_TARGET_METRIC))]
+        metric_obj = create_metric(metric, task=task)  # unknown or misfit metric: error now, not mid-run
+        if loss is None and task == "embedding":
+            loss = PairDistanceLoss()
+        if loss is None:
+            if task != "classification":
+                raise ValueError(f"ALA has default losses for classification (ClassPairLoss) and embedding "
+                                 f"(PairDistanceLoss), but the task is {task}; pass a ParametricLoss as `loss`.")
+            preset_name = check_choice("preset", preset, tuple(PRESET_FORMS))
+            loss = functools.partial(ClassPairLoss, form=PRESET_FORMS[preset_name])
+        self.core = ALA(
+            loss, metric=metric_obj, every=K, total_steps=total_steps, features=state, policy=policy_path,
+            preset=preset, beta=beta, gamma=gamma, smoothing_window=smoothing_window, history=history,
+            hidden=hidden, policy_lr=policy_lr, baseline_decay=baseline_decay, entropy_coef=entropy_coef,
+            replay_capacity=replay_capacity, replay_batch=replay_batch, clip_ratio=clip_ratio, reward=reward,
+            train_policy=train_policy, greedy=greedy, seed=seed, task=task,
+        )
+        self.val_batches = check_int("val_batches", val_batches if val_batches is not None
+                                     else self.core.options.get("val_batches", 16), minimum=1)
+        self.val_subset = check_choice("val_subset", val_subset, ("auto", "fixed", "stream", "all"))
+        if self.val_subset == "stream" and self.metric.task == "embedding":
+            raise ValueError(f"`val_subset='stream'` is refused for the retrieval metric {self.metric.name!r}: a set "
+                             "drawn across two passes of the validation split repeats examples, and a repeated example "
+                             "finds its own copy; use val_subset='fixed' or 'all'.")
+        self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
+        self._val: list[Batch] = []
+
+    # ------------------------------------------------------------------ the object's state, read through
+    @property
+    def criterion(self) -> nn.Module:
+        return self.core.criterion
+
+    @property
+    def loss(self) -> ParametricLoss | None:
+        return self.core.loss
+
+    @property
+    def controller(self) -> ALAController:
+        return self.core.controller
+
+    @property
+    def features(self) -> Features:
+        return self.core.features
+
+    @property
+    def metric(self) -> Metric:
+        return self.core.metric
+
+    @property
+    def metrics(self) -> list[float]:
+        return self.core.metrics
+
+    @property
+    def history(self) -> dict[str, Any]:
+        return self.core.history
+
+    @property
+    def state_kind(self) -> str:
+        return self.core.state_kind
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**self.core.options, "val_batches": self.val_batches}
+
+    @property
+    def K(self) -> int:
+        return self.core.K
+
+    @property
+    def steps(self) -> int:
+        return self.core.steps
+
+    def _build_loss(self, num_classes: int) -> None:
+        self.core._build_loss(num_classes)
+
+    def _progress(self) -> float:
+        return self.core._progress()
+
+    # ------------------------------------------------------------------ the trainer's side
+    def bind(self, context: TrainContext) -> None:
+        super().bind(context)
+        self.core.share(context.collective)
+        if self.core.total_steps is None:
+            self.core.total_steps = context.total_steps
+        if context.meta_batches is None:
+            raise ValueError("ALA rewards a validation metric and needs a validation split; the run has none "
+                             "(valid_fraction).")
+        per_pass = getattr(context.meta_batches, "batches_per_epoch", None)
+        repeats = self.metric.task == "embedding" and per_pass is not None and self.val_batches > per_pass
+        if self.val_subset == "auto":
+            self.val_subset = "all" if repeats and context.valid_split is not None else "fixed"
+        if self.val_subset == "all" and context.valid_split is None:
+            raise ValueError("`val_subset='all'` evaluates the whole validation split, but the trainer passed none.")
+        if self.val_subset == "fixed" and repeats:
+            raise ValueError(
+                f"Expected `val_batches` to be at most {per_pass} (the validation batches of one pass over the "
+                f"validation split) for the retrieval metric {self.metric.name!r}, but got {self.val_batches}: more "
+                "would repeat examples, and a repeated example finds its own copy. Lower it or use val_subset='all'."
+            )
+        self.core.to(context.device)
+
+    def _valid_data(self) -> Iterable[Batch] | Callable[[], Iterable[Batch]]:
+        """The validation subset of ``val_subset``, drawn only when ALA evaluates."""
+        ctx = self.context
+        if self.val_subset == "fixed":
+            return self._val
+        if self.val_subset == "all":
+            assert ctx.valid_split is not None
+            split = ctx.valid_split
+            return lambda: iterate_batches(split, batch_size=ctx.batch_size or 1000, device=ctx.device)
+        meta = ctx.meta_batches
+        assert meta is not None
+        return lambda: [next(meta) for _ in range(self.val_batches)]
+
+    def _start(self) -> dict[str, float]:
+        if self.val_subset == "fixed":
+            assert self.context.meta_batches is not None
+            self._val = [next(self.context.meta_batches) for _ in range(self.val_batches)]
+        return self.core.start(self.context.model, self._valid_data())
+
+    def _reference_loss(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The loss of the gradient-norm ratio's denominator (dossier §9 #2)."""
+        reference = getattr(self.core.loss, "reference_loss", None)
+        if callable(reference):
+            return reference  # type: ignore[no-any-return]
+        return {"classification": F.cross_entropy, "regression": F.mse_loss,
+                "embedding": contrastive_loss}[self.task]
+
+    def prepare(self) -> dict[str, float]:
+        """Before step 0 of a fresh run: validation subset, initial metric, first action."""
+        if self.core.started:
+            return {}
+        return self._start()
+
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        if not self.core.started:
+            self._start()
+        ctx = self.context
+        ratio = self.grad_ratio_every and self.core.steps % self.grad_ratio_every == 0
+        scalars = loss_step(ctx.model, ctx.optimizer, self.criterion, batch,
+                            reference=self._reference_loss() if ratio else None)
+        for k, v in self.core.step(ctx.model, self._valid_data()).items():
+            scalars[k] = torch.tensor(v)
+        return scalars
+
+    def artifacts(self) -> dict[str, StateDict]:
+        """``policy.pt``: the current policy, which a later run reuses (``policy_path``)."""
+        return {POLICY_FILE: policy_state(self.controller.policy)} if self.controller.train_policy else {}
+
+    def snapshot(self) -> dict[str, Any] | None:
+        return self.core.snapshot()
+
+    def state_dict(self) -> StateDict:
+        return {**self.core.state_dict(), "val": [(x.clone(), y.clone()) for x, y in self._val]}
+
+    def load_state_dict(self, state: StateDict) -> None:
+        self.core.load_state_dict(state)
+        device = self.context.device if hasattr(self, "context") else None
+        self._val = [(x.to(device), y.to(device)) if device is not None else (x, y) for x, y in state["val"]]
+
+
+def create_ala_learner(*, task: Task, **options: Any) -> ALALearner:
+    """``method=ala``: split ``options`` between :class:`ALALearner` and the task's default loss —
+    :class:`~adaloss.losses.ala.ClassPairLoss` (:data:`ALA_LOSS_OPTIONS`) for classification,
+    :class:`~adaloss.losses.ala.PairDistanceLoss` (:data:`ALA_EMBEDDING_LOSS_OPTIONS`) for
+    embedding — naming unknown ones."""
+    learner_options = sorted(n for n in inspect.signature(ALALearner).parameters if n not in ("task", "loss"))
+    loss_names = ALA_EMBEDDING_LOSS_OPTIONS if task == "embedding" else ALA_LOSS_OPTIONS
+    unknown = sorted(set(options) - set(learner_options) - set(loss_names))
+    if unknown:
+        raise TypeError(f"Unknown option(s) {unknown} for method 'ala' on the {task} task; learner options: "
+                        f"{learner_options}; loss options: {sorted(loss_names)}.")
+    loss_options = {k: options.pop(k) for k in loss_names if k in options}
+    loss: LossSpec = None
+    if task == "embedding":
+        loss = PairDistanceLoss(**loss_options)
+    elif loss_options:
+        if "form" not in loss_options:  # the preset's form, as ALALearner's own default loss
+            preset = check_choice("preset", options.get("preset", "default"), tuple(PRESET_FORMS))
+            loss_options["form"] = PRESET_FORMS[preset]
+        if "num_classes" in loss_options:
+            loss = ClassPairLoss(**loss_options)
+        else:
+            loss = functools.partial(ClassPairLoss, **loss_options)
+    return ALALearner(task=task, loss=loss, **options)
