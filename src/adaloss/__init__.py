@@ -17,7 +17,8 @@ from adaloss.learners import (
     TrainContext,
     create_learner,
 )
-from adaloss.losses import FocalLoss, LossNetwork, TaylorLoss, create_loss
+from adaloss.learners.ala import ALA, ALAPolicy
+from adaloss.losses import ClassPairLoss, FocalLoss, LossNetwork, PairDistanceLoss, TaylorLoss, create_loss
 from adaloss.metrics import Metric, create_metric
 from adaloss.models import create_model, list_models
 from adaloss.training import TrainConfig, Trainer, compare, load_config, seed_everything, train
@@ -25,8 +26,11 @@ from adaloss.training import TrainConfig, Trainer, compare, load_config, seed_ev
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALA",
+    "ALAPolicy",
     "AdaLFL",
     "AdaLFLLearner",
+    "ClassPairLoss",
     "DATASETS",
     "DatasetSplits",
     "FixedLossLearner",
@@ -34,6 +38,7 @@ __all__ = [
     "Learner",
     "LossNetwork",
     "Metric",
+    "PairDistanceLoss",
     "TaylorGLOLearner",
     "TaylorLoss",
     "TensorSplit",
