@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from adaloss.learners.ala import ALAPolicy
-from tests.distributed.test_data_parallel import _single, _torchrun
+
+Run = Callable[..., "subprocess.CompletedProcess[str]"]  # the torchrun and train_in_subprocess fixtures
 
 ARGS = ["dataset=digits", "model=mlp", "model_args.hidden=[32]", "batch_size=64", "threads=1", "progress=off",
         "log_every=5", "method=ala", "method_args.K=5", "method_args.smoothing_window=2", "method_args.val_batches=2",
@@ -26,8 +30,11 @@ def _policy(cfg: dict, state: dict) -> ALAPolicy:
     return policy
 
 
-def test_workers_share_one_policy_bit_for_bit_and_pool_their_episodes(tmp_path: Path) -> None:
-    run = _torchrun([*ARGS, f"run_dir={tmp_path}"])
+@pytest.mark.slow
+def test_workers_share_one_policy_bit_for_bit_and_pool_their_episodes(
+    tmp_path: Path, torchrun: Run, train_in_subprocess: Run
+) -> None:
+    run = torchrun([*ARGS, f"run_dir={tmp_path}"])
     assert run.returncode == 0, run.stderr
     ranks = [sorted((tmp_path / "checkpoints" / f"rank{r}").glob("step*.pt")) for r in (0, 1)]
     assert [p.name for p in ranks[0]] == [p.name for p in ranks[1]] == [f"step{s:08d}.pt" for s in range(5, 31, 5)]
@@ -67,7 +74,7 @@ def test_workers_share_one_policy_bit_for_bit_and_pool_their_episodes(tmp_path: 
 
     # the same two workers as threads of one process (workers=2): the same bits as the two ranks
     threads = tmp_path / "threads"
-    one = _single([*ARGS, "workers=2", f"run_dir={threads}"])
+    one = train_in_subprocess([*ARGS, "workers=2", f"run_dir={threads}"])
     assert one.returncode == 0, one.stderr
     assert one.stdout.count("run_dir:") == 1
     for r in (0, 1):
@@ -80,9 +87,10 @@ def test_workers_share_one_policy_bit_for_bit_and_pool_their_episodes(tmp_path: 
             assert a["learner"]["controller"]["rewards"] == b["learner"]["controller"]["rewards"]
 
 
-def test_worker_checkpoints_resume_every_rank_from_a_step_all_of_them_have(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_worker_checkpoints_resume_every_rank_from_a_step_all_of_them_have(tmp_path: Path, torchrun: Run) -> None:
     full = tmp_path / "full"
-    assert _torchrun([*ARGS, f"run_dir={full}"]).returncode == 0
+    assert torchrun([*ARGS, f"run_dir={full}"]).returncode == 0
     # a job killed while the ranks were writing step 30: rank 1 is one checkpoint behind rank 0
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
@@ -93,7 +101,7 @@ def test_worker_checkpoints_resume_every_rank_from_a_step_all_of_them_have(tmp_p
     for r in (0, 1):
         for p in (cut / "checkpoints" / f"rank{r}").glob("step*.pt"):
             p.unlink()
-    done = _torchrun([*ARGS, f"run_dir={cut}", "--resume"])
+    done = torchrun([*ARGS, f"run_dir={cut}", "--resume"])
     assert done.returncode == 0, done.stderr
     for r in (0, 1):
         a = _load(full / "checkpoints" / f"rank{r}" / "last.pt")
@@ -105,7 +113,10 @@ def test_worker_checkpoints_resume_every_rank_from_a_step_all_of_them_have(tmp_p
             assert torch.equal(a["learner"]["controller"]["policy"][k], b["learner"]["controller"]["policy"][k])
 
 
-def test_workers_in_one_process_refuse_a_method_that_does_not_pool_them(tmp_path: Path) -> None:
-    run = _single(["model_args.hidden=[8]", "steps=3", "method=ce", "workers=2", f"run_dir={tmp_path}"])
+@pytest.mark.slow
+def test_workers_in_one_process_refuse_a_method_that_does_not_pool_them(
+    tmp_path: Path, train_in_subprocess: Run
+) -> None:
+    run = train_in_subprocess(["model_args.hidden=[8]", "steps=3", "method=ce", "workers=2", f"run_dir={tmp_path}"])
     assert run.returncode == 2
     assert "`workers` applies to methods whose workers share what they learn (ala); method 'ce'" in run.stderr

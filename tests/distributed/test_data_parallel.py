@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,26 +15,10 @@ import torch
 
 from adaloss.distributed import LocalCollective, ShardedBatches, launched_by_torchrun
 
+Run = Callable[..., "subprocess.CompletedProcess[str]"]  # the torchrun and train_in_subprocess fixtures
+
 COMMON = ["dataset=digits", "model=mlp", "model_args.hidden=[32]", "batch_size=128", "threads=1",
           "progress=off", "log_every=5"]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                              "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-def _torchrun(args: list[str], *, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "adaloss", "train", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
-
-
-def _single(args: list[str], *, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "adaloss", "train", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env())
 
 
 def _states(run_dir: Path) -> list[dict[str, torch.Tensor]]:
@@ -49,14 +33,15 @@ def _states(run_dir: Path) -> list[dict[str, torch.Tensor]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,extra", [("adalfl", ["method_args.init_steps=3"]), ("ce", [])])
 def test_two_ranks_with_half_batches_follow_the_one_process_trajectory(
-    tmp_path: Path, method: str, extra: list[str]
+    tmp_path: Path, method: str, extra: list[str], torchrun: Run, train_in_subprocess: Run
 ) -> None:
     args = [*COMMON, f"method={method}", *extra, "steps=20", "checkpoint_every=1", "keep_checkpoints=true"]
-    one = _single([*args, f"run_dir={tmp_path / 'one'}"])
+    one = train_in_subprocess([*args, f"run_dir={tmp_path / 'one'}"])
     assert one.returncode == 0, one.stderr
-    two = _torchrun([*args, f"run_dir={tmp_path / 'two'}"])
+    two = torchrun([*args, f"run_dir={tmp_path / 'two'}"])
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("run_dir:") == 1  # rank 0 reports, rank 1 is silent
     a, b = _states(tmp_path / "one"), _states(tmp_path / "two")
@@ -77,14 +62,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_a_killed_rank_fails_the_job_fast_and_the_run_resumes(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_killed_rank_fails_the_job_fast_and_the_run_resumes(
+    tmp_path: Path, torchrun: Run, launch_env: dict[str, str]
+) -> None:
     run_dir = tmp_path / "run"
     args = [*COMMON, "method=ce", "steps=3000", "checkpoint_every=20", "dist_timeout_s=20",
             f"run_dir={run_dir}", "--resume"]
     port = str(_free_port())
     procs = []
     for rank in (0, 1):
-        env = {**_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+        env = {**launch_env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
         # ranks started by hand (torchrun's agent would tear the group down itself): kill rank 1 as
         # soon as a checkpoint exists and see rank 0 fail on its next collective
@@ -107,7 +95,7 @@ def test_a_killed_rank_fails_the_job_fast_and_the_run_resumes(tmp_path: Path) ->
     assert time.monotonic() - killed < 45  # within the collective timeout, not a hang
     assert "adaloss: distributed job failed" in err and "dist_timeout_s" in err, err[-2000:]
     # the checkpoint written before the failure resumes on 2 ranks to the end
-    done = _torchrun(args)
+    done = torchrun(args)
     assert done.returncode == 0, done.stderr
     assert "test_error" in done.stdout
 
