@@ -140,7 +140,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from adaloss.data import load_dataset
     from adaloss.learners import methods_for
     from adaloss.plotting import write_learning_curves
     from adaloss.training.compare import compare, format_markdown, summarise, write_csv
@@ -155,10 +154,9 @@ def _compare(args: argparse.Namespace) -> int:
     elif args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     else:
-        from adaloss.training.experiment import task_splits
+        from adaloss.training.experiment import load_data, task_splits
 
-        task = task_splits(cfg, load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
-                                             valid_fraction=cfg.valid_fraction, seed=0)).task
+        task = task_splits(cfg, load_data(cfg, seed=0)).task
         methods = methods_for(task, runnable_on_defaults=True)
     seeds = _int_list("--seeds", args.seeds)
     out = Path(args.out) if args.out else Path("runs") / "compare" / f"{cfg.dataset}-{cfg.model}"

@@ -1,4 +1,5 @@
-"""Datasets as normalised in-memory splits, their file formats, downloads and augmentation."""
+"""Datasets as normalised in-memory splits (built-in sets and your own files or arrays), their file
+formats, downloads and augmentation."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from adaloss.data.datasets import (
 )
 from adaloss.data.download import ChecksumError, DownloadError, resolve_data_dir
 from adaloss.data.formats import DataFormatError, UnsafePickleError, read_idx
+from adaloss.data.own import OWN_FORMATS, as_splits, load_csv, load_npz
 from adaloss.data.splits import random_split, stratified_split
 
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
@@ -27,11 +29,15 @@ __all__ = [
     "DataFormatError",
     "DatasetSplits",
     "DownloadError",
+    "OWN_FORMATS",
     "TaskOptionError",
     "TensorSplit",
     "UnsafePickleError",
+    "as_splits",
     "iterate_batches",
+    "load_csv",
     "load_dataset",
+    "load_npz",
     "random_crop_flip",
     "random_split",
     "read_idx",

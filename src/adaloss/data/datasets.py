@@ -782,8 +782,11 @@ def load_dataset(
     task: Task | None = None,
     train_classes: Sequence[int] | None = None,
     embedding_dim: int | None = None,
+    data_path: str | os.PathLike[str] | None = None,
+    target: str | None = None,
+    test_path: str | os.PathLike[str] | None = None,
 ) -> DatasetSplits:
-    """Load a registered dataset as normalised in-memory train/valid/test splits.
+    """Load a registered dataset, or your own file, as normalised in-memory train/valid/test splits.
 
     Files are looked up under the data folder (``data_dir``, else ``$ADALOSS_DATA``, else
     ``~/.cache/adaloss``) in the layout of the shared dataset folder (``mnist/``,
@@ -796,8 +799,14 @@ def load_dataset(
     and stds (``digits``: those of its training split). See the module docstring for the
     split protocol.
 
+    ``name="csv"`` or ``"npz"`` reads your own file ``data_path`` instead
+    (:mod:`adaloss.data.own`: a CSV table whose column ``target`` holds the labels or targets,
+    optionally with a test table ``test_path``; an NPZ archive of arrays ``x``, ``y``, optionally
+    ``x_test``, ``y_test``), split and standardised like the built-in tables; ``task``, if given,
+    decides how the targets are read (else it is inferred).
+
     Args:
-        name: One of :data:`DATASETS`.
+        name: One of :data:`DATASETS`, or ``"csv"``/``"npz"``.
         data_dir: Data folder; overrides ``$ADALOSS_DATA``.
         download: Fetch missing files from the canonical source (md5-verified) into
             ``<data folder>/<dataset folder>/``.
@@ -808,17 +817,29 @@ def load_dataset(
         train_classes: embedding task only: the training classes (default: the first half).
         embedding_dim: embedding task only: the embedding dimension (default
             :data:`DEFAULT_EMBEDDING_DIM`).
+        data_path: ``csv``/``npz``: the file.
+        target: ``csv``: the name of the target column.
+        test_path: ``csv``: a CSV file with the same columns as the test set (default: a fixed
+            20% test split of ``data_path``).
 
     Raises:
         ValueError: Unknown ``name`` (the message lists the registered names), or a ``task``
-            the dataset does not support (or embedding options without the embedding task).
-        FileNotFoundError: Files missing and ``download=False``.
+            the dataset does not support (or embedding options without the embedding task), or
+            ``data_path``/``target``/``test_path`` that do not fit ``name``.
+        FileNotFoundError: Files missing and ``download=False``; no file at ``data_path``.
         ChecksumError: A file's md5 differs from the published one.
         DataFormatError: A file does not parse as its format.
         DownloadError: ``download=True`` and no source could be fetched.
     """
-    if name not in _BUILDERS:
-        raise unknown_name_error("dataset", name, DATASETS)
+    from adaloss.data.own import OWN_FORMATS, check_own_options, load_own
+
+    if name not in _BUILDERS and name not in OWN_FORMATS:
+        raise unknown_name_error("dataset", name, (*DATASETS, *OWN_FORMATS))
+    check_own_options(name, data_path=data_path, target=target, test_path=test_path)
+    if name in OWN_FORMATS:
+        data = load_own(name, data_path, target=target, test_path=test_path, task=task,
+                        valid_fraction=valid_fraction, seed=seed)
+        return split_for_task(data, task=task, train_classes=train_classes, embedding_dim=embedding_dim)
     if not isinstance(download, bool):
         raise TypeError(
             f"Expected `download` to be a bool, but got {download!r} ({type(download).__name__})."

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaloss.data import DatasetSplits, load_dataset
+from adaloss.data import DatasetSplits
 from adaloss.learners.base import TrainingDiverged
 from adaloss.training.config import TrainConfig
-from adaloss.training.experiment import train
+from adaloss.training.experiment import load_data, train
 
 __all__ = ["BASELINES", "RunResult", "compare", "format_markdown", "summarise", "welch_p_value", "write_csv"]
 
@@ -44,6 +44,7 @@ def compare(
     seeds: Sequence[int],
     out_dir: str | Path,
     on_result: Callable[[RunResult], None] | None = None,
+    data: object = None,
 ) -> list[RunResult]:
     """Train every method with every seed on ``base``'s task; reuse runs already finished.
 
@@ -54,6 +55,12 @@ def compare(
     (:class:`~adaloss.learners.TrainingDiverged`) does not stop the comparison: it is recorded in
     ``diverged.json`` beside its checkpoints (and reused like a finished run), reported with its
     cause, counted per method and left out of the means.
+
+    ``data``: your own data instead of ``base``'s dataset, in any form ``adaloss.train`` takes
+    (:func:`~adaloss.training.experiment.load_data`); arrays, tensors and datasets get each seed's own
+    validation split, a ``DatasetSplits`` is used as it is.
+    A finished run is recognised by its configuration only, so give other data another
+    ``out_dir``.
     """
     if not methods:
         raise ValueError("Expected `methods` to name at least one method, but got an empty list.")
@@ -79,10 +86,7 @@ def compare(
             reused = summary is not None
             if summary is None:
                 if seed not in data_cache:
-                    data_cache[seed] = load_dataset(
-                        cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
-                        valid_fraction=cfg.valid_fraction, seed=seed,
-                    )
+                    data_cache[seed] = load_data(cfg, data=data, seed=seed)
                 logger.info("training %s seed %d -> %s", method, seed, run_dir)
                 start = time.perf_counter()
                 try:

@@ -62,6 +62,15 @@ class TrainConfig:
     data_dir: Union[str, None] = None
     download: bool = False
     valid_fraction: float = 0.1
+    #: dataset=csv or npz: your own data file — a CSV table with a header row, or an NPZ archive
+    #: (numpy.savez) of arrays x, y and optionally x_test, y_test
+    data_path: Union[str, None] = None
+    #: dataset=csv: the name of the target column (class labels or regression targets); every
+    #: other column is a numeric feature
+    target: Union[str, None] = None
+    #: dataset=csv: a CSV file with the same columns as the test set (``null``: a fixed 20% of
+    #: data_path's rows, the same for every seed)
+    test_path: Union[str, None] = None
     #: the task trained (``null``: the dataset's own); ``embedding`` turns a classification set
     #: into metric learning: split by class, the held-out classes are the retrieval (test) set
     task: Union[Literal["classification", "regression", "embedding"], None] = None
@@ -139,6 +148,12 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected `{name}` to be a non-negative integer, but got {getattr(self, name)!r}.")
         self._check_embedding_keys()
+        from adaloss.data.own import check_own_options
+
+        try:
+            check_own_options(self.dataset, data_path=self.data_path, target=self.target, test_path=self.test_path)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def _check_embedding_keys(self) -> None:
         """The metric-learning keys (ALA dossier §10.2): each fits the task and the batch."""
@@ -182,7 +197,7 @@ class TrainConfig:
     #: so that finished runs and checkpoints from before them still match
     UNSET_OMITTED_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
         {"metric", "task", "train_classes", "embedding_dim", "samples_per_class", "minority_classes",
-         "minority_fraction", "workers"}
+         "minority_fraction", "workers", "data_path", "target", "test_path"}
     )
 
     def identity(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from adaloss.data import DatasetSplits, TaskOptionError, load_dataset, split_for_task
+from adaloss.data.own import OWN_FORMATS, as_splits, load_own
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader
 from adaloss.distributed import (
     Collective,
@@ -32,12 +33,31 @@ from adaloss.training.seed import seed_everything
 from adaloss.training.trainer import DEFAULT_METRICS, Trainer
 from adaloss.typing import Task
 
-__all__ = ["build_trainer", "default_run_dir", "task_splits", "train"]
+__all__ = ["build_trainer", "default_run_dir", "load_data", "task_splits", "train"]
 
 
 def default_run_dir(config: TrainConfig) -> Path:
     """``runs/<dataset>-<model>-<method>-seed<k>`` under the working directory."""
     return Path("runs") / f"{config.dataset}-{config.model}-{config.method}-seed{config.seed}"
+
+
+def load_data(config: TrainConfig, *, data: object = None, seed: int | None = None) -> DatasetSplits:
+    """The dataset's own splits for ``config`` (the task's split follows in :func:`task_splits`).
+
+    ``data`` given in Python (a ``DatasetSplits``, arrays, tensors, a dict or a torch
+    ``Dataset``) is converted by :func:`~adaloss.data.own.as_splits`; else ``dataset=csv``/``npz``
+    reads ``data_path`` (:func:`~adaloss.data.own.load_own`); else the registered dataset is
+    loaded from ``data_dir``. ``seed`` (default: the config's) picks the validation split;
+    ``task``, when set, decides how given or read targets are taken (else it is inferred).
+    """
+    seed = config.seed if seed is None else seed
+    if data is not None:
+        return as_splits(data, task=config.task, valid_fraction=config.valid_fraction, seed=seed)
+    if config.dataset in OWN_FORMATS:
+        return load_own(config.dataset, config.data_path, target=config.target, test_path=config.test_path,
+                        task=config.task, valid_fraction=config.valid_fraction, seed=seed)
+    return load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
+                        valid_fraction=config.valid_fraction, seed=seed)
 
 
 def task_splits(config: TrainConfig, data: DatasetSplits) -> DatasetSplits:
@@ -88,15 +108,15 @@ def _target_metric(config: TrainConfig, task: Task) -> tuple[dict[str, Any], lis
 _SEEDED = threading.Lock()  # workers in threads share the global RNG: seed and build one at a time
 
 
-def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None,
+def build_trainer(config: TrainConfig, *, data: object = None,
                   collective: Collective | None = None) -> Trainer:
     """Seed, load data, build model, learner, optimiser and schedule, and wire the trainer.
 
     Args:
         config: the run.
-        data: already-loaded splits to reuse: what :func:`~adaloss.data.load_dataset` gives for
-            ``config``'s dataset, valid_fraction and seed (the task's split by class, if any, is
-            applied here, :func:`task_splits`).
+        data: already-loaded splits to reuse (what :func:`load_data` gives for ``config``), or
+            data in any form :func:`load_data` takes; ``None``: :func:`load_data` loads it. The
+            task's split by class, if any, is applied here (:func:`task_splits`).
         collective: this worker's member of a :class:`~adaloss.distributed.ThreadGroup`
             (``None``: torchrun's process group, or one process).
     """
@@ -107,12 +127,7 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None,
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank
     if collective is None:
         collective = init_distributed(backend=config.dist_backend, timeout_s=config.dist_timeout_s, device=device)
-    if data is None:
-        data = load_dataset(
-            config.dataset, data_dir=config.data_dir, download=config.download,
-            valid_fraction=config.valid_fraction, seed=config.seed,
-        )
-    data = task_splits(config, data)
+    data = task_splits(config, load_data(config, data=data))
     method_args, eval_metrics = _target_metric(config, data.task)
     with _SEEDED:
         seed_everything(config.seed, deterministic=config.deterministic)
@@ -175,11 +190,21 @@ def build_trainer(config: TrainConfig, *, data: DatasetSplits | None = None,
     )
 
 
-def train(config: TrainConfig, *, resume: bool = False, data: DatasetSplits | None = None) -> dict[str, Any]:
+def train(config: TrainConfig, *, resume: bool = False, data: object = None) -> dict[str, Any]:
     """Run ``config`` to the end and return its summary (also in ``<run_dir>/summary.json``).
 
     The resolved configuration is written to ``<run_dir>/config.yaml`` first.
+
+    Args:
+        config: the run.
+        resume: continue from ``<run_dir>/checkpoints/last.pt`` if it exists.
+        data: your own data instead of ``config``'s dataset: a
+            :class:`~adaloss.data.DatasetSplits` (used as it is), an ``(x, y)`` pair of arrays
+            or tensors, a dict ``{"x", "y", "x_test", "y_test"}`` or a map-style torch
+            ``Dataset`` of ``(x, y)`` pairs — split and standardised like the built-in tables
+            (:func:`~adaloss.data.own.as_splits`). ``config.dataset`` then only names the run.
     """
+    data = load_data(config, data=data)
     if config.workers is not None and config.workers > 1:
         return _train_workers(config, resume=resume, data=data)
     trainer = build_trainer(config, data=data)
@@ -194,16 +219,13 @@ def _write_config(trainer: Trainer, config: TrainConfig) -> None:
         (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def _train_workers(config: TrainConfig, *, resume: bool, data: DatasetSplits | None) -> dict[str, Any]:
+def _train_workers(config: TrainConfig, *, resume: bool, data: DatasetSplits) -> dict[str, Any]:
     """``workers`` independent trainings in this process, one thread each, sharing what the
     method pools (ALA's policy) through a :class:`~adaloss.distributed.ThreadGroup`: the same
     computation as that many torchrun ranks. Worker 0 evaluates, logs and writes the summary."""
     if launched_by_torchrun():
         raise ConfigError("`workers` runs several workers in one process; under torchrun every rank is already a "
                           f"worker. Leave `workers` unset, but got workers={config.workers}.")
-    if data is None:
-        data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
-                            valid_fraction=config.valid_fraction, seed=config.seed)
     assert config.workers is not None
     group = ThreadGroup(config.workers, timeout_s=config.dist_timeout_s)
     results: list[Any] = [None] * config.workers
