@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["contrastive_loss", "focal_loss", "margin_loss"]
+__all__ = ["contrastive_loss", "focal_loss", "margin_loss", "target_prediction_pairs"]
 
 
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0) -> Tensor:
@@ -66,3 +66,22 @@ def margin_loss(
     d, same, mask = _pair_distances(embeddings, labels, normalize)
     sign = same.to(d.dtype) * 2 - 1
     return F.relu(alpha + sign * (d - beta))[mask].mean()
+
+
+def target_prediction_pairs(prediction: Tensor, target: Tensor, *, task: str) -> tuple[Tensor, Tensor]:
+    """The elementwise ``(target, prediction)`` pairs a learned loss ℓ(y_i, p_i) sees (ML3, AdaLFL,
+    TaylorGLO): one-hot targets and softmax probabilities for classification, raw values otherwise."""
+    if task == "classification":
+        if prediction.dim() != 2 or target.shape != prediction.shape[:1]:
+            raise ValueError(
+                "Expected `prediction` of shape (N, C) and `target` class indices of shape (N,), but got "
+                f"{tuple(prediction.shape)} and {tuple(target.shape)}."
+            )
+        p = prediction.softmax(dim=-1)
+        return F.one_hot(target, prediction.shape[-1]).to(p.dtype), p
+    if target.shape != prediction.shape:
+        raise ValueError(
+            f"Expected `prediction` and `target` of the same shape, but got {tuple(prediction.shape)} "
+            f"and {tuple(target.shape)}."
+        )
+    return target.to(prediction.dtype), prediction

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaloss._validation import check_choice, check_positive
+from adaloss._validation import check_choice, check_int_list, check_positive
 from adaloss.functional.activations import smooth_leaky_relu
+from adaloss.functional.losses import target_prediction_pairs
 from adaloss.typing import Task
 
 __all__ = ["LossNetwork", "SmoothLeakyReLU"]
@@ -59,7 +60,8 @@ class LossNetwork(nn.Module):
     Args:
         task: ``"classification"`` (``prediction`` are logits ``(N, C)``, ``target`` class
             indices ``(N,)``) or ``"regression"`` (``prediction`` and ``target`` of equal shape).
-        hidden: widths of the hidden layers.
+        hidden: widths of the hidden layers, a list of positive ints (a float such as ``0.5``
+            or ``2.0`` raises ``TypeError``).
         beta: smoothness of the smooth leaky ReLU.
         gamma: leak of the smooth leaky ReLU.
         output_activation: activation after the last layer (``None``: by task, see above).
@@ -80,7 +82,7 @@ class LossNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.task: Task = check_choice("task", task, ("classification", "regression"))
-        self.hidden = [int(check_positive("hidden", h)) for h in hidden]
+        self.hidden = check_int_list("hidden", hidden, minimum=1)
         if output_activation is None:
             output_activation = "smooth_leaky_relu" if task == "classification" else "identity"
         self.output_activation = check_choice(
@@ -120,21 +122,7 @@ class LossNetwork(nn.Module):
 
     def inputs(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """The (target, prediction) pairs the network sees: one-hot/softmax or raw values."""
-        if self.task == "classification":
-            if prediction.dim() != 2 or target.shape != prediction.shape[:1]:
-                raise ValueError(
-                    "Expected `prediction` of shape (N, C) and `target` class indices of shape (N,), but got "
-                    f"{tuple(prediction.shape)} and {tuple(target.shape)}."
-                )
-            p = prediction.softmax(dim=-1)
-            y = F.one_hot(target, prediction.shape[-1]).to(p.dtype)
-            return y, p
-        if target.shape != prediction.shape:
-            raise ValueError(
-                f"Expected `prediction` and `target` of the same shape, but got {tuple(prediction.shape)} "
-                f"and {tuple(target.shape)}."
-            )
-        return target.to(prediction.dtype), prediction
+        return target_prediction_pairs(prediction, target, task=self.task)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         y, p = self.inputs(prediction, target)

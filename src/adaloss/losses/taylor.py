@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaloss._validation import check_choice
 from adaloss.functional.taylor import TAYLOR_PARAMETERS, taylor_loss, taylor_polynomial
+from adaloss.functional.losses import target_prediction_pairs
 from adaloss.typing import Task
 
 __all__ = ["TaylorLoss"]
@@ -59,20 +59,7 @@ class TaylorLoss(nn.Module):
 
     def inputs(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """The (target, prediction) pairs the polynomial sees: one-hot/softmax or raw values."""
-        if self.task == "classification":
-            if prediction.dim() != 2 or target.shape != prediction.shape[:1]:
-                raise ValueError(
-                    "Expected `prediction` of shape (N, C) and `target` class indices of shape (N,), but got "
-                    f"{tuple(prediction.shape)} and {tuple(target.shape)}."
-                )
-            p = prediction.softmax(dim=-1)
-            return F.one_hot(target, prediction.shape[-1]).to(p.dtype), p
-        if target.shape != prediction.shape:
-            raise ValueError(
-                f"Expected `prediction` and `target` of the same shape, but got {tuple(prediction.shape)} "
-                f"and {tuple(target.shape)}."
-            )
-        return target.to(prediction.dtype), prediction
+        return target_prediction_pairs(prediction, target, task=self.task)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         y, p = self.inputs(prediction, target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, Union
 
 import torch
@@ -29,6 +29,10 @@ from adaloss.metrics import Metric, create_metric
 from adaloss.typing import Batch, StateDict, Task
 
 __all__ = ["ALALearner", "create_ala_learner"]
+
+#: options :class:`ALALearner` passes to :class:`ALA` as they are (see its docstring)
+CORE_OPTIONS = ("beta", "gamma", "smoothing_window", "history", "hidden", "policy_lr", "baseline_decay",
+                "entropy_coef", "replay_capacity", "replay_batch", "clip_ratio", "reward")
 
 LossSpec = Union[ParametricLoss, Callable[[int], ParametricLoss], None]
 
@@ -99,19 +103,7 @@ class ALALearner(Learner):
         preset: Literal["default", "faithful"] = "default",
         metric: str | None = None,
         K: int | None = None,
-        beta: float | None = None,
-        gamma: float | None = None,
-        smoothing_window: int | None = None,
         state: Literal["auto", "pair_confusion", "pair_distance", "metric"] | None = None,
-        history: int | None = None,
-        hidden: Sequence[int] | None = None,
-        policy_lr: float | None = None,
-        baseline_decay: float | None = None,
-        entropy_coef: float | None = None,
-        replay_capacity: int | None = None,
-        replay_batch: int | None = None,
-        clip_ratio: float | None = None,
-        reward: Literal["sign", "difference"] | None = None,
         val_batches: int | None = None,
         val_subset: Literal["auto", "fixed", "stream", "all"] = "auto",
         total_steps: int | None = None,
@@ -120,7 +112,12 @@ class ALALearner(Learner):
         policy_path: str | None = None,
         seed: int | None = None,
         grad_ratio_every: int = 10,
+        **core_options: Any,
     ) -> None:
+        unknown = sorted(set(core_options) - set(CORE_OPTIONS))
+        if unknown:
+            raise TypeError(f"Unknown option(s) {unknown} for ALA; options of the controller and state: "
+                            f"{list(CORE_OPTIONS)}.")
         self.task: Task = task
         if metric is None:
             metric = DEFAULT_TARGET_METRIC[check_choice("task", task, tuple(DEFAULT_TARGET_METRIC))]
@@ -135,10 +132,7 @@ class ALALearner(Learner):
             loss = functools.partial(ClassPairLoss, form=PRESET_FORMS[preset_name])
         self.core = ALA(
             loss, metric=metric_obj, every=K, total_steps=total_steps, features=state, policy=policy_path,
-            preset=preset, beta=beta, gamma=gamma, smoothing_window=smoothing_window, history=history,
-            hidden=hidden, policy_lr=policy_lr, baseline_decay=baseline_decay, entropy_coef=entropy_coef,
-            replay_capacity=replay_capacity, replay_batch=replay_batch, clip_ratio=clip_ratio, reward=reward,
-            train_policy=train_policy, greedy=greedy, seed=seed, task=task,
+            preset=preset, train_policy=train_policy, greedy=greedy, seed=seed, task=task, **core_options,
         )
         self.val_batches = check_int("val_batches", val_batches if val_batches is not None
                                      else self.core.options.get("val_batches", 16), minimum=1)
@@ -289,7 +283,8 @@ def create_ala_learner(*, task: Task, **options: Any) -> ALALearner:
     :class:`~adaloss.losses.ala.ClassPairLoss` (:data:`ALA_LOSS_OPTIONS`) for classification,
     :class:`~adaloss.losses.ala.PairDistanceLoss` (:data:`ALA_EMBEDDING_LOSS_OPTIONS`) for
     embedding — naming unknown ones."""
-    learner_options = sorted(n for n in inspect.signature(ALALearner).parameters if n not in ("task", "loss"))
+    learner_options = sorted([*(n for n in inspect.signature(ALALearner).parameters
+                                if n not in ("task", "loss", "core_options")), *CORE_OPTIONS])
     loss_names = ALA_EMBEDDING_LOSS_OPTIONS if task == "embedding" else ALA_LOSS_OPTIONS
     unknown = sorted(set(options) - set(learner_options) - set(loss_names))
     if unknown:
