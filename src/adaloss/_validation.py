@@ -14,7 +14,9 @@ __all__ = [
     "check_choice",
     "check_fraction",
     "check_int",
+    "check_int_list",
     "check_positive",
+    "float_note",
     "unknown_name_error",
 ]
 
@@ -46,13 +48,49 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> Any:
     return value
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def float_note(value: Any) -> str:
+    """The sentence that error messages about integers add when a float was given (``value`` or
+    an item of it): floats are refused, whole ones such as ``2.0`` too, never truncated."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(v, float) for v in items):
+        return " Floats are not accepted, not even whole ones such as 2.0."
+    return ""
+
+
 def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """Return ``value`` if it is an int ``>= minimum``, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{name}` to be an integer, but got {value!r} ({type(value).__name__}).")
+    """Return ``value`` if it is an int ``>= minimum``, else raise naming ``name``.
+
+    A bool, or a float (even a whole one such as ``2.0``), raises ``TypeError``: an integer
+    option is never silently truncated.
+    """
+    if not _is_int(value):
+        raise TypeError(
+            f"Expected `{name}` to be an integer, but got {value!r} ({type(value).__name__}).{float_note(value)}"
+        )
     if value < minimum:
         raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value!r}.")
     return value
+
+
+def check_int_list(name: str, value: Any, *, minimum: int = 1) -> list[int]:
+    """Return ``value`` (a list or tuple of ints ``>= minimum``) as a list, else raise naming ``name``.
+
+    Floats (even whole ones such as ``2.0``), bools and non-sequences raise ``TypeError``; an
+    int below ``minimum`` raises ``ValueError``. The message names the argument, what is
+    allowed and the value received, e.g. "Expected `hidden` to be a list of positive
+    integers, but got [0.5]."
+    """
+    what = {1: "positive integers", 0: "non-negative integers"}.get(minimum, f"integers >= {minimum}")
+    message = f"Expected `{name}` to be a list of {what}, but got {value!r}.{float_note(value)}"
+    if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+        raise TypeError(message)
+    if any(v < minimum for v in value):
+        raise ValueError(message)
+    return list(value)
 
 
 def check_fraction(name: str, value: Any, *, low_open: bool = True, high_open: bool = True) -> float:

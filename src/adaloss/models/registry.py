@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from adaloss._validation import unknown_name_error
+from adaloss._validation import float_note, unknown_name_error
 
 __all__ = [
     "ModelFactory",
@@ -148,12 +148,12 @@ def as_sizes(name: str, value: Sequence[int], *, allow_empty: bool = True) -> tu
         or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes)
     ):
         what = "a sequence" if allow_empty else "a non-empty sequence"
-        raise ValueError(f"Expected `{name}` to be {what} of positive ints, but got {value!r}.")
+        raise ValueError(f"Expected `{name}` to be {what} of positive ints, but got {value!r}.{float_note(sizes)}")
     return sizes
 
 
 def positive_int(name: str, value: Any) -> int:
     """Return ``value`` if it is an int >= 1, else raise a ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected `{name}` to be a positive int, but got {value!r}.")
+        raise ValueError(f"Expected `{name}` to be a positive int, but got {value!r}.{float_note(value)}")
     return value
