@@ -130,6 +130,9 @@ def test_csv_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["train", "dataset=csv", f"data_path={houses}", "target=price", "model=mlp_regressor",
                  "method=mse", f"run_dir={tmp_path / 'r'}", *TINY]) == 0
     assert "test_mse" in capsys.readouterr().out
+    assert main(["compare", "--methods", "ce", "--seeds", "0,1", "--out", str(tmp_path / "cmp"), "dataset=csv",
+                 f"data_path={path}", "target=species", *TINY]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("| ce | 2 |")
 
 
 # ---- CSV: bad files --------------------------------------------------------------------------
