@@ -1,6 +1,8 @@
 """Per-step time and peak memory of AdaLFL's online step against a plain cross-entropy step.
 
-Also times a naive create_graph implementation of the same step (SGD), for reference.
+Also times a naive create_graph implementation of the same step (SGD), for reference, and the
+drop-in object ``adaloss.AdaLFL`` stepped from a plain loop against the trainer's learner
+(``core_vs_learner_ratio_median``: the object's step over the learner's, per round).
 Batch 128 of MNIST-shaped random inputs (1×28×28, 10 classes), SGD lr 0.01, meta batch from a
 separate stream, Adam 1e-3 on φ. Times are measured interleaved in one process (rounds alternate
 which goes first; median over rounds). Peak memory is measured in a fresh subprocess per
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from adaloss import AdaLFL
 from adaloss.learners import FixedLossLearner, TrainContext
 from adaloss.learners.adalfl import AdaLFLLearner
 from adaloss.losses import LossNetwork
@@ -71,10 +74,23 @@ class NaiveAdaLFL(FixedLossLearner):
         return {"loss": m.detach()}
 
 
+class CoreLoop:
+    """A user's loop over the drop-in object: ``adalfl.step(batch, next(meta))``, no trainer, no learner."""
+
+    def __init__(self, adalfl: AdaLFL, meta: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.adalfl, self.meta = adalfl, meta
+
+    def step(self, batch):  # type: ignore[no-untyped-def]
+        return self.adalfl.step(batch, next(self.meta))
+
+
 def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = create_model(model_name, (1, 28, 28), 10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    if kind == "core":
+        train, meta = stream(device, 1), stream(device, 2)
+        return CoreLoop(AdaLFL(model, opt, initialized=True), meta), train
     learners = {
         "ce": lambda: FixedLossLearner(torch.nn.CrossEntropyLoss()),
         "adalfl": lambda: AdaLFLLearner(init_steps=0),
@@ -191,14 +207,17 @@ def main() -> None:
         ce, ce_batches = make("ce", model_name, device)
         ada, ada_batches = make("adalfl", model_name, device)
         naive, naive_batches = make("naive", model_name, device)
-        runs = [(ce, ce_batches), (ada, ada_batches), (naive, naive_batches)]
+        core, core_batches = make("core", model_name, device)
+        runs = [(ce, ce_batches), (ada, ada_batches), (naive, naive_batches), (core, core_batches)]
         for learner, batches in runs:
             timed(learner, batches, 3, device)  # warm-up
-        t_ce, t_ada, t_naive, ratios, naive_ratios = [], [], [], [], []
+        t_ce, t_ada, t_naive, t_core, ratios, naive_ratios, core_ratios = [], [], [], [], [], [], []
         for r in range(args.rounds):
             order = runs if r % 2 == 0 else runs[::-1]
             times = {id(l): timed(l, b, args.steps, device) for l, b in order}
-            a, b, c = times[id(ce)], times[id(ada)], times[id(naive)]
+            a, b, c, d = times[id(ce)], times[id(ada)], times[id(naive)], times[id(core)]
+            t_core.append(d)
+            core_ratios.append(d / b)
             t_ce.append(a)
             t_ada.append(b)
             t_naive.append(c)
@@ -218,6 +237,9 @@ def main() -> None:
             "time_ratios": [round(v, 3) for v in ratios],
             "adalfl_phase_ms_median": phase_times(model_name, device, args.steps),
             "naive_create_graph_step_ms_median": 1000 * statistics.median(t_naive),
+            "core_object_step_ms_median": 1000 * statistics.median(t_core),
+            "core_vs_learner_ratio_median": statistics.median(core_ratios),
+            "core_vs_learner_ratios": [round(v, 3) for v in core_ratios],
             "naive_time_ratio_median": statistics.median(naive_ratios),
             "ce_peak_mem_mib": mem["ce"]["peak_bytes"] / 2**20,
             "adalfl_peak_mem_mib": mem["adalfl"]["peak_bytes"] / 2**20,
