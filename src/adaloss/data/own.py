@@ -360,6 +360,7 @@ def _numbers(table: _Table, column: str, role: str) -> np.ndarray:
             return values
     except ValueError:
         pass
+    out = []
     for cell, line in zip(cells, table.lines):  # the slow path finds the first bad cell
         if cell.lower() in MISSING_MARKERS:
             raise DataFormatError(f"{table.path}: {role} column {column!r} has a missing value at line {line} "
@@ -373,7 +374,8 @@ def _numbers(table: _Table, column: str, role: str) -> np.ndarray:
         if not math.isfinite(value):
             raise DataFormatError(f"{table.path}: {role} column {column!r} holds {cell!r} at line {line}; expected a "
                                   f"finite number.")
-    raise AssertionError("unreachable: a column failed to parse but every cell did")  # pragma: no cover
+        out.append(value)
+    return np.array(out, dtype=np.float64)  # numpy's parser refused what Python's float reads
 
 
 def _is_number(cell: str) -> bool:
@@ -461,8 +463,10 @@ def load_csv(
             rows.
     """
     valid_fraction, seed = _check_common(valid_fraction, seed)
-    if not isinstance(target, str) or not target:
+    if not isinstance(target, str):
         raise TypeError(f"Expected `target` to be the name of the target column, but got {target!r}.")
+    if not target:
+        raise ValueError("Expected `target` to be the name of the target column, but got an empty name.")
     label_task = _label_task(task)
     table = _read_table(data_path, "data_path")
     if target not in table.header:
