@@ -280,3 +280,14 @@ def test_ala_distances_draws_the_histograms_and_weights(tmp_path: Path) -> None:
         plot_ala_distances([no_hist])
     assert "ala_distances.png" not in [p.name for p in plot_run(_run_dir(tmp_path, "cls", snapshots=[no_hist],
                                                                          grad_ratio=False))]
+
+
+def test_implicit_lr_figure_draws_the_learned_effective_lr() -> None:
+    from adaloss.plotting import plot_implicit_lr
+
+    records = [{"step": s, "train_grad_norm_ratio": 1.0, "lr": 0.1, "train_lr_scale": 1 + s / 50}
+               for s in range(10, 60, 10)]
+    fig = plot_implicit_lr(records)
+    line = fig.axes[1].get_lines()[0]
+    assert list(line.get_ydata()) == pytest.approx([0.1 * (1 + s / 50) for s in range(10, 60, 10)])
+    assert "learned" in fig.axes[1].get_ylabel()

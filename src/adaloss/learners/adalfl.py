@@ -91,6 +91,13 @@ class AdaLFL:
             base gradient but not the form of the meta-gradient.
         grad_ratio_every: every this many steps also return ``grad_norm_ratio`` =
             ‖∇_θ M_φ‖ / ‖∇_θ L_T‖, the implicit learning-rate effect (one extra backward; 0 = never).
+        learn_lr: meta-learn the base learning rate too (the journal version's Algorithms 3–4, as
+            reconstructed here): ``"global"`` one log-multiplier ρ, ``"per_group"`` one per param
+            group of ``optimizer``; the step uses ``lr · exp(ρ)`` (the user's LR schedule still
+            applies), fitted in :meth:`initialize` and adapted after every step along the exact
+            one-step meta-gradient ``∂L/∂ρ = ⟨∇_θ' L, θ' − θ⟩`` (every supported update is linear
+            in its LR). ``"off"`` (default): the optimiser's LR as it is.
+        lr_meta_optimizer: factory for ρ's optimiser (default: Adam, lr 1e-3).
         initialized: the loss is already fitted (loaded, or deliberately used from its random
             initialisation); otherwise the first :meth:`step` before :meth:`initialize` warns.
         collective: under torchrun, averages gradients over the ranks (default: one process).
@@ -110,6 +117,8 @@ class AdaLFL:
         max_grad_norm: float | None = None,
         extra_loss: ExtraLoss | None = None,
         grad_ratio_every: int = 0,
+        learn_lr: Literal["off", "global", "per_group"] = "off",
+        lr_meta_optimizer: MetaOptimizerFactory | None = None,
         initialized: bool = False,
         collective: Collective | None = None,
     ) -> None:
@@ -133,6 +142,11 @@ class AdaLFL:
         self.extra_loss = extra_loss
         self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
         self.initialized = bool(initialized)
+        self.learn_lr = check_choice("learn_lr", learn_lr, ("off", "global", "per_group"))
+        n_groups = len(optimizer.param_groups)
+        #: ρ: the learned log-multiplier of the base LR, one (global) or one per param group
+        self.log_lr = nn.Parameter(torch.zeros(1 if self.learn_lr == "global" else n_groups, dtype=torch.float64))
+        self.lr_meta_optimizer = (lr_meta_optimizer or _adam_1e3)([self.log_lr])
         self.collective = collective if collective is not None else LocalCollective()
         self.task_loss = task_loss_for(self.task)
         self.steps = 0
@@ -161,12 +175,22 @@ class AdaLFL:
         """The learned loss the base model is trained with."""
         return self.loss
 
+    def lr_scale(self, optimizer: Optimizer | None = None) -> list[float] | None:
+        """The learned factor ``exp(ρ)`` on each param group's LR (``None`` when ``learn_lr="off"``)."""
+        if self.learn_lr == "off":
+            return None
+        groups = len((optimizer or self.optimizer).param_groups)
+        scale = torch.exp(self.log_lr.detach()).tolist()
+        return scale * groups if self.learn_lr == "global" else scale
+
     # ------------------------------------------------------------------ the one-step meta-gradient
     def _meta_step(
         self, model: nn.Module, diffopt: DifferentiableOptimizer, batch: Any, meta_batch: Any, *, ratio: bool
     ) -> tuple[Params, dict[str, dict[str, Tensor]], dict[str, Tensor], tuple[Tensor, ...]]:
-        """One base step θ → θ' with the learned loss, and the exact ∇_φ L_T(f_θ'(x_meta))."""
+        """One base step θ → θ' with the learned loss, and the exact ∇_φ L_T(f_θ'(x_meta)) (with
+        ``learn_lr``, also ∇_ρ, appended as the last meta-gradient)."""
         forward, sync = self.forward, self.collective
+        lr_scale = self.lr_scale(diffopt.optimizer)
         inputs, y = split_batch(model, batch, forward, self.target)
         trainable = set(diffopt.names)
         params = {n: p for n, p in model.named_parameters() if n in trainable}
@@ -193,7 +217,8 @@ class AdaLFL:
             scalars["grad_norm"] = norm.detach()
         grads = dict(zip(names, g_list))
         with torch.no_grad():
-            new_params, new_state = diffopt.update({n: p.detach() for n, p in params.items()}, grads)
+            new_params, new_state = diffopt.update({n: p.detach() for n, p in params.items()}, grads,
+                                                   lr_scale=lr_scale)
 
         meta_inputs, ym = split_batch(model, meta_batch, forward, self.target)
         theta1 = {n: t.detach().requires_grad_(True) for n, t in new_params.items()}
@@ -202,7 +227,8 @@ class AdaLFL:
         g_meta = list(torch.autograd.grad(meta_loss, [theta1[n] for n in names]))
         sync.mean_(g_meta)  # ∇θ' of the global meta batch: v (and so φ's update) is the same on every rank
         scalars["meta_loss"] = meta_loss.detach()
-        v = diffopt.vjp_grads({n: p.detach() for n, p in params.items()}, grads, dict(zip(names, g_meta)))
+        v = diffopt.vjp_grads({n: p.detach() for n, p in params.items()}, grads, dict(zip(names, g_meta)),
+                              lr_scale=lr_scale)
         if self.max_grad_norm is not None:  # pull v back through the clipping as well
             v = dict(zip(names, clip_by_global_norm_vjp(raw, [v[n] for n in names], self.max_grad_norm)))
         u = model_jvp(model, params, v, inputs, rng_state=rng, forward=forward, device=device)
@@ -211,7 +237,20 @@ class AdaLFL:
         meta_grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(phi, meta_grads))
         # ∇φ is a sum over the training rows (through g): each rank holds its shard's share
         sync.mean_(meta_grads)
+        if lr_scale is not None:  # θ' − θ = −lr·D(g, s) for every supported update, so ∂θ'/∂ρ = θ' − θ
+            meta_grads = (*meta_grads, self._lr_meta_gradient(diffopt, params, new_params, dict(zip(names, g_meta))))
         return new_params, new_state, scalars, meta_grads
+
+    def _lr_meta_gradient(self, diffopt: DifferentiableOptimizer, params: Params, new_params: Params,
+                          g_meta: Params) -> Tensor:
+        """``∂L/∂ρ_k = Σ_{p in group k} ⟨∇_θ' L, θ'_p − θ_p⟩`` (float64; one entry per ρ)."""
+        group_of = diffopt.group_index
+        grad = torch.zeros_like(self.log_lr)
+        for n, g in g_meta.items():
+            dot = (g.double() * (new_params[n].double() - params[n].detach().double())).sum()
+            k = 0 if self.learn_lr == "global" else group_of[n]
+            grad[k] += dot.to(grad.device)
+        return grad
 
     def _checked_loss(self, z: Tensor, y: Tensor) -> Tensor:
         m = self.loss(z, y)
@@ -228,10 +267,15 @@ class AdaLFL:
         if not finite:
             self.skipped_meta_steps += 1
             return
-        for p, g in zip(self.loss.parameters(), meta_grads):
+        phi = list(self.loss.parameters())
+        for p, g in zip(phi, meta_grads):
             p.grad = g
         self.meta_optimizer.step()
         self.meta_optimizer.zero_grad(set_to_none=True)
+        if self.learn_lr != "off":
+            self.log_lr.grad = meta_grads[len(phi)].to(self.log_lr)
+            self.lr_meta_optimizer.step()
+            self.lr_meta_optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ public
     def step(self, batch: Any, meta_batch: Any = None) -> dict[str, Tensor]:
@@ -274,6 +318,8 @@ class AdaLFL:
             )
             self._apply_meta_gradient(meta_grads, scalars)
             self.diffopt.commit(new_params, new_state)  # θ' is the base update kept
+        if self.learn_lr != "off":
+            scalars["lr_scale"] = torch.exp(self.log_lr.detach()).mean()
         self.steps += 1
         return scalars
 
@@ -283,9 +329,18 @@ class AdaLFL:
             raise ValueError("`max_grad_norm` and `extra_loss` apply to online AdaLFL; with online=False clip and "
                              "add terms in your own loop around adalfl.criterion.")
         checked = self._checked_loss
-        return loss_step(self.model, self.optimizer, lambda z, y: checked(z, y), batch, forward=self.forward,
-                         target=self.target, collective=self.collective,
-                         reference=self.task_loss if ratio else None)
+        scale = self.lr_scale()
+        saved = [group["lr"] for group in self.optimizer.param_groups]
+        if scale is not None:  # the learned LR for this step only; the user's schedule keeps its own value
+            for group, factor in zip(self.optimizer.param_groups, scale):
+                group["lr"] = group["lr"] * factor
+        try:
+            return loss_step(self.model, self.optimizer, lambda z, y: checked(z, y), batch, forward=self.forward,
+                             target=self.target, collective=self.collective,
+                             reference=self.task_loss if ratio else None)
+        finally:
+            for group, lr in zip(self.optimizer.param_groups, saved):
+                group["lr"] = lr
 
     def initialize(
         self,
@@ -354,6 +409,8 @@ class AdaLFL:
             "steps": self.steps,
             "skipped_meta_steps": self.skipped_meta_steps,
             "initialized": self.initialized,
+            **({"log_lr": self.log_lr.detach().clone(), "lr_meta_optimizer": self.lr_meta_optimizer.state_dict()}
+               if self.learn_lr != "off" else {}),
         }
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -363,6 +420,13 @@ class AdaLFL:
         self.steps = int(state["steps"])
         self.skipped_meta_steps = int(state["skipped_meta_steps"])
         self.initialized = bool(state.get("initialized", True))
+        if self.learn_lr != "off":
+            if "log_lr" not in state:
+                raise ValueError("Expected the state to hold the learned LR (`log_lr`), since learn_lr="
+                                 f"{self.learn_lr!r}, but it has none (saved with learn_lr='off').")
+            with torch.no_grad():
+                self.log_lr.copy_(state["log_lr"])
+            self.lr_meta_optimizer.load_state_dict(state["lr_meta_optimizer"])
         self.to(self._device())
 
 
@@ -397,6 +461,7 @@ class AdaLFLLearner(Learner):
         meta_batch: where the meta batch comes from: the validation split (paper) or the
             training batch of the same step.
         grad_ratio_every: every this many steps also log ‖∇_θ M_φ‖ / ‖∇_θ CE‖ (0 = never).
+        learn_lr, lr_meta_optimizer: the learned base LR (see :class:`AdaLFL`).
         task: classification or regression (set by the method registry).
     """
 
@@ -410,8 +475,12 @@ class AdaLFLLearner(Learner):
         online: bool = True,
         meta_batch: Literal["valid", "train"] = "valid",
         grad_ratio_every: int = 10,
+        learn_lr: Literal["off", "global", "per_group"] = "off",
+        lr_meta_optimizer: MetaOptimizerFactory | None = None,
     ) -> None:
         self.task: Task = task
+        self.learn_lr = check_choice("learn_lr", learn_lr, ("off", "global", "per_group"))
+        self.lr_meta_optimizer = lr_meta_optimizer
         self.loss = loss if loss is not None else LossNetwork(task=task)
         if self.loss.task != task:
             raise ValueError(f"The loss network is for {self.loss.task}, but the task is {task}.")
@@ -437,7 +506,8 @@ class AdaLFLLearner(Learner):
         self.core = AdaLFL(
             context.model, context.optimizer, loss=self.loss, meta_optimizer=self.meta_optimizer,
             task=self.task, online=self.online, grad_ratio_every=self.grad_ratio_every,  # type: ignore[arg-type]
-            initialized=self.init_steps == 0, collective=context.collective,
+            initialized=self.init_steps == 0, collective=context.collective, learn_lr=self.learn_lr,
+            lr_meta_optimizer=self.lr_meta_optimizer,
         )
 
     def prepare(self) -> dict[str, float]:

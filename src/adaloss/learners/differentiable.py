@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -77,6 +77,11 @@ class DifferentiableOptimizer:
         self._group_index = {name: group_of[id(p)] for name, p in self._params.items()}
 
     @property
+    def group_index(self) -> dict[str, int]:
+        """Trainable parameter name → the index of its param group."""
+        return dict(self._group_index)
+
+    @property
     def names(self) -> list[str]:
         """Names of the trainable parameters, in model order."""
         return list(self._params)
@@ -99,7 +104,13 @@ class DifferentiableOptimizer:
         # .get: indexing optimizer.state (a defaultdict) would insert an empty entry
         return dict(self.optimizer.state.get(self._params[name], {}))
 
-    def update(self, params: Params, grads: Params) -> tuple[Params, OptimState]:
+    def _lr(self, group_index: int, lr_scale: Sequence[float] | None) -> float:
+        lr = float(_scalar(self.optimizer.param_groups[group_index]["lr"]))
+        return lr if lr_scale is None else lr * float(lr_scale[group_index])
+
+    def update(
+        self, params: Params, grads: Params, *, lr_scale: Sequence[float] | None = None
+    ) -> tuple[Params, OptimState]:
         """The optimiser's next parameters and state, computed out of place and differentiably.
 
         Each parameter uses the hyper-parameters of its param group as they are now (the current
@@ -109,6 +120,7 @@ class DifferentiableOptimizer:
             params: the parameters ``θ`` by name; must hold every name in ``grads``.
             grads: the gradients ``g`` by name. As in ``torch.optim``, a trainable parameter without a
                 gradient is not updated and its state does not advance.
+            lr_scale: a factor per param group on its current LR (a learned LR; ``None``: 1).
 
         Returns:
             ``θ'`` (every name of ``params``; those without a gradient passed through) and ``s'`` (the
@@ -133,7 +145,7 @@ class DifferentiableOptimizer:
                     sub_params,
                     sub_grads,
                     sub_state,
-                    lr=_scalar(group["lr"]),
+                    lr=self._lr(i, lr_scale),
                     momentum=group["momentum"],
                     dampening=group["dampening"],
                     nesterov=group["nesterov"],
@@ -145,7 +157,7 @@ class DifferentiableOptimizer:
                     sub_params,
                     sub_grads,
                     sub_state,
-                    lr=_scalar(group["lr"]),
+                    lr=self._lr(i, lr_scale),
                     betas=tuple(_scalar(b) for b in group["betas"]),
                     eps=group["eps"],
                     weight_decay=group["weight_decay"],
@@ -192,7 +204,9 @@ class DifferentiableOptimizer:
         # a commit warns that the optimiser was never stepped (an error under -W error)
         self.optimizer._opt_called = True  # type: ignore[attr-defined]
 
-    def vjp_grads(self, params: Params, grads: Params, cotangent: Params) -> Params:
+    def vjp_grads(
+        self, params: Params, grads: Params, cotangent: Params, *, lr_scale: Sequence[float] | None = None
+    ) -> Params:
         """``(∂θ'/∂g)ᵀ · cotangent``: a cotangent of the update pulled back to the gradients.
 
         For SGD the update is linear in ``g`` with a scalar Jacobian per parameter, so this is a
@@ -235,12 +249,12 @@ class DifferentiableOptimizer:
                     factor = 1.0
                 else:
                     factor = 1.0 - dampening
-                lr = _scalar(group["lr"])
+                lr = self._lr(self._group_index[name], lr_scale)
                 out[name] = cotangent[name] * (lr * factor if group["maximize"] else -lr * factor)
             return out
         leaves = {n: grads[n].detach().requires_grad_() for n in names}
         with torch.enable_grad():
-            stepped, _ = self.update({n: params[n].detach() for n in names}, leaves)
+            stepped, _ = self.update({n: params[n].detach() for n in names}, leaves, lr_scale=lr_scale)
             pulled = torch.autograd.grad(
                 [stepped[n] for n in names],
                 list(leaves.values()),

@@ -187,7 +187,8 @@ def plot_implicit_lr(records: Sequence[dict[str, Any]], *, title: str | None = N
     """``train_grad_norm_ratio`` against step: the implicit learning-rate effect of a learned loss.
 
     The ratio is ‖∇θ learned loss‖ / ‖∇θ cross-entropy‖; a dashed line marks 1 (the scale of
-    cross-entropy). When the base learning rate ``lr`` varies it is drawn on a twin y axis.
+    cross-entropy). When the base learning rate ``lr`` varies it is drawn on a twin y axis; with a
+    learned LR (``train_lr_scale`` logged) the effective rate ``lr × scale``.
 
     Args:
         records: records of ``metrics.jsonl``.
@@ -208,10 +209,16 @@ def plot_implicit_lr(records: Sequence[dict[str, Any]], *, title: str | None = N
     ax.set_ylabel("‖∇ learned loss‖ / ‖∇ cross-entropy‖", color="C0")
     ax.grid(alpha=0.3)
     lr_steps, lr = _series(records, "lr")
+    scale_steps, scale = _series(records, "train_lr_scale")
+    if scale_steps:  # a learned LR (learn_lr): the effective LR is the schedule's times exp(ρ)
+        by_step = dict(zip(lr_steps, lr))
+        lr_steps = [s for s in scale_steps if s in by_step]
+        lr = [by_step[s] * f for s, f in zip(scale_steps, scale) if s in by_step]
     if len(set(lr)) > 1:
         twin = ax.twinx()
-        twin.plot(lr_steps, lr, color="C1", label="lr", linewidth=1.0, alpha=0.8)
-        twin.set_ylabel("base learning rate", color="C1")
+        label = "effective lr (learned)" if scale_steps else "lr"
+        twin.plot(lr_steps, lr, color="C1", label=label, linewidth=1.0, alpha=0.8)
+        twin.set_ylabel("base learning rate" + (" × learned factor" if scale_steps else ""), color="C1")
     if title:
         fig.suptitle(title)
     return fig
