@@ -168,3 +168,9 @@ def test_state_dict_round_trip_continues_exactly() -> None:
     for p, q in zip([*full_model.parameters(), *full.policy.parameters()],
                     [*resumed_model.parameters(), *resumed.policy.parameters()]):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("option", [{"hidden": [0.5]}, {"history": 2.0}, {"replay_batch": 1.5}, {"seed": 1.0}])
+def test_integer_options_refuse_floats(option: dict) -> None:
+    with pytest.raises(TypeError, match=f"`{next(iter(option))}`"):
+        adaloss.ALA(adaloss.ClassPairLoss(3), **option)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adaloss._validation import check_positive
+from adaloss._validation import check_int
 from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss, ParametricLoss
 from adaloss.typing import StateDict
 
@@ -69,7 +69,7 @@ class PairConfusionFeatures:
     """
 
     def __init__(self, *, history: int = 10, log_confusion: bool = True) -> None:
-        self.history = int(check_positive("history", history))
+        self.history = check_int("history", history, minimum=1)
         self.log_confusion = bool(log_confusion)
         self._confusions: list[Tensor] = []
 
@@ -120,7 +120,7 @@ class MetricHistoryFeatures:
     """
 
     def __init__(self, *, history: int = 10) -> None:
-        self.history = int(check_positive("history", history))
+        self.history = check_int("history", history, minimum=1)
 
     @property
     def num_features(self) -> int:
@@ -165,7 +165,7 @@ class PairDistanceFeatures:
     """
 
     def __init__(self, *, history: int = 10) -> None:
-        self.history = int(check_positive("history", history))
+        self.history = check_int("history", history, minimum=1)
         #: (positive, negative) histograms of the controller steps so far, newest first
         self._hists: list[tuple[Tensor, Tensor]] = []
 

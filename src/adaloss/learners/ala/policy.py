@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaloss._validation import check_choice, check_fraction, check_positive
+from adaloss._validation import check_choice, check_fraction, check_int, check_int_list, check_positive
 from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.distributed import Collective, LocalCollective
 from adaloss.typing import StateDict
@@ -40,8 +40,8 @@ class ALAPolicy(nn.Module):
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (32, 32)) -> None:
         super().__init__()
-        self.in_features = int(check_positive("in_features", in_features))
-        self.hidden = [int(check_positive("hidden", h)) for h in hidden]
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.hidden = check_int_list("hidden", hidden)
         layers: list[nn.Module] = []
         width = self.in_features
         for h in self.hidden:
@@ -140,13 +140,13 @@ class ALAController:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=float(check_positive("policy_lr", lr)))
         self.baseline_decay = check_fraction("baseline_decay", baseline_decay, low_open=False)
         self.entropy_coef = float(check_positive("entropy_coef", entropy_coef, allow_zero=True))
-        self.replay_capacity = int(check_positive("replay_capacity", replay_capacity, allow_zero=True))
-        self.replay_batch = int(check_positive("replay_batch", replay_batch))
+        self.replay_capacity = check_int("replay_capacity", replay_capacity, minimum=0)
+        self.replay_batch = check_int("replay_batch", replay_batch, minimum=1)
         self.clip_ratio = float(check_positive("clip_ratio", clip_ratio))
         self.reward_kind = check_choice("reward", reward, ("sign", "difference"))
         self.train_policy = bool(train_policy)
         self.greedy = bool(greedy)
-        self.seed = int(seed)
+        self.seed = check_int("seed", seed, minimum=0)
         self.generator = torch.Generator().manual_seed(self.seed)
         #: the workers sharing this policy (one process: a no-op); see :meth:`share`
         self.collective: Collective = LocalCollective()
