@@ -22,7 +22,7 @@ from torch.func import functional_call, jvp
 
 from adaloss.typing import Params
 
-__all__ = ["call_at", "capture_rng", "loss_meta_gradient", "model_jvp"]
+__all__ = ["call_at", "capture_rng", "loss_meta_gradient", "model_forward_difference", "model_jvp"]
 
 #: ``forward(model, batch) -> outputs``: how a model is applied to one batch (``None``: ``model(batch)``)
 Forward = Callable[[nn.Module, Any], Tensor]
@@ -88,6 +88,52 @@ def model_jvp(
         if cuda_state is not None:
             torch.cuda.set_rng_state(cuda_state, device=device)
         return jvp(f, (primals,), (tans,))[1]
+
+
+def model_forward_difference(
+    model: nn.Module,
+    params: Params,
+    tangents: Params,
+    x: Any,
+    outputs: Tensor,
+    *,
+    rng_state: tuple[Tensor, Tensor | None] | None = None,
+    forward: Forward | None = None,
+    device: torch.device | None = None,
+    eps: float | None = None,
+) -> Tensor:
+    """``(f(θ + h·v) − f(θ)) / h ≈ J_θ v``: the Jacobian-vector product of :func:`model_jvp` by one
+    extra forward pass, reusing the outputs ``f(θ)`` of the base forward (``outputs``).
+
+    Same model state as :func:`model_jvp`: current mode, cloned buffers (BatchNorm uses the batch
+    statistics, as the base forward did), dropout masks replayed from ``rng_state``. The step is
+    ``h = eps · (1 + ‖θ‖) / ‖v‖`` with ``eps`` the square root of the dtype's machine epsilon by
+    default (the usual choice balancing truncation against rounding error).
+    """
+    primals = {k: v.detach() for k, v in params.items()}
+    tans = {k: tangents[k].detach() for k in primals}
+    first = next(iter(primals.values()))
+    if eps is None:
+        eps = float(torch.finfo(first.dtype).eps) ** 0.5
+    with torch.no_grad():
+        v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tans.values()]))
+        p_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in primals.values()]))
+        h = eps * (1 + p_norm) / v_norm.clamp_min(torch.finfo(first.dtype).tiny)  # v = 0 gives a zero difference
+        shifted = {k: p + h * tans[k] for k, p in primals.items()}
+        buffers = {k: b.clone() for k, b in model.named_buffers()}
+        if rng_state is None:
+            moved = call_at(model, shifted, buffers, x, forward)
+        else:
+            if device is None:
+                device = first.device
+            cpu_state, cuda_state = rng_state
+            devices = [device.index or 0] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.set_rng_state(cpu_state)
+                if cuda_state is not None:
+                    torch.cuda.set_rng_state(cuda_state, device=device)
+                moved = call_at(model, shifted, buffers, x, forward)
+        return (moved - outputs.detach()) / h
 
 
 def capture_rng(device: torch.device) -> tuple[Tensor, Tensor | None]:

@@ -20,7 +20,7 @@ from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.batches import apply_model, cycle, move_to, split_batch
 from adaloss.distributed import Collective, LocalCollective
 from adaloss.functional.clip import clip_by_global_norm, clip_by_global_norm_vjp, global_norm
-from adaloss.functional.meta import call_at, capture_rng, loss_meta_gradient, model_jvp
+from adaloss.functional.meta import call_at, capture_rng, loss_meta_gradient, model_forward_difference, model_jvp
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged, loss_step
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.losses.network import LossNetwork
@@ -98,6 +98,10 @@ class AdaLFL:
             one-step meta-gradient ``∂L/∂ρ = ⟨∇_θ' L, θ' − θ⟩`` (every supported update is linear
             in its LR). ``"off"`` (default): the optimiser's LR as it is.
         lr_meta_optimizer: factory for ρ's optimiser (default: Adam, lr 1e-3).
+        meta_gradient: ``"exact"`` (default): the model's Jacobian-vector product ``J_θ v`` by
+            forward-mode autodiff; ``"forward_difference"``: ``(f(θ + h v) − f(θ)) / h`` by one extra
+            forward pass that reuses the base forward's outputs (cheaper, approximate; its fidelity
+            is measured by ``benchmarks/step_cost.py``).
         initialized: the loss is already fitted (loaded, or deliberately used from its random
             initialisation); otherwise the first :meth:`step` before :meth:`initialize` warns.
         collective: under torchrun, averages gradients over the ranks (default: one process).
@@ -119,6 +123,7 @@ class AdaLFL:
         grad_ratio_every: int = 0,
         learn_lr: Literal["off", "global", "per_group"] = "off",
         lr_meta_optimizer: MetaOptimizerFactory | None = None,
+        meta_gradient: Literal["exact", "forward_difference"] = "exact",
         initialized: bool = False,
         collective: Collective | None = None,
     ) -> None:
@@ -143,6 +148,7 @@ class AdaLFL:
         self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
         self.initialized = bool(initialized)
         self.learn_lr = check_choice("learn_lr", learn_lr, ("off", "global", "per_group"))
+        self.meta_gradient = check_choice("meta_gradient", meta_gradient, ("exact", "forward_difference"))
         n_groups = len(optimizer.param_groups)
         #: ρ: the learned log-multiplier of the base LR, one (global) or one per param group
         self.log_lr = nn.Parameter(torch.zeros(1 if self.learn_lr == "global" else n_groups, dtype=torch.float64))
@@ -231,7 +237,10 @@ class AdaLFL:
                               lr_scale=lr_scale)
         if self.max_grad_norm is not None:  # pull v back through the clipping as well
             v = dict(zip(names, clip_by_global_norm_vjp(raw, [v[n] for n in names], self.max_grad_norm)))
-        u = model_jvp(model, params, v, inputs, rng_state=rng, forward=forward, device=device)
+        if self.meta_gradient == "exact":
+            u = model_jvp(model, params, v, inputs, rng_state=rng, forward=forward, device=device)
+        else:
+            u = model_forward_difference(model, params, v, inputs, z, rng_state=rng, forward=forward, device=device)
         phi = list(self.loss.parameters())
         meta_grads = loss_meta_gradient(self.loss, z, y, u, phi)
         meta_grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(phi, meta_grads))
@@ -462,6 +471,7 @@ class AdaLFLLearner(Learner):
             training batch of the same step.
         grad_ratio_every: every this many steps also log ‖∇_θ M_φ‖ / ‖∇_θ CE‖ (0 = never).
         learn_lr, lr_meta_optimizer: the learned base LR (see :class:`AdaLFL`).
+        meta_gradient: ``"exact"`` or ``"forward_difference"`` (see :class:`AdaLFL`).
         task: classification or regression (set by the method registry).
     """
 
@@ -477,8 +487,10 @@ class AdaLFLLearner(Learner):
         grad_ratio_every: int = 10,
         learn_lr: Literal["off", "global", "per_group"] = "off",
         lr_meta_optimizer: MetaOptimizerFactory | None = None,
+        meta_gradient: Literal["exact", "forward_difference"] = "exact",
     ) -> None:
         self.task: Task = task
+        self.meta_gradient = check_choice("meta_gradient", meta_gradient, ("exact", "forward_difference"))
         self.learn_lr = check_choice("learn_lr", learn_lr, ("off", "global", "per_group"))
         self.lr_meta_optimizer = lr_meta_optimizer
         self.loss = loss if loss is not None else LossNetwork(task=task)
@@ -507,7 +519,7 @@ class AdaLFLLearner(Learner):
             context.model, context.optimizer, loss=self.loss, meta_optimizer=self.meta_optimizer,
             task=self.task, online=self.online, grad_ratio_every=self.grad_ratio_every,  # type: ignore[arg-type]
             initialized=self.init_steps == 0, collective=context.collective, learn_lr=self.learn_lr,
-            lr_meta_optimizer=self.lr_meta_optimizer,
+            lr_meta_optimizer=self.lr_meta_optimizer, meta_gradient=self.meta_gradient,  # type: ignore[arg-type]
         )
 
     def prepare(self) -> dict[str, float]:
