@@ -197,8 +197,10 @@ def test_initialize_cycles_a_dataloader_epoch_after_epoch_and_refuses_a_short_it
     epochs = [sorted(seen[k : k + 64]) for k in (0, 64)]
     assert epochs[0] == epochs[1] == list(range(64))  # whole epochs, each a fresh permutation
     assert seen[:64] != seen[64:128]
+    fresh = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                           loss=adaloss.LossNetwork(task="classification").double())
     with pytest.raises(ValueError, match="`batches` is a one-shot iterator"):
-        adalfl.initialize(_mlp, iter([(x, y)]), None, steps=2)
+        fresh.initialize(_mlp, iter([(x, y)]), None, steps=2)
 
 
 def test_bad_arguments_are_named() -> None:
@@ -285,3 +287,45 @@ def test_forward_difference_meta_gradient_approximates_the_exact_one_float64(mod
     exact, approx = deltas
     assert exact.norm() > 0
     assert float((approx - exact).norm() / exact.norm()) < 1e-5
+
+
+def test_initialize_resumes_from_a_state_taken_part_way_to_the_same_phi() -> None:
+    x, y = _data()
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+
+    def build():  # type: ignore[no-untyped-def]
+        model = _mlp()
+        return adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                              loss=adaloss.LossNetwork(task="classification").double())
+
+    def factory() -> nn.Module:
+        return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+
+    full = build()
+    torch.manual_seed(3)
+    out_full = full.initialize(factory, batches, steps=6)
+    states: dict[int, tuple] = {}
+    part = build()
+    torch.manual_seed(3)
+
+    def keep(done: int) -> None:  # what a trainer checkpoints: the object's state and the RNG
+        states[done] = (copy.deepcopy(part.state_dict()), torch.get_rng_state())
+
+    part.initialize(factory, batches, steps=6, on_unroll=keep)
+    resumed = build()
+    state, rng = states[4]
+    resumed.load_state_dict(state)
+    torch.set_rng_state(rng)
+    out = resumed.initialize(factory, batches[4 % 4 :], steps=6)  # unrolls 5 and 6 see batches 0 and 1 again
+    assert resumed.init_done == 6 and resumed.initialized
+    for p, q in zip(full.loss.parameters(), resumed.loss.parameters()):
+        assert torch.equal(p, q)
+    assert out == out_full
+
+
+def test_loss_network_inside_the_model_is_refused() -> None:
+    loss = adaloss.LossNetwork(task="classification")
+    model = nn.Sequential(nn.Linear(6, 4))
+    model.add_module("loss", loss)
+    with pytest.raises(ValueError, match="kept out of `model`"):
+        adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), loss=loss)

@@ -136,6 +136,11 @@ class AdaLFL:
         if self.loss.task != task:
             raise ValueError(f"Expected `loss` to be a loss network for task={task!r}, but got one for "
                              f"{self.loss.task!r}.")
+        shared = {id(p) for p in self.loss.parameters()} & {id(p) for p in model.parameters()}
+        if shared:
+            raise ValueError("Expected `loss` to be kept out of `model` (its parameters are φ, trained by the "
+                             f"meta-optimiser), but {len(shared)} of its parameters are also parameters of `model`; "
+                             "do not register the loss network as a submodule of the model.")
         self.model = model
         self.optimizer = optimizer
         self.diffopt = DifferentiableOptimizer(optimizer, model)
@@ -157,6 +162,10 @@ class AdaLFL:
         self.task_loss = task_loss_for(self.task)
         self.steps = 0
         self.skipped_meta_steps = 0
+        #: unrolls of :meth:`initialize` done so far, and the non-finite meta-gradients skipped in them
+        self.init_done = 0
+        self.init_skipped = 0
+        self.init_loss_sum = 0.0
         self._warned = False
         self.to(self._device())
 
@@ -360,8 +369,12 @@ class AdaLFL:
         steps: int = 2500,
         optimizer_factory: Callable[[nn.Module], Optimizer] | None = None,
         progress: bool = False,
+        on_unroll: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
         """Algorithm 1: ``steps`` one-step unrolls of φ, each from a freshly initialised base model.
+
+        Resumable: :meth:`state_dict` records the unrolls done, so after ``load_state_dict`` of a
+        state taken part-way (e.g. from ``on_unroll``) the same call runs only the remaining ones.
 
         Args:
             model_factory: builds a freshly initialised base model (e.g. the model's class).
@@ -373,14 +386,17 @@ class AdaLFL:
             optimizer_factory: the optimiser of each fresh model (default: the type of
                 ``optimizer`` with its first param group's current hyper-parameters).
             progress: show a progress bar with the running meta-loss.
+            on_unroll: called with the number of unrolls done after each one (e.g. to checkpoint
+                ``state_dict()`` every so many).
 
         Returns:
-            ``meta_loss`` (mean over the unrolls) and ``skipped_meta_steps``.
+            ``meta_loss`` (mean over all unrolls) and ``skipped_meta_steps`` (non-finite ones skipped).
         """
         steps = check_int("steps", steps, minimum=0)
-        if steps == 0:
+        if self.init_done >= steps:
             self.initialized = True
-            return {}
+            return {} if steps == 0 else {"meta_loss": self.init_loss_sum / max(self.init_done, 1),
+                                          "skipped_meta_steps": float(self.init_skipped)}
         train_iter = cycle(batches, name="batches")
         meta_iter = cycle(meta_batches, name="meta_batches") if meta_batches is not None else None
         device = self._device()
@@ -390,8 +406,9 @@ class AdaLFL:
             def optimizer_factory(m: nn.Module) -> Optimizer:
                 return opt_type(m.parameters(), **hyper)
 
-        total, skipped = 0.0, 0
-        bar = tqdm(range(steps), desc="AdaLFL init", disable=not progress, leave=False, dynamic_ncols=True)
+        start = self.init_done
+        bar = tqdm(range(start, steps), desc="AdaLFL init", disable=not progress, leave=False, dynamic_ncols=True,
+                   initial=start, total=steps)
         for i in bar:
             fresh = model_factory().to(device)
             fresh.train(self.model.training)
@@ -400,14 +417,17 @@ class AdaLFL:
             meta = move_to(next(meta_iter), device) if meta_iter is not None else batch
             _, _, scalars, meta_grads = self._meta_step(fresh, diffopt, batch, meta, ratio=False)
             self._apply_meta_gradient(meta_grads, scalars)
-            skipped += int(scalars["meta_skipped"])
-            total += float(scalars["meta_loss"])
+            self.init_skipped += int(scalars["meta_skipped"])
+            self.init_loss_sum += float(scalars["meta_loss"])
+            self.init_done = i + 1
             if progress and (i % 10 == 0 or i == steps - 1):
-                bar.set_postfix(meta_loss=f"{total / (i + 1):.4g}", refresh=False)
+                bar.set_postfix(meta_loss=f"{self.init_loss_sum / self.init_done:.4g}", refresh=False)
+            if on_unroll is not None:
+                on_unroll(self.init_done)
         bar.close()
         self.skipped_meta_steps = 0
         self.initialized = True
-        return {"meta_loss": total / steps, "skipped_meta_steps": float(skipped)}
+        return {"meta_loss": self.init_loss_sum / steps, "skipped_meta_steps": float(self.init_skipped)}
 
     def state_dict(self) -> StateDict:
         """φ, its optimiser and the counters (the model and base optimiser are the user's to save)."""
@@ -418,6 +438,9 @@ class AdaLFL:
             "steps": self.steps,
             "skipped_meta_steps": self.skipped_meta_steps,
             "initialized": self.initialized,
+            "init_done": self.init_done,
+            "init_skipped": self.init_skipped,
+            "init_loss_sum": self.init_loss_sum,
             **({"log_lr": self.log_lr.detach().clone(), "lr_meta_optimizer": self.lr_meta_optimizer.state_dict()}
                if self.learn_lr != "off" else {}),
         }
@@ -429,6 +452,9 @@ class AdaLFL:
         self.steps = int(state["steps"])
         self.skipped_meta_steps = int(state["skipped_meta_steps"])
         self.initialized = bool(state.get("initialized", True))
+        self.init_done = int(state.get("init_done", 0))
+        self.init_skipped = int(state.get("init_skipped", 0))
+        self.init_loss_sum = float(state.get("init_loss_sum", 0.0))
         if self.learn_lr != "off":
             if "log_lr" not in state:
                 raise ValueError("Expected the state to hold the learned LR (`log_lr`), since learn_lr="
