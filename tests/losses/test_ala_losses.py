@@ -28,7 +28,7 @@ def test_log_prob_form_at_identity_is_cross_entropy() -> None:
 def test_sigmoid_form_hand_value() -> None:
     z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
     y = torch.tensor([0, 2])
-    loss = ClassPairLoss(3).double()
+    loss = ClassPairLoss(3, form="sigmoid").double()
     # at Φ = I: −σ(log p_y) = −p_y / (1 + p_y)
     p = z.softmax(-1)[torch.arange(2), y]
     torch.testing.assert_close(loss(z, y), (-p / (1 + p)).mean())
@@ -46,7 +46,7 @@ def test_sigmoid_form_hand_value() -> None:
 def test_sigmoid_form_gradient_is_ce_gradient_times_documented_ratio() -> None:
     z = torch.tensor([[1.0, -0.5, 0.3, 2.0]], dtype=torch.float64, requires_grad=True)
     y = torch.tensor([1])
-    (g_sig,) = torch.autograd.grad(ClassPairLoss(4).double()(z, y), z)
+    (g_sig,) = torch.autograd.grad(ClassPairLoss(4, form="sigmoid").double()(z, y), z)
     (g_ce,) = torch.autograd.grad(F.cross_entropy(z, y), z)
     p_y = float(z.detach().softmax(-1)[0, 1])
     torch.testing.assert_close(g_sig, g_ce * sigmoid_gradient_ratio(p_y))
@@ -203,3 +203,9 @@ def test_pair_distance_reference_loss_ignores_phi() -> None:
     loss.set_parameter_vector(torch.linspace(0.0, 2.0, 8))
     assert not torch.allclose(loss(e, labels), at_one)
     torch.testing.assert_close(loss.reference_loss(e, labels), at_one)
+
+
+def test_default_form_is_log_prob_exactly_cross_entropy_at_identity() -> None:
+    z = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3, 1])
+    torch.testing.assert_close(ClassPairLoss(4).double()(z, y), F.cross_entropy(z, y))

@@ -94,7 +94,7 @@ def class_pair_loss(
     target: Tensor,
     phi: Tensor,
     *,
-    form: Literal["sigmoid", "log_prob"] = "sigmoid",
+    form: Literal["sigmoid", "log_prob"] = "log_prob",
     scale: float = 1.0,
 ) -> Tensor:
     """The class-pair loss of :class:`ClassPairLoss`, functional (differentiable in logits and Φ).
@@ -126,10 +126,11 @@ def class_pair_loss(
 class ClassPairLoss(nn.Module):
     """ALA's classification loss: a C×C matrix Φ applied to log-probabilities (dossier §3.1).
 
-    ``form="sigmoid"`` (default; the paper's form as reconstructed from the public
-    re-implementation, "Eq. 6"): ``l_Φ(z, y) = −σ(yᵀ Φ log softmax(z))``.
-    ``form="log_prob"``: ``l_Φ(z, y) = −Σ_j [Φ⁺_yj log p_j + Φ⁻_yj log(1 − p_j)]``, exactly
-    cross-entropy at Φ = I and bounded below for every Φ (see :func:`class_pair_loss`).
+    ``form="log_prob"`` (default): ``l_Φ(z, y) = −Σ_j [Φ⁺_yj log p_j + Φ⁻_yj log(1 − p_j)]``,
+    exactly cross-entropy at Φ = I and bounded below for every Φ (see :func:`class_pair_loss`).
+    ``form="sigmoid"`` (the paper's form as reconstructed from the public re-implementation,
+    "Eq. 6"; the ``faithful`` preset): ``l_Φ(z, y) = −σ(yᵀ Φ log softmax(z))`` — it trains far
+    worse than CE (see below and NOTES.md, "ALA loss form").
 
     Gradient scale (dossier §3.1): at Φ = I the sigmoid form is ``−p_y / (1 + p_y)`` and its
     gradient with respect to the logits is cross-entropy's times ``p_y / (1 + p_y)²`` —
@@ -164,7 +165,7 @@ class ClassPairLoss(nn.Module):
         self,
         num_classes: int,
         *,
-        form: Literal["sigmoid", "log_prob"] = "sigmoid",
+        form: Literal["sigmoid", "log_prob"] = "log_prob",
         bounds: tuple[float, float] = (-1.0, 1.0),
         diagonal_bounds: tuple[float, float] = (0.0, 2.0),
         symmetric: bool = True,
