@@ -16,6 +16,7 @@ from adaloss.plotting.figures import (
     plot_learning_curves,
     plot_loss_evolution,
     plot_run,
+    run_figures,
     write_learning_curves,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "plot_learning_curves",
     "plot_loss_evolution",
     "plot_run",
+    "run_figures",
     "write_learning_curves",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "plot_learning_curves",
     "plot_loss_evolution",
     "plot_run",
+    "run_figures",
     "write_learning_curves",
 ]
 
@@ -466,6 +467,33 @@ def _check_formats(formats: Sequence[str] | str) -> list[str]:
     return [check_choice("formats", f.lower() if isinstance(f, str) else f, FIGURE_FORMATS) for f in items]
 
 
+def run_figures(run_dir: str | os.PathLike[str], *, learning_curves: bool = True) -> list[tuple[str, Figure]]:
+    """The figures :func:`plot_run` writes, as ``(name, figure)`` pairs, without writing them:
+    from ``metrics.jsonl`` and ``snapshots.jsonl`` when present (either may be missing).
+    ``learning_curves=False`` leaves the learning curves out (e.g. for TensorBoard, which has
+    the scalars themselves)."""
+    from adaloss.training.sinks import read_jsonl
+
+    run = Path(run_dir)
+    records = read_jsonl(run / "metrics.jsonl")
+    snapshots = read_jsonl(run / "snapshots.jsonl")
+    name = run.resolve().name
+
+    figures: list[tuple[str, Figure]] = []
+    if snapshots and all(s.get("kind") == "ala" for s in snapshots):
+        figures.append(("ala_phi", plot_ala_phi(snapshots, title=f"{name}: ALA loss parameters Φ")))
+        figures.append(("ala_reward", plot_ala_reward(snapshots, title=f"{name}: ALA reward")))
+        if "distance_hist" in max(snapshots, key=lambda s: s.get("step", 0)):
+            figures.append(("ala_distances", plot_ala_distances(snapshots, title=f"{name}: ALA distance state")))
+    elif snapshots:
+        figures.append(("loss_evolution", plot_loss_evolution(snapshots, title=f"{name}: learned loss")))
+    if _series(records, "train_grad_norm_ratio")[0]:
+        figures.append(("implicit_lr", plot_implicit_lr(records, title=f"{name}: implicit learning rate")))
+    if learning_curves and (_series(records, "train_loss")[0] or _eval_keys(records)):
+        figures.append(("learning_curves", plot_learning_curves(records, title=name)))
+    return figures
+
+
 def plot_run(
     run_dir: str | os.PathLike[str],
     *,
@@ -493,8 +521,6 @@ def plot_run(
         FileNotFoundError: ``run_dir`` has no ``metrics.jsonl``.
         ValueError: an unknown format.
     """
-    from adaloss.training.sinks import read_jsonl
-
     fmts = _check_formats(formats)
     run = Path(run_dir)
     metrics_path = run / "metrics.jsonl"
@@ -502,22 +528,7 @@ def plot_run(
         what = "does not exist" if not run.exists() else "has no metrics.jsonl"
         raise FileNotFoundError(f"Expected `run_dir` to be a run directory with metrics.jsonl, but {str(run)!r} {what}.")
     out = Path(out_dir) if out_dir is not None else run / "figures"
-    records = read_jsonl(metrics_path)
-    snapshots = read_jsonl(run / "snapshots.jsonl")
-    name = run.resolve().name
-
-    figures: list[tuple[str, Figure]] = []
-    if snapshots and all(s.get("kind") == "ala" for s in snapshots):
-        figures.append(("ala_phi", plot_ala_phi(snapshots, title=f"{name}: ALA loss parameters Φ")))
-        figures.append(("ala_reward", plot_ala_reward(snapshots, title=f"{name}: ALA reward")))
-        if "distance_hist" in max(snapshots, key=lambda s: s.get("step", 0)):
-            figures.append(("ala_distances", plot_ala_distances(snapshots, title=f"{name}: ALA distance state")))
-    elif snapshots:
-        figures.append(("loss_evolution", plot_loss_evolution(snapshots, title=f"{name}: learned loss")))
-    if _series(records, "train_grad_norm_ratio")[0]:
-        figures.append(("implicit_lr", plot_implicit_lr(records, title=f"{name}: implicit learning rate")))
-    if _series(records, "train_loss")[0] or _eval_keys(records):
-        figures.append(("learning_curves", plot_learning_curves(records, title=name)))
+    figures = run_figures(run)
 
     written: list[Path] = []
     if figures:
