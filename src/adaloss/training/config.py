@@ -40,8 +40,55 @@ _Loader.add_implicit_resolver(
 )
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping that gives one key twice (YAML forbids it; PyYAML keeps the last silently)."""
+
+    def __init__(self, key: Any, mark: Any) -> None:
+        super().__init__(None, None, f"found duplicate key {key!r}", mark)
+        self.key = key
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may restate keys on purpose
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: SafeConstructor reports it
+            continue
+        if duplicate:
+            raise DuplicateKeyError(key, key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.construct_mapping = _construct_mapping  # type: ignore[assignment, method-assign]
+
+
 def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_error(where: str, error: yaml.YAMLError, *, lines: bool = True) -> ConfigError:
+    """A :class:`ConfigError` for a YAML ``error`` in ``where``: the line (``lines``), and what is
+    wrong in words."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None and lines else ""
+    if isinstance(error, DuplicateKeyError):
+        return ConfigError(f"{where}{at}: the key {error.key!r} is given twice; a YAML mapping holds each key once "
+                           "(remove one of them).")
+    problem = getattr(error, "problem", None) or str(error)
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark is not None and lines and context_mark is not mark:
+        problem = f"{problem} ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in problem:
+        tag = re.search(r"tag '([^']*)'", problem)
+        name = tag.group(1).replace("tag:yaml.org,2002:", "!!") if tag else "?"
+        return ConfigError(f"{where}{at}: the YAML tag {name!r} is not allowed; a config holds plain values only "
+                           "(numbers, strings, true/false, null, lists and mappings), never Python objects.")
+    return ConfigError(f"{where}{at}: not valid YAML: {problem}.")
 
 
 class ConfigError(ValueError):
@@ -122,6 +169,10 @@ class TrainConfig:
     # torch.distributed (under torchrun): batch_size is the global batch, split over the ranks
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
     dist_timeout_s: float = 300.0
+    #: where the run's scalars go: ``jsonl`` (``metrics.jsonl``), ``tensorboard`` (event files in
+    #: ``run_dir/tensorboard``, same scalars plus the learned-loss / Φ figures at the end; needs
+    #: ``pip install 'adaloss[tensorboard]'``), or a list of both
+    logger: Union[Literal["jsonl", "tensorboard"], list[Literal["jsonl", "tensorboard"]]] = "jsonl"
     #: independent workers in this process, one thread each, for methods that pool them (ALA: one
     #: shared policy); like torchrun ranks without torchrun (``null``: one)
     workers: Union[int, None] = None
@@ -129,7 +180,7 @@ class TrainConfig:
     #: keys that do not change results, so resuming or reusing a run may differ in them
     RUNTIME_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
         {"data_dir", "download", "run_dir", "progress", "checkpoint_every", "keep_checkpoints", "threads", "device",
-         "dist_backend", "dist_timeout_s"}
+         "dist_backend", "dist_timeout_s", "logger"}
     )
 
     def __post_init__(self) -> None:
@@ -147,6 +198,14 @@ class TrainConfig:
         for name in ("eval_every", "log_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected `{name}` to be a non-negative integer, but got {getattr(self, name)!r}.")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(f"Expected `threads` to be a positive integer (torch's intra-op threads) or null (torch's "
+                              f"default), but got {self.threads!r}.")
+        self._check_device()
+        if isinstance(self.logger, list):
+            if not self.logger:
+                raise ConfigError("Expected `logger` to name one or more of ['jsonl', 'tensorboard'], but got [].")
+            self.logger = list(dict.fromkeys(self.logger))
         self._check_embedding_keys()
         from adaloss.data.own import check_own_options
 
@@ -154,6 +213,27 @@ class TrainConfig:
             check_own_options(self.dataset, data_path=self.data_path, target=self.target, test_path=self.test_path)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    #: device types a run may name (``device=cuda``, ``cuda:1``, ``mps``, ``xpu``, ``cpu``)
+    DEVICE_TYPES: typing.ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps", "xpu")
+
+    def _check_device(self) -> None:
+        """``device`` must parse as a torch device of a known type; whether this machine has it is
+        checked when the run is built (:func:`adaloss.training.experiment.check_device`)."""
+        import torch
+
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, ValueError, TypeError):
+            device = None
+        if device is None or device.type not in self.DEVICE_TYPES:
+            raise ConfigError(f"Expected `device` to be a torch device of type {list(self.DEVICE_TYPES)} (e.g. 'cpu', "
+                              f"'cuda', 'cuda:1'), but got {self.device!r}.")
+
+    @property
+    def loggers(self) -> list[str]:
+        """``logger`` as a list."""
+        return [self.logger] if isinstance(self.logger, str) else list(self.logger)
 
     def _check_embedding_keys(self) -> None:
         """The metric-learning keys (ALA dossier §10.2): each fits the task and the batch."""
@@ -242,7 +322,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         try:
             value = _yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
-            raise ConfigError(f"Cannot parse the value of {key!r}: {raw!r} ({e}).") from None
+            raise _yaml_error(f"Cannot parse the value of {key!r} ({raw!r})", e, lines=False) from None
         target = out
         *parents, leaf = key.split(".")
         for p in parents:
@@ -263,7 +343,12 @@ def load_config(
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"Config file {str(p)!r} does not exist.")
-        loaded = _yaml_load(p.read_text()) or {}
+        try:
+            loaded = _yaml_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise _yaml_error(f"Config file {str(p)!r}", e) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"Config file {str(p)!r} is not UTF-8 text (byte {e.start}): {e.reason}.") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config file {str(p)!r} must hold a mapping of keys to values, got {type(loaded).__name__}.")
         _merge(values, loaded)
@@ -283,6 +368,8 @@ def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> None:
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return f"one of {list(get_args(tp))}"
+    if get_origin(tp) is list:
+        return f"a list of {_type_name(get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -301,7 +388,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 return _coerce(key, value, arg)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"Invalid value for `{key}`: {value!r}.")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        allowed = " or ".join(_type_name(a) for a in args if a is not type(None))
+        raise ConfigError(f"Expected `{key}` to be {allowed}, but got {value!r}.")
     if origin is Literal:
         allowed = list(get_args(tp))
         if value not in allowed:
