@@ -18,7 +18,14 @@ Configuration: an optional YAML file (-c) of config keys, then key=value overrid
 Dotted keys set one option of a mapping key: model_args.hidden=[500,500]. `adaloss list keys`
 prints every key with its default. `metric` names the metric a method optimises (ALA's reward,
 also evaluated), e.g. `adaloss train method=ala metric=aucpr`; `adaloss list metrics` lists them.
+
+Exit status: 0 done; 1 training stopped (non-finite loss, parameters or outputs) or a distributed
+job failed; 2 bad input (config, data, a run_dir that holds a run without --resume/--overwrite);
+3 the run_dir is in use by another adaloss process.
 """
+
+#: exit status when the run directory is locked by another writer
+EXIT_BUSY = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one run", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(t)
     t.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoints/last.pt if present")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a run_dir that holds a run, removing that run's files")
 
     c = sub.add_parser(
         "compare", help="methods × seeds on one task: mean ± std table",
@@ -93,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from adaloss.learners.base import TrainingDiverged
     from adaloss.checkpoint import CheckpointError
     from adaloss.training.config import ConfigError
+    from adaloss.training.rundir import RunDirectoryBusy
 
     try:
         if args.command == "list":
@@ -105,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, TypeError, FileNotFoundError, CheckpointError) as e:
         print(f"adaloss: error: {e}", file=sys.stderr)
         return 2
+    except RunDirectoryBusy as e:
+        print(f"adaloss: error: {e}", file=sys.stderr)
+        return EXIT_BUSY
     except TrainingDiverged as e:
         print(f"adaloss: training stopped: {e}", file=sys.stderr)
         return 1
@@ -125,7 +138,7 @@ def _train(args: argparse.Namespace) -> int:
     from adaloss.training.experiment import default_run_dir, train
 
     cfg = _load(args)
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():  # under torchrun: rank 0 reports

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,10 @@ def test_killed_search_resumes_at_its_last_generation(tmp_path: Path, monkeypatc
 def test_search_state_with_other_settings_is_refused(tmp_path: Path) -> None:
     train(_config(tmp_path, "a"))
     with pytest.raises(ValueError, match="different settings"):
-        train(_config(tmp_path, "a", partial_steps=16))
+        # the search state of a run killed before its first checkpoint; without resume the run
+        # directory is refused before the search ("already holds a run")
+        shutil.rmtree(tmp_path / "a" / "checkpoints")
+        train(_config(tmp_path, "a", partial_steps=16), resume=True)
 
 
 def test_bad_arguments_name_themselves() -> None:

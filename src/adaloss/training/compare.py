@@ -89,8 +89,14 @@ def compare(
                     data_cache[seed] = load_data(cfg, data=data, seed=seed)
                 logger.info("training %s seed %d -> %s", method, seed, run_dir)
                 start = time.perf_counter()
+                # a run of this configuration continues (from its checkpoint, if any); one of another
+                # configuration in this comparison's folder is stale and is replaced
+                stale = _recorded_elsewise(run_dir, cfg)
+                if stale:
+                    logger.warning("%s seed %d: replacing the run in %s, recorded with another configuration (%s)",
+                                   method, seed, run_dir, stale)
                 try:
-                    summary = train(cfg, resume=True, data=data_cache[seed])
+                    summary = train(cfg, resume=not stale, overwrite=bool(stale), data=data_cache[seed])
                 except TrainingDiverged as e:
                     summary = {"config": cfg.identity(), "diverged": str(e), "final": {},
                                "wall_time_s": time.perf_counter() - start}
@@ -120,6 +126,32 @@ def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
         if summary.get("config") == cfg.identity():
             return summary
     return None
+
+
+def _recorded_elsewise(run_dir: Path, cfg: TrainConfig) -> str:
+    """The configuration keys in which the run recorded in ``run_dir`` (its summary, divergence
+    record or checkpoint) differs from ``cfg``; empty when it does not, or holds no run."""
+    from adaloss.checkpoint import CheckpointError, load_checkpoint
+
+    wanted = cfg.identity()
+    recorded: list[Any] = []
+    for name in ("summary.json", _DIVERGED):
+        try:
+            recorded.append(json.loads((run_dir / name).read_text()).get("config"))
+        except (OSError, ValueError, AttributeError):
+            continue
+    for ckpt in (run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "rank0" / "last.pt"):
+        if ckpt.is_file():
+            try:
+                text = load_checkpoint(ckpt).get("config")
+            except CheckpointError:
+                continue
+            recorded.append(json.loads(text) if isinstance(text, str) else None)
+    for config in recorded:
+        if isinstance(config, dict) and config != wanted:
+            keys = sorted(k for k in set(config) | set(wanted) if config.get(k) != wanted.get(k))
+            return ", ".join(keys)
+    return ""
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

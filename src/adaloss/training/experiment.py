@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from adaloss.data import DatasetSplits, TaskOptionError, load_dataset, split_for_task
 from adaloss.data.own import OWN_FORMATS, as_splits, load_own
@@ -29,11 +28,12 @@ from adaloss.metrics import create_metric
 from adaloss.models import create_model
 from adaloss.training.config import ConfigError, TrainConfig
 from adaloss.training.optim import create_optimizer, create_scheduler
+from adaloss.training.rundir import check_run_dir
 from adaloss.training.seed import seed_everything
 from adaloss.training.trainer import DEFAULT_METRICS, Trainer
 from adaloss.typing import Task
 
-__all__ = ["build_trainer", "default_run_dir", "load_data", "task_splits", "train"]
+__all__ = ["build_trainer", "check_device", "default_run_dir", "load_data", "task_splits", "train"]
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -105,6 +105,55 @@ def _target_metric(config: TrainConfig, task: Task) -> tuple[dict[str, Any], lis
     return method_args, metrics
 
 
+def check_device(device: torch.device) -> None:
+    """Refuse a device this machine's torch cannot use, naming the config key ``device``.
+
+    Raises:
+        ConfigError: CUDA on a build without it or with no visible GPU, a GPU index past the
+            last one, or MPS where it is not available.
+    """
+    if device.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ConfigError(f"Expected `device` to be a device this torch can use, but got device={str(device)!r} and "
+                              f"torch {torch.__version__} is built without CUDA; use device=cpu, or install a CUDA "
+                              "build of torch.")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(f"Expected `device` to be a device this machine has, but got device={str(device)!r} and "
+                              "no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and the driver); use device=cpu.")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"Expected `device` to be one of {[f'cuda:{i}' for i in range(count)]} (or cpu), but got "
+                              f"device={str(device)!r}.")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"Expected `device` to be a device this machine has, but got device={str(device)!r} and MPS "
+                          "is not available here; use device=cpu.")
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(
+        s in text for s in ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory"))
+
+
+def _create_model(config: TrainConfig, data: DatasetSplits, device: torch.device) -> torch.nn.Module:
+    """The config's model on ``device``; a model too large for memory is a :class:`ConfigError`
+    naming ``model`` and ``model_args`` instead of the allocator's traceback."""
+    try:
+        return create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
+    except (RuntimeError, MemoryError) as e:
+        if not _is_out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"Expected `model` and `model_args` to describe a model that fits in memory on {device}, but "
+            f"model={config.model!r} with model_args={config.model_args!r} ran out of memory while it was built "
+            f"({type(e).__name__}: {first[:300]}). Choose smaller `model_args` (e.g. narrower `hidden` layers) or "
+            "another `model`."
+        ) from None
+
+
 _SEEDED = threading.Lock()  # workers in threads share the global RNG: seed and build one at a time
 
 
@@ -123,6 +172,7 @@ def build_trainer(config: TrainConfig, *, data: object = None,
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
+    check_device(device)
     if launched_by_torchrun() and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank
     if collective is None:
@@ -131,14 +181,14 @@ def build_trainer(config: TrainConfig, *, data: object = None,
     method_args, eval_metrics = _target_metric(config, data.task)
     with _SEEDED:
         seed_everything(config.seed, deterministic=config.deterministic)
-        model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
+        model = _create_model(config, data, device)
         learner = create_learner(config.method, task=data.task, **method_args)
         seed = config.seed
         if collective.world_size > 1 and not learner.data_parallel:
             # independent workers (ALA): each its own initialisation, data order and RNG streams
             seed = config.seed + 1000 * collective.rank  # apart from the seeds of other runs
             seed_everything(seed, deterministic=config.deterministic)
-            model = create_model(config.model, data.input_shape, data.num_outputs, **config.model_args).to(device)
+            model = _create_model(config, data, device)
         elif isinstance(collective, ThreadCollective):
             raise ConfigError(f"`workers` applies to methods whose workers share what they learn (ala); method "
                               f"{config.method!r} trains one model (run it under torchrun for data parallelism).")
@@ -187,39 +237,43 @@ def build_trainer(config: TrainConfig, *, data: object = None,
         ),
         keep_checkpoints=config.keep_checkpoints,
         collective=collective,
+        loggers=config.loggers,
+        run_config=config.to_dict(),
     )
 
 
-def train(config: TrainConfig, *, resume: bool = False, data: object = None) -> dict[str, Any]:
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+          data: object = None) -> dict[str, Any]:
     """Run ``config`` to the end and return its summary (also in ``<run_dir>/summary.json``).
 
-    The resolved configuration is written to ``<run_dir>/config.yaml`` first.
+    The run holds the run directory's lock throughout (a second writer gets
+    :class:`~adaloss.training.rundir.RunDirectoryBusy`). The resolved configuration is written
+    to ``<run_dir>/config.yaml`` once the run directory and a resumed checkpoint are accepted.
 
     Args:
         config: the run.
-        resume: continue from ``<run_dir>/checkpoints/last.pt`` if it exists.
+        resume: continue from ``<run_dir>/checkpoints/last.pt`` if it exists (a fresh start,
+            allowed in a directory that holds a run, if not).
+        overwrite: start afresh in a run directory that holds a run, removing its files (without
+            ``overwrite`` or ``resume`` such a directory is a
+            :class:`~adaloss.training.rundir.RunDirectoryError`).
         data: your own data instead of ``config``'s dataset: a
             :class:`~adaloss.data.DatasetSplits` (used as it is), an ``(x, y)`` pair of arrays
             or tensors, a dict ``{"x", "y", "x_test", "y_test"}`` or a map-style torch
             ``Dataset`` of ``(x, y)`` pairs — split and standardised like the built-in tables
             (:func:`~adaloss.data.own.as_splits`). ``config.dataset`` then only names the run.
     """
+    # fail fast, before data and model are built; the trainer checks again under the lock
+    check_run_dir(config.run_dir if config.run_dir is not None else default_run_dir(config),
+                  resume=resume, overwrite=overwrite)
     data = load_data(config, data=data)
     if config.workers is not None and config.workers > 1:
-        return _train_workers(config, resume=resume, data=data)
+        return _train_workers(config, resume=resume, overwrite=overwrite, data=data)
     trainer = build_trainer(config, data=data)
-    _write_config(trainer, config)
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=resume, overwrite=overwrite)
 
 
-def _write_config(trainer: Trainer, config: TrainConfig) -> None:
-    assert trainer.run_dir is not None
-    if trainer.is_main:
-        trainer.run_dir.mkdir(parents=True, exist_ok=True)
-        (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def _train_workers(config: TrainConfig, *, resume: bool, data: DatasetSplits) -> dict[str, Any]:
+def _train_workers(config: TrainConfig, *, resume: bool, overwrite: bool, data: DatasetSplits) -> dict[str, Any]:
     """``workers`` independent trainings in this process, one thread each, sharing what the
     method pools (ALA's policy) through a :class:`~adaloss.distributed.ThreadGroup`: the same
     computation as that many torchrun ranks. Worker 0 evaluates, logs and writes the summary."""
@@ -233,8 +287,7 @@ def _train_workers(config: TrainConfig, *, resume: bool, data: DatasetSplits) ->
     def work(rank: int) -> None:
         try:
             trainer = build_trainer(config, data=data, collective=group.members[rank])
-            _write_config(trainer, config)
-            results[rank] = trainer.fit(resume=resume)
+            results[rank] = trainer.fit(resume=resume, overwrite=overwrite)
         except BaseException as e:  # noqa: BLE001 - handed to the caller below
             results[rank] = e
             group.abort()

@@ -23,9 +23,17 @@ from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batche
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric, evaluate_batches
-from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from adaloss.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from adaloss.training.rundir import (
+    RunDirectoryBusy,
+    RunDirectoryError,
+    RunDirLock,
+    check_run_dir,
+    clean_stale_temp_files,
+    clear_run,
+)
 from adaloss.training.seed import get_rng_state, set_rng_state
-from adaloss.training.sinks import JsonlSink, MetricSink
+from adaloss.training.sinks import LOGGERS, JsonlSink, MetricSink, TensorBoardSink, tensorboard_available
 from adaloss.typing import Device, StateDict, Task
 
 __all__ = ["TrainingDiverged", "Trainer", "evaluate"]
@@ -88,6 +96,20 @@ class Trainer:
             same checkpoint. A learner with ``data_parallel = False`` (ALA) makes the ranks
             independent workers instead: full batches from each rank's own loader, and a
             checkpoint per rank in ``checkpoints/rank<r>/``.
+        loggers: the run directory's metric sinks: ``"jsonl"`` (``metrics.jsonl``) and/or
+            ``"tensorboard"`` (event files in ``run_dir/tensorboard``, the same scalars, plus the
+            figures of what was learned at the end of the run).
+        run_config: the full resolved configuration, written to ``run_dir/config.yaml`` by
+            :meth:`fit` once the run directory is claimed (``None``: no ``config.yaml``).
+
+    Run directory: :meth:`fit` holds an exclusive lock on ``run_dir/.lock`` for the whole run
+    (rank 0 only; a second writer gets :class:`~adaloss.training.rundir.RunDirectoryBusy`), and
+    starts afresh in a directory that holds a run only with ``overwrite=True`` (or continues it
+    with ``resume=True``). Divergence: the training loss is checked for non-finite values at
+    every step on its device (no synchronisation per step) and the flag is read at every
+    logging, evaluation and checkpoint step and at the end; model parameters are checked before
+    every checkpoint and model outputs at every evaluation. A non-finite value raises
+    :class:`TrainingDiverged` and no checkpoint is written past the last finite one.
     """
 
     def __init__(
@@ -115,6 +137,8 @@ class Trainer:
         model_factory: Callable[[], nn.Module] | None = None,
         keep_checkpoints: bool = False,
         collective: Collective | None = None,
+        loggers: Sequence[str] = ("jsonl",),
+        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         for name, value in (("steps", steps), ("eval_every", eval_every), ("log_every", log_every),
                             ("checkpoint_every", checkpoint_every)):
@@ -122,6 +146,13 @@ class Trainer:
                 raise ValueError(f"Expected `{name}` to be a non-negative integer, but got {value!r}.")
         if checkpoint_every and run_dir is None:
             raise ValueError("`checkpoint_every` > 0 needs a `run_dir` to write checkpoints into.")
+        loggers = [loggers] if isinstance(loggers, str) else list(loggers)
+        bad = [name for name in loggers if name not in LOGGERS]
+        if bad or not loggers:
+            raise ValueError(f"Expected `logger` to name one or more of {list(LOGGERS)}, but got {loggers!r}.")
+        if "tensorboard" in loggers and not tensorboard_available():
+            raise ValueError("Expected the `tensorboard` package for logger 'tensorboard', but it is not installed: "
+                             "pip install 'adaloss[tensorboard]' (or choose logger=jsonl).")
         self.collective = collective if collective is not None else LocalCollective()
         self.is_main = self.collective.is_main
         #: independent workers (``learner.data_parallel`` False under torchrun): no sharding, and
@@ -151,6 +182,8 @@ class Trainer:
         self.config = dict(config) if config is not None else None
         self.extra_sinks = list(sinks)
         self.keep_checkpoints = keep_checkpoints
+        self.loggers = list(dict.fromkeys(loggers))
+        self.run_config = dict(run_config) if run_config is not None else None
         self.step = 0
         self.elapsed_s = 0.0
         self._mark: float | None = None
@@ -160,6 +193,14 @@ class Trainer:
         self._snapshot_sink: JsonlSink | None = None
         self._truncate_after_step: int | None = None
         self._bar: Any = None
+        self._lock: RunDirLock | None = None
+        # divergence: ``_finite`` is the AND of isfinite(loss) over the steps since ``_flag_base``,
+        # ``_finite_steps`` counts the leading finite ones; both stay on the loss's device
+        self._finite: Tensor | None = None
+        self._finite_steps: Tensor | None = None
+        self._bad_loss: Tensor | None = None
+        self._flag_base = 0
+        self._checkpoint_step: int | None = None
         valid = self.eval_splits.get("valid")
         learner.bind(
             TrainContext(
@@ -235,6 +276,7 @@ class Trainer:
         """Write the training state atomically to ``run_dir/checkpoints/last.pt``."""
         if self.checkpoint_path is None:
             raise ValueError("Trainer has no `run_dir`; nowhere to write a checkpoint.")
+        self.check_finite(weights=True)  # a checkpoint to resume from must not hold the divergence
         state = self.state_dict()
         if self.keep_checkpoints:
             save_checkpoint(state, self.checkpoint_path.with_name(f"step{self.step:08d}.pt"))
@@ -242,24 +284,44 @@ class Trainer:
             # a job killed while the ranks write leaves some ranks one checkpoint ahead: keep the
             # previous one so every rank can resume from a step all of them have (see fit)
             os.replace(self.checkpoint_path, self.checkpoint_path.with_name("prev.pt"))
-        return save_checkpoint(state, self.checkpoint_path)
+        path = save_checkpoint(state, self.checkpoint_path)
+        self._checkpoint_step = self.step
+        return path
 
     # ------------------------------------------------------------------ loop
-    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+    def fit(self, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
         """Train to ``steps``, evaluate, and return (and write) the summary.
 
         Args:
             resume: continue from ``run_dir/checkpoints/last.pt`` if it exists (a fresh start if not).
+            overwrite: start afresh even if ``run_dir`` holds a run; that run's files are removed
+                (:data:`~adaloss.training.rundir.RUN_FILES`).
+
+        Raises:
+            RunDirectoryBusy: another process is writing ``run_dir``.
+            RunDirectoryError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite``.
+            ValueError: the checkpoint was written under another configuration (nothing is
+                changed in ``run_dir``).
+            TrainingDiverged: the training loss, the parameters or the outputs became non-finite.
         """
         ckpt = self.checkpoint_path
-        state = None
-        if resume and ckpt is not None:
-            state = self._worker_checkpoint(ckpt) if self.workers else (
-                load_checkpoint(ckpt, map_location=self.device) if ckpt.exists() else None)
-        resumed = state is not None
-        if resumed:
-            self.load_state_dict(state)
-            logger.info("resumed from %s at step %d", ckpt, self.step)
+        try:
+            self._claim_run_dir(resume=resume, overwrite=overwrite)
+            state = None
+            if resume and ckpt is not None:
+                state = self._worker_checkpoint(ckpt) if self.workers else (
+                    load_checkpoint(ckpt, map_location=self.device) if ckpt.exists() else None)
+            resumed = state is not None
+            if resumed:
+                self.load_state_dict(state)
+                self._checkpoint_step = self.step
+                logger.info("resumed from %s at step %d", ckpt, self.step)
+            elif resume:
+                self._check_recorded_config()
+            self._prepare_run_dir(overwrite=overwrite and not resumed)
+        except BaseException:
+            self._release_lock()
+            raise
         self._mark = time.perf_counter()
         self._open_sinks(truncate_after_step=self.step if resumed else None)
         try:
@@ -273,6 +335,7 @@ class Trainer:
                 file=sys.stderr, desc="train", leave=False,
             )
             self.run(self.steps - self.step)
+            self.check_finite()
             final = self.evaluate() if self.is_main else {}
             self._snapshot()
             self._tick()
@@ -284,10 +347,84 @@ class Trainer:
             }
             self._emit({"step": self.step, **final})
             if self.run_dir is not None and self.is_main:
-                (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                text = json.dumps(summary, indent=2) + "\n"
+                atomic_write(self.run_dir / "summary.json", lambda f: f.write(text.encode()))
+                for sink in self._sinks or ():
+                    if isinstance(sink, TensorBoardSink):
+                        sink.write_figures(self.run_dir, self.step)
             return summary
         finally:
             self.close()
+
+    #: codes of the run-directory check, agreed over the ranks (the smallest wins)
+    _RUN_DIR_OK, _RUN_DIR_HOLDS_RUN, _RUN_DIR_BUSY = 2, 1, 0
+
+    def _claim_run_dir(self, *, resume: bool, overwrite: bool) -> None:
+        """Rank 0 takes the run directory's lock and checks that it may start or continue here;
+        every rank learns the outcome (one collective), so all stop together."""
+        if resume and overwrite:
+            raise ValueError("Expected at most one of `resume` (continue the run in run_dir) and `overwrite` "
+                             "(discard it and start afresh), but got both.")
+        error: BaseException | None = None
+        code = self._RUN_DIR_OK
+        if self.run_dir is not None and self.is_main:
+            self._lock = RunDirLock(self.run_dir)
+            try:
+                self._lock.acquire()
+                check_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+            except RunDirectoryBusy as e:
+                error, code = e, self._RUN_DIR_BUSY
+            except RunDirectoryError as e:
+                error, code = e, self._RUN_DIR_HOLDS_RUN
+        agreed = self.collective.min_int(code) if self.collective.world_size > 1 else code
+        if error is not None:
+            raise error
+        if agreed == self._RUN_DIR_BUSY:
+            raise RunDirectoryBusy(f"Rank 0 could not lock run directory {str(self.run_dir)!r}: another process "
+                                   "is writing it.")
+        if agreed == self._RUN_DIR_HOLDS_RUN:
+            raise RunDirectoryError(f"Run directory {str(self.run_dir)!r} already holds a run (see rank 0's error); "
+                                    "use --resume or --overwrite.")
+
+    def _prepare_run_dir(self, *, overwrite: bool) -> None:
+        """After the checks passed (lock held, configuration accepted): remove what a killed
+        writer left (temp files), the old run when overwriting, and write ``config.yaml``."""
+        if self.run_dir is not None and self.is_main:
+            if overwrite:
+                clear_run(self.run_dir)
+            clean_stale_temp_files(self.run_dir)
+            if self.run_config is not None:
+                import yaml
+
+                text = yaml.safe_dump(self.run_config, sort_keys=False)
+                atomic_write(self.run_dir / "config.yaml", lambda f: f.write(text.encode()))
+            if self._lock is not None:
+                self._lock.record_owner()
+        if self.collective.world_size > 1:  # no worker writes before rank 0 has cleared the directory
+            self.collective.min_int(0)
+
+    def _check_recorded_config(self) -> None:
+        """``resume`` without a checkpoint starts afresh; refuse it when the run directory records
+        a finished (or diverged) run of another configuration, which that would replace."""
+        if self.run_dir is None or self.config is None:
+            return
+        for name in ("summary.json", "diverged.json"):
+            try:
+                recorded = json.loads((self.run_dir / name).read_text()).get("config")
+            except (OSError, ValueError, AttributeError):
+                continue
+            diff = _config_diff(recorded, self.config) if isinstance(recorded, dict) else ""
+            if diff:
+                raise ValueError(
+                    f"Cannot resume: {str(self.run_dir / name)!r} records a run with a different configuration "
+                    f"({diff}) and there is no checkpoint to continue. Use a new run directory, the original "
+                    "settings, or --overwrite (overwrite=True) to replace that run."
+                )
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _worker_checkpoint(self, ckpt: Path) -> StateDict | None:
         """This worker's checkpoint at the latest step every rank has (``last.pt`` or ``prev.pt``);
@@ -327,11 +464,18 @@ class Trainer:
                 s = self._sums.get(k)
                 self._sums[k] = v if s is None else s + v
                 self._counts[k] = self._counts.get(k, 0) + 1
+            loss = out.get("loss")
+            if loss is not None:
+                self._track_finite(loss)
             step = self.step
+            log = self.log_every and step % self.log_every == 0
+            evaluate = self.eval_every and step % self.eval_every == 0 and step != self.steps and self.is_main
+            if log or evaluate:
+                self.check_finite()
             record: dict[str, Any] | None = None
-            if self.log_every and step % self.log_every == 0:
+            if log:
                 record = self._running_record()
-            if self.eval_every and step % self.eval_every == 0 and step != self.steps and self.is_main:
+            if evaluate:
                 record = {**(record or {"step": step}), **self.evaluate()}
                 self._snapshot()
             if record is not None:
@@ -348,9 +492,65 @@ class Trainer:
         """Every metric on every evaluation split, as ``{"<split>_<metric>": value}``."""
         results: dict[str, float] = {}
         for split_name, split in self.eval_splits.items():
-            values = evaluate(self.model, split, self.metrics, batch_size=self.eval_batch_size, device=self.device)
+            finite: list[Tensor] = []
+
+            def check_outputs(module: nn.Module, inputs: Any, output: Any) -> None:
+                if isinstance(output, Tensor) and output.is_floating_point():
+                    finite.append(torch.isfinite(output).all())
+
+            handle = self.model.register_forward_hook(check_outputs)
+            try:
+                values = evaluate(self.model, split, self.metrics, batch_size=self.eval_batch_size, device=self.device)
+            finally:
+                handle.remove()
+            if finite and not bool(torch.stack(finite).all()):
+                raise TrainingDiverged(f"The model's outputs on the {split_name} split are non-finite at step "
+                                       f"{self.step}{self._kept_checkpoint()}.")
             results.update({f"{split_name}_{k}": v for k, v in values.items()})
         return results
+
+    # ------------------------------------------------------------------ divergence
+    def _track_finite(self, loss: Any) -> None:
+        """AND ``isfinite(loss)`` into the run's flag, on the loss's device (no host synchronisation);
+        also keep the step and the value of the first non-finite loss."""
+        loss = loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss))
+        value = loss if loss.dim() == 0 else loss.sum()
+        ok = torch.isfinite(value)
+        if self._finite is None:
+            self._finite = ok.clone()
+            self._finite_steps = ok.to(torch.int64)
+            self._bad_loss = value.clone()
+            self._flag_base = self.step - 1
+        else:
+            assert self._finite_steps is not None and self._bad_loss is not None
+            self._bad_loss = torch.where(self._finite, value, self._bad_loss)  # frozen once the flag is down
+            self._finite.logical_and_(ok)
+            self._finite_steps.add_(self._finite)
+
+    def check_finite(self, *, weights: bool = False) -> None:
+        """Raise :class:`TrainingDiverged` if a training loss since the start (or resume) was
+        non-finite, or (``weights``) a floating-point parameter or buffer of the model is.
+
+        One host synchronisation; the trainer calls it at logging, evaluation and checkpoint
+        steps and at the end.
+        """
+        if self._finite is not None and not bool(self._finite):
+            first = self._flag_base + int(self._finite_steps) + 1  # type: ignore[arg-type]
+            raise TrainingDiverged(f"Training loss became {float(self._bad_loss)} by step {self.step} (first "  # type: ignore[arg-type]
+                                   f"non-finite at step {first}){self._kept_checkpoint()}.")
+        if weights:
+            tensors = {k: t for k, t in self.model.state_dict().items() if t.is_floating_point()}
+            if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors.values()]).all()):
+                bad = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+                raise TrainingDiverged(f"Model parameters became non-finite by step {self.step} ({', '.join(bad[:5])}"
+                                       f"{', ...' if len(bad) > 5 else ''}){self._kept_checkpoint()}.")
+
+    def _kept_checkpoint(self) -> str:
+        if self.checkpoint_path is None:
+            return ""
+        if self._checkpoint_step is None:
+            return "; no checkpoint was written"
+        return f"; the last checkpoint ({self.checkpoint_path}, step {self._checkpoint_step}, finite) is kept"
 
     # ------------------------------------------------------------------ logging
     def _running_record(self) -> dict[str, Any]:
@@ -361,8 +561,7 @@ class Trainer:
         self._sums, self._counts = {}, {}
         loss = record.get("train_loss")
         if loss is not None and not math.isfinite(loss):
-            where = f"; the last checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path else ""
-            raise TrainingDiverged(f"Training loss became {loss} by step {self.step}{where}.")
+            raise TrainingDiverged(f"Training loss became {loss} by step {self.step}{self._kept_checkpoint()}.")
         if self._bar is not None and loss is not None:
             self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         return record
@@ -401,7 +600,13 @@ class Trainer:
         self._truncate_after_step = truncate_after_step
         self._sinks = list(self.extra_sinks) if self.is_main else []
         if self.run_dir is not None and self.is_main:
-            self._sinks.insert(0, JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_step=truncate_after_step))
+            own: list[MetricSink] = []
+            if "jsonl" in self.loggers:
+                own.append(JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_step=truncate_after_step))
+            if "tensorboard" in self.loggers:
+                purge = 0 if truncate_after_step is None else truncate_after_step + 1
+                own.append(TensorBoardSink(self.run_dir / "tensorboard", purge_step=purge))
+            self._sinks[:0] = own
 
     def close(self) -> None:
         """Close the progress bar and the metric sinks."""
@@ -409,10 +614,13 @@ class Trainer:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        for sink in [*(self._sinks or ()), *([self._snapshot_sink] if self._snapshot_sink else [])]:
-            sink.close()
-        self._sinks = None
-        self._snapshot_sink = None
+        try:
+            for sink in [*(self._sinks or ()), *([self._snapshot_sink] if self._snapshot_sink else [])]:
+                sink.close()
+        finally:
+            self._sinks = None
+            self._snapshot_sink = None
+            self._release_lock()
 
 
 def _config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
