@@ -13,7 +13,8 @@ the base model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -77,16 +78,7 @@ def model_jvp(
 
     primals = {k: v.detach() for k, v in params.items()}
     tans = {k: tangents[k].detach() for k in primals}
-    if rng_state is None:
-        return jvp(f, (primals,), (tans,))[1]
-    cpu_state, cuda_state = rng_state
-    if device is None:
-        device = x.device if isinstance(x, Tensor) else next(iter(primals.values())).device
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.set_rng_state(cpu_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state(cuda_state, device=device)
+    with _replaying(rng_state, device or next(iter(primals.values())).device):
         return jvp(f, (primals,), (tans,))[1]
 
 
@@ -121,19 +113,25 @@ def model_forward_difference(
         h = eps * (1 + p_norm) / v_norm.clamp_min(torch.finfo(first.dtype).tiny)  # v = 0 gives a zero difference
         shifted = {k: p + h * tans[k] for k, p in primals.items()}
         buffers = {k: b.clone() for k, b in model.named_buffers()}
-        if rng_state is None:
+        with _replaying(rng_state, device or first.device):
             moved = call_at(model, shifted, buffers, x, forward)
-        else:
-            if device is None:
-                device = first.device
-            cpu_state, cuda_state = rng_state
-            devices = [device.index or 0] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.set_rng_state(cpu_state)
-                if cuda_state is not None:
-                    torch.cuda.set_rng_state(cuda_state, device=device)
-                moved = call_at(model, shifted, buffers, x, forward)
         return (moved - outputs.detach()) / h
+
+
+@contextlib.contextmanager
+def _replaying(rng_state: tuple[Tensor, Tensor | None] | None, device: torch.device) -> Iterator[None]:
+    """Run the block with the generators set to ``rng_state`` (restored afterwards), so dropout
+    replays the masks of the forward pass that ``rng_state`` preceded; ``None``: as they are."""
+    if rng_state is None:
+        yield
+        return
+    cpu_state, cuda_state = rng_state
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.set_rng_state(cpu_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state, device=device)
+        yield
 
 
 def capture_rng(device: torch.device) -> tuple[Tensor, Tensor | None]:
