@@ -33,7 +33,23 @@ def load(path: str | os.PathLike[str]) -> nn.Module:
     :func:`save` or from a training checkpoint of a learned-loss run (its loss at that step).
 
     The file is read with ``weights_only`` loading: no code from it is executed.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (for ``<run>/checkpoints/last.pt``, the message
+            says that runs write checkpoints only with ``checkpoint_every`` > 0).
+        CheckpointError: the file holds no learned loss, or is not an adaloss file.
     """
+    p = Path(path)
+    if not p.is_file():
+        hint = ""
+        if p.parent.name == "checkpoints" or p.parent.parent.name == "checkpoints":
+            run = p.parent.parent if p.parent.name == "checkpoints" else p.parent.parent.parent
+            ran = f"the run in {str(run)!r} wrote none" if (run / "summary.json").is_file() else "no run wrote it"
+            hint = (f" A run writes checkpoints/last.pt only when `checkpoint_every` > 0, and the default is 0 "
+                    f"(no checkpoints): {ran}. Train it with checkpoint_every=N, or pass a file written by "
+                    "adaloss.losses.save.")
+        raise FileNotFoundError(
+            f"Expected `path` to be a learned-loss file or a run's checkpoint, but {str(p)!r} does not exist.{hint}")
     state = load_checkpoint(path)
     if "loss_config" not in state:
         learner = state.get("learner")

@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -30,6 +31,7 @@ __all__ = [
     "clean_stale_temp_files",
     "clear_run",
     "holds_run",
+    "write_text_atomic",
 ]
 
 LOCK_FILE = ".lock"
@@ -89,6 +91,29 @@ def check_run_dir(run_dir: str | os.PathLike[str], *, resume: bool, overwrite: b
             f"Run directory {str(run_dir)!r} already holds a run ({', '.join(found)}). Continue it with --resume "
             "(Python: resume=True), discard it with --overwrite (overwrite=True), or choose another `run_dir`."
         )
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file with :func:`adaloss.checkpoint.atomic_write` (a kill leaves the old file or
+    the new one, never half of one), readable like a plain ``write_text`` (``0o666`` less the
+    umask; the temporary file would otherwise keep ``mkstemp``'s owner-only mode)."""
+    from adaloss.checkpoint import atomic_write
+
+    def write(f: BinaryIO) -> None:
+        f.write(text.encode("utf-8"))
+        os.fchmod(f.fileno(), 0o666 & ~_umask())
+
+    return atomic_write(path, write)
 
 
 def clean_stale_temp_files(run_dir: str | os.PathLike[str]) -> list[Path]:

@@ -23,7 +23,7 @@ from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batche
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric, evaluate_batches
-from adaloss.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.training.rundir import (
     RunDirectoryBusy,
     RunDirectoryError,
@@ -31,6 +31,7 @@ from adaloss.training.rundir import (
     check_run_dir,
     clean_stale_temp_files,
     clear_run,
+    write_text_atomic,
 )
 from adaloss.training.seed import get_rng_state, set_rng_state
 from adaloss.training.sinks import LOGGERS, JsonlSink, MetricSink, TensorBoardSink, tensorboard_available
@@ -347,8 +348,7 @@ class Trainer:
             }
             self._emit({"step": self.step, **final})
             if self.run_dir is not None and self.is_main:
-                text = json.dumps(summary, indent=2) + "\n"
-                atomic_write(self.run_dir / "summary.json", lambda f: f.write(text.encode()))
+                write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
                 for sink in self._sinks or ():
                     if isinstance(sink, TensorBoardSink):
                         sink.write_figures(self.run_dir, self.step)
@@ -396,8 +396,7 @@ class Trainer:
             if self.run_config is not None:
                 import yaml
 
-                text = yaml.safe_dump(self.run_config, sort_keys=False)
-                atomic_write(self.run_dir / "config.yaml", lambda f: f.write(text.encode()))
+                write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.run_config, sort_keys=False))
             if self._lock is not None:
                 self._lock.record_owner()
         if self.collective.world_size > 1:  # no worker writes before rank 0 has cleared the directory
