@@ -25,18 +25,26 @@ from make_results import write_section  # noqa: E402
 SEEDS = (0, 1, 2, 3, 4)
 
 
+#: where the learned loss's shape is read: near a fresh model's predictions (1/C = 0.1), half-way, confident
+PROBES = (0.1, 0.5, 0.9)
+
+
 def loss_shape(snapshot: dict[str, Any]) -> dict[str, float]:
-    """Where the learned ℓ(y, p) is minimised in p for y = 1 and y = 0, and how much of [0, 1]
-    has the wrong slope (ℓ(1, ·) rising, ℓ(0, ·) falling as p grows): a loss that CE-like training
-    can follow pushes p → 1 on the true class and p → 0 on the others."""
+    """The slope in p of ``ℓ(1, p) − ℓ(0, p)`` at :data:`PROBES` (central differences on the snapshot grid).
+
+    Under softmax only this difference is identified: adding ``c·p`` to both branches adds
+    ``c·Σ_j p_j = c`` to the loss and changes no gradient, so each branch's own slope means
+    nothing. Cross-entropy's difference is ``−log p`` (``ℓ(0, ·) = 0``), slope ``−1/p``: −10, −2,
+    −1.1 at the probes. A loss that keeps pushing the true class up has a negative slope everywhere.
+    """
     p, l1, l0 = snapshot["p"], snapshot["loss_target1"], snapshot["loss_target0"]
-    n = len(p) - 1
-    wrong1 = sum(1 for i in range(n) if l1[i + 1] > l1[i]) / n
-    wrong0 = sum(1 for i in range(n) if l0[i + 1] < l0[i]) / n
-    return {"argmin_p_target1": p[min(range(len(p)), key=l1.__getitem__)],
-            "argmin_p_target0": p[min(range(len(p)), key=l0.__getitem__)],
-            "wrong_slope_target1": wrong1, "wrong_slope_target0": wrong0,
-            "range_target1": max(l1) - min(l1), "range_target0": max(l0) - min(l0)}
+    diff = [a - b for a, b in zip(l1, l0)]
+    out = {}
+    for q in PROBES:
+        i = min(range(1, len(p) - 1), key=lambda k: abs(p[k] - q))
+        out[f"slope_at_{q}"] = (diff[i + 1] - diff[i - 1]) / (p[i + 1] - p[i - 1])
+    out["steep_ratio"] = out["slope_at_0.1"] / out["slope_at_0.9"]
+    return out
 
 
 def main() -> None:
@@ -95,37 +103,49 @@ def main() -> None:
     def cell(v: float) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    keys = ["variant", "seed", "test_error", "grad_ratio_median", "argmin_p_target1", "argmin_p_target0",
-            "wrong_slope_target1", "wrong_slope_target0", "range_target1", "range_target0"]
+    keys = ["variant", "seed", "test_error", "grad_ratio_median", "slope_at_0.1", "slope_at_0.5", "slope_at_0.9",
+            "steep_ratio"]
     table = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     table += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
 
     ml3 = [r for r in rows if r["variant"] == "ml3"]
-    bad = [r for r in ml3 if r["test_error"] > 2 * statistics.mean(ce)]
-    good = [r for r in ml3 if r not in bad]
-
     def mean(rs: list[dict[str, Any]], k: str) -> float:
         return statistics.mean(r[k] for r in rs) if rs else float("nan")
 
+    long_rows = [r for r in rows if r["variant"] == "ml3 init2500"]
+    reversed_seeds = [r["seed"] for r in ml3 if r["slope_at_0.9"] >= 0]
+    flat = [r for r in ml3 if r["slope_at_0.9"] < 0]
+    ce_ratio = 0.9 / 0.1
     lines = [
         "## ML3 on MNIST logistic regression: why ~23 % (`experiments/ml3_investigation.py`)",
         "",
-        f"CE test error {statistics.mean(ce):.2f} ± {statistics.stdev(ce):.2f} % (5 seeds). Per ML3 run: the "
-        "learned loss after the offline fit (frozen for training) — where ℓ(1, p) and ℓ(0, p) are minimised "
-        "in p, the share of [0, 1] where their slope has the wrong sign (ℓ(1, ·) rising / ℓ(0, ·) falling), "
-        "their range — and the median gradient-norm ratio ‖∇θ M_φ‖ / ‖∇θ CE‖ over training.",
+        f"CE test error {statistics.mean(ce):.2f} ± {statistics.stdev(ce):.2f} % (5 seeds); ML3 (250 offline unrolls, "
+        f"the default) {mean(ml3, 'test_error'):.2f} ± {statistics.stdev(r['test_error'] for r in ml3):.2f} %. "
+        "Per ML3 run: the learned loss after the offline fit (frozen for training), read as the slope in p "
+        "of ℓ(1, p) − ℓ(0, p) — under softmax only this difference matters (adding c·p to both branches "
+        "changes no gradient); cross-entropy's slope is −1/p: −10, −2, −1.1 at p = 0.1, 0.5, 0.9 — and the "
+        "median gradient-norm ratio ‖∇θ M_φ‖ / ‖∇θ CE‖ over training. `steep_ratio` = slope at 0.1 / slope "
+        f"at 0.9 (CE: {ce_ratio:.1f}; negative: the loss pushes back above p = 0.5).",
         "",
         *table,
         "",
-        f"Seeds more than twice CE's error: {[r['seed'] for r in bad]} (mean {mean(bad, 'test_error'):.1f} %); "
-        f"the others: {[r['seed'] for r in good]} (mean {mean(good, 'test_error'):.1f} %). "
-        f"Median gradient-norm ratio: {mean(bad, 'grad_ratio_median'):.3g} (bad) vs "
-        f"{mean(good, 'grad_ratio_median'):.3g} (others); wrong-slope share of ℓ(1, ·): "
-        f"{mean(bad, 'wrong_slope_target1'):.2f} vs {mean(good, 'wrong_slope_target1'):.2f}; of ℓ(0, ·): "
-        f"{mean(bad, 'wrong_slope_target0'):.2f} vs {mean(good, 'wrong_slope_target0'):.2f}.",
+        f"Every learned loss is steep where a freshly initialised model predicts (p ≈ 1/C = 0.1: slope "
+        f"{min(r['slope_at_0.1'] for r in ml3):.0f} to {max(r['slope_at_0.1'] for r in ml3):.0f}) and weak or "
+        f"reversed where training goes: seeds {reversed_seeds} push back on confident correct predictions "
+        f"(slope ≥ 0 at p = 0.9); the others are "
+        f"{min((r['steep_ratio'] for r in flat), default=float('nan')):.0f}–"
+        f"{max((r['steep_ratio'] for r in flat), default=float('nan')):.0f}× flatter at 0.9 than at 0.1 "
+        f"(CE: {ce_ratio:.0f}×). With 2500 offline unrolls the loss gets steeper near chance (slope "
+        f"{min(r['slope_at_0.1'] for r in long_rows):.0f} to {max(r['slope_at_0.1'] for r in long_rows):.0f}, "
+        f"gradient-norm ratio {mean(long_rows, 'grad_ratio_median'):.1f}) and the error does not improve "
+        f"({mean(long_rows, 'test_error'):.1f} %).",
         "",
-        f"With 2500 offline unrolls: {mean([r for r in rows if r['variant'] == 'ml3 init2500'], 'test_error'):.1f} % "
-        f"mean test error (per seed in the table).",
+        "Finding: the method, not a defect. ML3's offline objective is the improvement of one step taken "
+        "from a fresh model, so it only ever sees near-chance predictions; it shapes the loss there (large "
+        f"first steps) and leaves the confident regime unconstrained, and ML3 then trains {base.steps} steps with "
+        "that frozen loss — the short-horizon bias the AdaLFL paper describes. The same loss network and "
+        "meta-gradient adapted online (AdaLFL) beat CE on this protocol (section `adalfl_mnist_logistic`); "
+        "the meta-gradient itself is checked against a float64 create_graph reference in the tests.",
         "",
         f"Figure: `experiments/figures/mnist_logistic/ml3_learned_losses.png`. Runs: `{out}` and "
         f"`{out}-ml3init2500`.",
