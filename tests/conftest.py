@@ -84,6 +84,13 @@ def _compare_runs(full: Path, part: Path) -> None:
         assert_bitwise_equal(ca[k], cb[k], f"checkpoint[{k!r}]")
 
 
+@pytest.fixture
+def compare_runs() -> Callable[[Path, Path], None]:
+    """``compare_runs(full, part)``: both run directories hold the same results bit for bit (final
+    metrics, every ``*.jsonl`` record, the last checkpoint but for its wall-clock time)."""
+    return _compare_runs
+
+
 def _train_killed_in_process(cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Train ``cfg`` and die (``KeyboardInterrupt``) right after its first checkpoint is written."""
     from adaloss.training import train

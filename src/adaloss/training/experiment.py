@@ -265,7 +265,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     """
     # fail fast, before data and model are built; the trainer checks again under the lock
     check_run_dir(config.run_dir if config.run_dir is not None else default_run_dir(config),
-                  resume=resume, overwrite=overwrite)
+                  resume=resume, overwrite=overwrite, probe=True)
     data = load_data(config, data=data)
     if config.workers is not None and config.workers > 1:
         return _train_workers(config, resume=resume, overwrite=overwrite, data=data)

@@ -73,16 +73,22 @@ def holds_run(run_dir: str | os.PathLike[str]) -> list[str]:
     return found
 
 
-def check_run_dir(run_dir: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> None:
+def check_run_dir(run_dir: str | os.PathLike[str], *, resume: bool, overwrite: bool, probe: bool = False) -> None:
     """Refuse to start afresh in a directory that holds a run unless ``resume`` or ``overwrite``.
+
+    ``probe``: first check that no other process holds the directory's lock (not while this
+    process holds it: the probe would find its own lock).
 
     Raises:
         ValueError: both ``resume`` and ``overwrite``.
+        RunDirectoryBusy: (``probe``) another process is writing ``run_dir``.
         RunDirectoryError: ``run_dir`` holds a run and neither was given.
     """
     if resume and overwrite:
         raise ValueError("Expected at most one of `resume` (continue the run in run_dir) and `overwrite` "
                          "(discard it and start afresh), but got both.")
+    if probe:
+        RunDirLock(run_dir).probe()
     if resume or overwrite:
         return
     found = holds_run(run_dir)
@@ -178,13 +184,31 @@ class RunDirLock:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            owner = self._owner()
-            raise RunDirectoryBusy(
-                f"Run directory {str(self.run_dir)!r} is in use by another adaloss process"
-                f"{f' ({owner})' if owner else ''}: one run directory takes one writer. Wait for it to finish, "
-                "or choose another `run_dir`."
-            ) from None
+            raise self._busy() from None
         self._fd = fd
+
+    def probe(self) -> None:
+        """Raise :class:`RunDirectoryBusy` if another process holds the lock now; takes nothing
+        and creates nothing (a quick check before the expensive part of starting a run)."""
+        if self._fd is not None or fcntl is None or not self.path.is_file():
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise self._busy() from None
+        finally:
+            os.close(fd)  # closing releases a lock taken here
+
+    def _busy(self) -> RunDirectoryBusy:
+        owner = self._owner()
+        return RunDirectoryBusy(
+            f"Run directory {str(self.run_dir)!r} is in use by another adaloss process"
+            f"{f' ({owner})' if owner else ''}: one run directory takes one writer. Wait for it to finish, "
+            "or choose another `run_dir`."
+        )
 
     def record_owner(self) -> None:
         """Write this process's id into the lock file (shown to a second writer)."""
