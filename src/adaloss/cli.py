@@ -172,7 +172,9 @@ def _compare(args: argparse.Namespace) -> int:
         task = task_splits(cfg, load_data(cfg, seed=0)).task
         methods = methods_for(task, runnable_on_defaults=True)
     seeds = _int_list("--seeds", args.seeds)
-    out = Path(args.out) if args.out else Path("runs") / "compare" / f"{cfg.dataset}-{cfg.model}"
+    from adaloss.training.experiment import data_name
+
+    out = Path(args.out) if args.out else Path("runs") / "compare" / f"{data_name(cfg)}-{cfg.model}"
 
     def report(r) -> None:  # type: ignore[no-untyped-def]
         state = "reused" if r.reused else f"{r.wall_time_s:.1f}s"

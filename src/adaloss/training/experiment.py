@@ -36,9 +36,18 @@ from adaloss.typing import Task
 __all__ = ["build_trainer", "check_device", "default_run_dir", "load_data", "task_splits", "train"]
 
 
+def data_name(config: TrainConfig) -> str:
+    """The dataset's name in default folder names: ``dataset``, or for your own data
+    ``<csv|npz>-<file stem>`` (``csv-flowers``), so that runs on different files do not meet."""
+    if config.dataset in OWN_FORMATS and config.data_path:
+        return f"{config.dataset}-{Path(config.data_path).stem}"
+    return config.dataset
+
+
 def default_run_dir(config: TrainConfig) -> Path:
-    """``runs/<dataset>-<model>-<method>-seed<k>`` under the working directory."""
-    return Path("runs") / f"{config.dataset}-{config.model}-{config.method}-seed{config.seed}"
+    """``runs/<dataset>-<model>-<method>-seed<k>`` under the working directory (own data:
+    ``runs/<csv|npz>-<file stem>-…``)."""
+    return Path("runs") / f"{data_name(config)}-{config.model}-{config.method}-seed{config.seed}"
 
 
 def load_data(config: TrainConfig, *, data: object = None, seed: int | None = None) -> DatasetSplits:
