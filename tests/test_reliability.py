@@ -71,6 +71,24 @@ def test_a_second_writer_on_a_new_directory_is_refused(tmp_path: Path, capsys: p
     assert _tree(run) == {".lock": hashlib.sha256(b"").hexdigest()}  # only the other writer's lock file
 
 
+def test_workers_stop_together_when_rank_0_cannot_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """ALA workers (threads here, ranks under torchrun) share one run directory: rank 0 alone
+    takes the lock, and every worker stops with rank 0's error when it cannot."""
+    run = tmp_path / "run"
+    args = [*TINY, "method=ala", "workers=2", "checkpoint_every=10", "method_args.K=5", f"run_dir={run}"]
+    assert main(["train", *args]) == 0
+    assert (run / "checkpoints" / "rank1" / "last.pt").exists()
+    capsys.readouterr()
+    before = _tree(run)
+    monkeypatch.setattr(RunDirLock, "probe", lambda self: None)  # reach the lock inside the workers' fit
+    with RunDirLock(run):
+        assert main(["train", *args, "--overwrite"]) == 3
+    assert f"Run directory '{run}' is in use by another adaloss process" in capsys.readouterr().err
+    assert _tree(run) == before
+    assert main(["train", *args, "--resume"]) == 0
+
+
 def test_starting_afresh_on_a_run_needs_overwrite_or_resume(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _tree(finished)
     assert _train(finished) == 2

@@ -379,6 +379,10 @@ class Trainer:
         agreed = self.collective.min_int(code) if self.collective.world_size > 1 else code
         if error is not None:
             raise error
+        if agreed != self._RUN_DIR_OK:
+            # rank 0 raises its own, more precise error: wait until it has left (the barrier then
+            # fails with a DistributedError), so that its error is the one reported
+            self.collective.cpu().barrier()
         if agreed == self._RUN_DIR_BUSY:
             raise RunDirectoryBusy(f"Rank 0 could not lock run directory {str(self.run_dir)!r}: another process "
                                    "is writing it.")
