@@ -7,8 +7,9 @@ from adaloss.training.compare import RunResult, compare, format_markdown, summar
 from adaloss.training.config import ConfigError, TrainConfig, load_config, parse_overrides
 from adaloss.training.experiment import build_trainer, default_run_dir, train
 from adaloss.training.optim import create_optimizer, create_scheduler
+from adaloss.training.rundir import RunDirectoryBusy, RunDirectoryError
 from adaloss.training.seed import get_rng_state, seed_everything, set_rng_state
-from adaloss.training.sinks import JsonlSink, MetricSink, read_jsonl
+from adaloss.training.sinks import JsonlSink, MetricSink, TensorBoardSink, read_jsonl
 from adaloss.training.trainer import Trainer, TrainingDiverged, evaluate
 
 __all__ = [
@@ -16,7 +17,10 @@ __all__ = [
     "ConfigError",
     "JsonlSink",
     "MetricSink",
+    "RunDirectoryBusy",
+    "RunDirectoryError",
     "RunResult",
+    "TensorBoardSink",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
