@@ -293,8 +293,8 @@ def test_learned_loss_from_a_run_without_checkpoints_says_why(finished: Path, tm
 
 # ---------------------------------------------------------------------------- kill -9 and resume
 
-KILL_RUN = ["dataset=digits", "steps=300", "model_args.hidden=[16]", "threads=1", "progress=off", "batch_size=32",
-            "checkpoint_every=1", "log_every=10", "eval_every=100", "momentum=0.9"]
+KILL_RUN = ["dataset=digits", "steps=1000", "model_args.hidden=[16]", "threads=1", "progress=off", "batch_size=32",
+            "checkpoint_every=1", "log_every=10", "eval_every=250", "momentum=0.9"]
 
 
 def _checkpoint_mtime(run: Path) -> int:
@@ -304,29 +304,38 @@ def _checkpoint_mtime(run: Path) -> int:
         return 0
 
 
+def _logged_step(run: Path) -> int:
+    records = read_jsonl(run / "metrics.jsonl")
+    return int(records[-1]["step"]) if records else 0
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path: Path,
                                                               compare_runs: Callable[[Path, Path], None]) -> None:
-    """SIGKILL ``adaloss train`` at random moments (a checkpoint is written every step, so kills
-    land in checkpoint writes too), ``--resume`` each time: the final metrics, every log record and
-    the last checkpoint equal the uninterrupted run's bit for bit, and no temp file is left. While
-    the first process trains, a second writer on its directory is refused (exit 3)."""
+    """SIGKILL ``adaloss train`` at random moments (random steps, then a random fraction of a step;
+    a checkpoint is written every step, so kills land in checkpoint writes too), ``--resume`` each
+    time: the final metrics, every log record and the last checkpoint equal the uninterrupted run's
+    bit for bit, and no temp file is left. While the first process trains, a second writer on its
+    directory is refused (exit 3)."""
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(["train", *KILL_RUN, f"run_dir={full}"]) == 0
     command = [sys.executable, "-m", "adaloss", "train", *KILL_RUN, f"run_dir={part}", "--resume"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = random.Random(17)
+    targets = sorted(rng.sample(range(30, 900), 3))
     killed_at, mid_write = [], 0
-    for attempt in range(3):
+    for attempt, target in enumerate(targets):
         mark = _checkpoint_mtime(part)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while _checkpoint_mtime(part) == mark and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.002)  # until this process has written a checkpoint of its own
+                time.sleep(0.001)  # until this process has written a checkpoint of its own
             if attempt == 0:
                 assert main(["train", *KILL_RUN, f"run_dir={part}", "--resume"]) == EXIT_BUSY
-            time.sleep(rng.uniform(0.0, 0.3))
+            while _logged_step(part) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0.0, 0.005))  # somewhere in the next step or its checkpoint write
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -334,8 +343,8 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path: Path,
         assert not (part / "summary.json").exists()
         mid_write += bool(list(part.rglob("*.tmp")))
         killed_at.append(int(load_checkpoint(part / "checkpoints" / "last.pt")["step"]))
-    assert killed_at == sorted(killed_at) and 0 < killed_at[-1] < 300, killed_at
+    assert killed_at == sorted(killed_at) and killed_at[0] >= targets[0] and killed_at[-1] < 1000, killed_at
     subprocess.run(command, env=env, check=True, capture_output=True)
     compare_runs(full, part)
     assert not list(part.rglob("*.tmp")), "a temp file was left"
-    print(f"killed at steps {killed_at}; {mid_write} kill(s) left a temp file behind")
+    print(f"killed at steps {killed_at} (targets {targets}); {mid_write} kill(s) left a temp file behind")
