@@ -89,6 +89,14 @@ def test_workers_stop_together_when_rank_0_cannot_lock(tmp_path: Path, monkeypat
     assert main(["train", *args, "--resume"]) == 0
 
 
+def test_a_run_dir_that_is_a_file_is_a_named_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "file"
+    path.write_text("mine")
+    assert _train(path) == 2
+    assert f"Expected `run_dir` to be a directory, but '{path}' is a file." in capsys.readouterr().err
+    assert path.read_text() == "mine"
+
+
 def test_starting_afresh_on_a_run_needs_overwrite_or_resume(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _tree(finished)
     assert _train(finished) == 2

@@ -176,6 +176,8 @@ class RunDirLock:
         """
         if self._fd is not None or fcntl is None:
             return
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunDirectoryError(f"Expected `run_dir` to be a directory, but {str(self.run_dir)!r} is a file.")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
