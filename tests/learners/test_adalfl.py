@@ -204,3 +204,17 @@ def test_unknown_adalfl_option_names_it_and_the_accepted_ones() -> None:
         create_learner("adalfl", task="classification", hiden=[8])
     with pytest.raises(ValueError, match=r"`meta_batch` to be one of \['train', 'valid'\], but got 'test'"):
         create_learner("adalfl", task="classification", meta_batch="test", init_steps=0)
+
+
+def test_a_kill_during_the_offline_initialisation_resumes_inside_it_exactly(kill_and_resume) -> None:  # type: ignore[no-untyped-def]
+    from adaloss.checkpoint import load_checkpoint
+
+    base = TrainConfig(method="adalfl", steps=6, batch_size=32, log_every=2, checkpoint_every=2,
+                       model_args={"hidden": [16], "dropout": 0.2}, progress="off", momentum=0.9,
+                       method_args={"init_steps": 7})
+    run = kill_and_resume(base)  # killed right after the first checkpoint: 2 of the 7 unrolls done
+    assert run.killed_at == 0
+    records = read_jsonl(run.part / "metrics.jsonl")
+    assert [r["step"] for r in records if "prepare_meta_loss" in r] == [0]
+    state = load_checkpoint(run.full / "checkpoints" / "last.pt")
+    assert state["learner"]["init_done"] == 7 and state["learner"]["initialized"]

@@ -122,6 +122,7 @@ def test_search_state_with_other_settings_is_refused(tmp_path: Path) -> None:
         # the search state of a run killed before its first checkpoint; without resume the run
         # directory is refused before the search ("already holds a run")
         shutil.rmtree(tmp_path / "a" / "checkpoints")
+        (tmp_path / "a" / "summary.json").unlink()  # a run killed in its search has no summary either
         train(_config(tmp_path, "a", partial_steps=16), resume=True)
 
 

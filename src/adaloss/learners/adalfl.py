@@ -558,10 +558,20 @@ class AdaLFLLearner(Learner):
             raise ValueError("AdaLFL's offline initialisation needs `model_factory` in the TrainContext.")
         if self.meta_batch == "valid" and ctx.meta_batches is None:
             raise ValueError("`meta_batch='valid'` needs a validation split; the run has none (valid_fraction).")
+        every, save = ctx.checkpoint_every, ctx.checkpoint
+
+        def on_unroll(done: int) -> None:  # a kill during the offline fit loses at most `every` unrolls
+            if save is not None and every and done % every == 0 and done < self.init_steps:
+                save()
+
         return self.core.initialize(
             ctx.model_factory, ctx.train_batches, ctx.meta_batches if self.meta_batch == "valid" else None,
-            steps=self.init_steps, progress=ctx.progress,
+            steps=self.init_steps, progress=ctx.progress, on_unroll=on_unroll,
         )
+
+    @property
+    def prepared(self) -> bool:
+        return self.core is None or self.core.initialized  # False only in a checkpoint taken inside initialize
 
     def step(self, batch: Any) -> dict[str, Tensor]:
         core = self.core

@@ -93,6 +93,9 @@ class TrainContext:
         collective: the ranks' collectives under torchrun (a no-op in one process); a learner
             averages its gradients with it so that every rank keeps the same model.
         total_steps: the run's number of base steps T (for learners whose state uses ``t / T``).
+        checkpoint: saves the whole training state now (``None``: the run keeps no checkpoints);
+            long offline work in ``prepare`` calls it every ``checkpoint_every`` units of work,
+            so a killed run resumes inside ``prepare`` (see :attr:`Learner.prepared`).
 
     The last six are filled by the trainer; searches that train fresh models in other
     processes rebuild their data streams from them.
@@ -114,6 +117,8 @@ class TrainContext:
     progress: bool = False
     total_steps: int | None = None
     collective: Collective = field(default_factory=LocalCollective)
+    checkpoint: Callable[[], None] | None = None
+    checkpoint_every: int = 0
 
 
 class Learner(ABC):
@@ -135,8 +140,16 @@ class Learner(ABC):
         self.context = context
 
     def prepare(self) -> dict[str, float]:
-        """Offline work before step 0 of a fresh run (e.g. a loss search); returns scalars to log."""
+        """Offline work before step 0 of a fresh run (e.g. a loss search); returns scalars to log.
+
+        A learner whose :attr:`prepared` can be ``False`` in a checkpoint must continue its work
+        where that checkpoint left it (the trainer calls ``prepare`` again on resume)."""
         return {}
+
+    @property
+    def prepared(self) -> bool:
+        """Whether :meth:`prepare`'s work is complete (``False`` in a checkpoint taken inside it)."""
+        return True
 
     @abstractmethod
     def step(self, batch: Batch) -> dict[str, Tensor]:

@@ -221,6 +221,8 @@ class Trainer:
                 progress=self.progress,
                 collective=self.collective,
                 total_steps=steps,
+                checkpoint=self._checkpoint_in_prepare if checkpoint_every else None,
+                checkpoint_every=checkpoint_every,
             )
         )
 
@@ -289,6 +291,13 @@ class Trainer:
         self._checkpoint_step = self.step
         return path
 
+    def _checkpoint_in_prepare(self) -> None:
+        """What a learner calls during long offline work (``TrainContext.checkpoint``): the whole
+        state at step 0, the learner's progress included, so a kill loses at most one interval."""
+        if self.run_dir is not None and (self.is_main or self.workers):
+            self._tick()
+            self.save_checkpoint()
+
     # ------------------------------------------------------------------ loop
     def fit(self, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
         """Train to ``steps``, evaluate, and return (and write) the summary.
@@ -326,7 +335,7 @@ class Trainer:
         self._mark = time.perf_counter()
         self._open_sinks(truncate_after_step=self.step if resumed else None)
         try:
-            if not resumed:
+            if not resumed or not self.learner.prepared:  # a run killed in prepare() continues it
                 prep = self.learner.prepare()
                 if prep:
                     self._emit({"step": 0, **{f"prepare_{k}": v for k, v in prep.items()}})
