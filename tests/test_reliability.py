@@ -356,3 +356,36 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path: Path,
     compare_runs(full, part)
     assert not list(part.rglob("*.tmp")), "a temp file was left"
     print(f"killed at steps {killed_at} (targets {targets}); {mid_write} kill(s) left a temp file behind")
+
+
+INIT_RUN = ["dataset=digits", "steps=30", "model_args.hidden=[16]", "threads=1", "progress=off", "batch_size=32",
+            "method=adalfl", "method_args.init_steps=600", "checkpoint_every=10", "log_every=10", "momentum=0.9"]
+
+
+@pytest.mark.slow
+def test_kill_9_during_the_offline_initialisation_then_resume_is_bit_identical(
+        tmp_path: Path, compare_runs: Callable[[Path, Path], None]) -> None:
+    """SIGKILL ``adaloss train method=adalfl`` at a random moment inside AdaLFL's offline
+    initialisation (checkpointed every ``checkpoint_every`` unrolls), ``--resume``: the run
+    continues the initialisation where its last checkpoint left it and ends bit-identical."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", *INIT_RUN, f"run_dir={full}"]) == 0
+    command = [sys.executable, "-m", "adaloss", "train", *INIT_RUN, f"run_dir={part}", "--resume"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng = random.Random(5)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while _checkpoint_mtime(part) == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0.0, 0.05))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    state = load_checkpoint(part / "checkpoints" / "last.pt")
+    learner = state["learner"]
+    assert state["step"] == 0 and not learner["initialized"] and 0 < learner["init_done"] < 600, learner["init_done"]
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    compare_runs(full, part)
+    assert not list(part.rglob("*.tmp"))
