@@ -22,9 +22,12 @@ COMMON = ["dataset=digits", "model=mlp", "model_args.hidden=[32]", "batch_size=1
 
 
 def _states(run_dir: Path) -> list[dict[str, torch.Tensor]]:
-    """θ and φ of every kept checkpoint, in step order."""
+    """θ and φ of every kept checkpoint of a training step, in step order (step 0 is the checkpoint
+    AdaLFL's offline initialisation takes part-way, a state inside ``prepare``)."""
     out = []
     for path in sorted((run_dir / "checkpoints").glob("step*.pt")):
+        if path.name == "step00000000.pt":
+            continue
         state = torch.load(path, map_location="cpu", weights_only=False)
         flat = {f"model.{k}": v for k, v in state["model"].items()}
         if "loss" in state["learner"]:
