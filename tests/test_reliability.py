@@ -389,3 +389,16 @@ def test_kill_9_during_the_offline_initialisation_then_resume_is_bit_identical(
     subprocess.run(command, env=env, check=True, capture_output=True)
     compare_runs(full, part)
     assert not list(part.rglob("*.tmp"))
+
+
+def test_a_dataloader_given_to_the_trainer_is_a_named_error() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from adaloss.learners import FixedLossLearner
+    from adaloss.training import Trainer
+
+    model = nn.Linear(4, 3)
+    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,))), batch_size=4)
+    with pytest.raises(TypeError, match=r"`train_loader` to be an adaloss.data.BatchLoader.*data=dataset"):
+        Trainer(model, FixedLossLearner(nn.CrossEntropyLoss()), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                train_loader=loader, task="classification", steps=1)  # type: ignore[arg-type]

@@ -147,6 +147,15 @@ class Trainer:
                 raise ValueError(f"Expected `{name}` to be a non-negative integer, but got {value!r}.")
         if checkpoint_every and run_dir is None:
             raise ValueError("`checkpoint_every` > 0 needs a `run_dir` to write checkpoints into.")
+        for name, loader in (("train_loader", train_loader), ("meta_loader", meta_loader)):
+            if loader is not None and not isinstance(loader, (BatchLoader, ClassBalancedLoader)):
+                raise TypeError(
+                    f"Expected `{name}` to be an adaloss.data.BatchLoader or ClassBalancedLoader (the trainer "
+                    f"checkpoints its position for exact resume), but got {type(loader).__module__}."
+                    f"{type(loader).__qualname__}. For a torch Dataset use adaloss.train(config, data=dataset); for "
+                    "your own DataLoader and loop use adaloss.AdaLFL / adaloss.ALA directly (README: 'Use it in your "
+                    "own training loop')."
+                )
         loggers = [loggers] if isinstance(loggers, str) else list(loggers)
         bad = [name for name in loggers if name not in LOGGERS]
         if bad or not loggers:
