@@ -24,7 +24,7 @@ from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.datasets import TensorSplit
 from adaloss.data.loader import BatchLoader, iterate_batches
 from adaloss.learners.adalfl import _group_hyper
-from adaloss.learners.base import TrainContext, TrainingDiverged
+from adaloss.learners.base import TrainContext, TrainingDiverged, loss_step
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.learners.search import SearchResult, cma_search
 from adaloss.losses.taylor import TaylorLoss, as_theta
@@ -77,12 +77,7 @@ class PartialTrainingFitness:
                               augment=self.augment, device=device)  # type: ignore[arg-type]
         finite = torch.ones((), dtype=torch.bool, device=device)
         for step in range(1, self.steps + 1):
-            x, y = next(batches)
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(x), y)
-            finite &= torch.isfinite(loss.detach())
-            loss.backward()
-            optimizer.step()
+            finite &= torch.isfinite(loss_step(model, optimizer, criterion, next(batches))["loss"])
             if (step % _DIVERGENCE_CHECK_EVERY == 0 or step == self.steps) and not bool(finite):
                 raise TrainingDiverged(f"the Taylor loss became non-finite by partial-training step {step}")
         metric = create_metric("error" if self.task == "classification" else "mse", task=self.task)
