@@ -174,3 +174,13 @@ def test_state_dict_round_trip_continues_exactly() -> None:
 def test_integer_options_refuse_floats(option: dict) -> None:
     with pytest.raises(TypeError, match=f"`{next(iter(option))}`"):
         adaloss.ALA(adaloss.ClassPairLoss(3), **option)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_follows_the_model() -> None:  # pragma: no cover - run where a GPU is lent
+    model = nn.Linear(5, 3).cuda()
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    ala = adaloss.ALA(adaloss.ClassPairLoss(3), every=2, smoothing_window=1, seed=0).to("cuda")
+    ala.start(model, (x, y))  # CPU batches are moved to the model's device
+    ala.loss(model(x.cuda()), y.cuda()).backward()
+    assert ala.loss.phi.is_cuda and ala.step(model, (x, y)) == {}
