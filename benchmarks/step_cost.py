@@ -1,6 +1,9 @@
 """Per-step time and peak memory of AdaLFL's online step against a plain cross-entropy step.
 
-Also times a naive create_graph implementation of the same step (SGD), for reference, and the
+Also times the fast mode (``meta_gradient="forward_difference"``) and measures its fidelity to the
+exact meta-gradient along a real trajectory (cosine similarity, relative error), a stable per-step
+memory figure (bytes saved for backward, bytes allocated; ``step_memory``), a naive create_graph
+implementation of the same step (SGD), for reference, and the
 drop-in object ``adaloss.AdaLFL`` stepped from a plain loop against the trainer's learner
 (``core_vs_learner_ratio_median``: the object's step over the learner's, per round).
 Batch 128 of MNIST-shaped random inputs (1×28×28, 10 classes), SGD lr 0.01, meta batch from a
@@ -23,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -94,6 +98,7 @@ def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-u
     learners = {
         "ce": lambda: FixedLossLearner(torch.nn.CrossEntropyLoss()),
         "adalfl": lambda: AdaLFLLearner(init_steps=0),
+        "fast": lambda: AdaLFLLearner(init_steps=0, meta_gradient="forward_difference"),
         "naive": NaiveAdaLFL,
     }
     learner = learners[kind]()
@@ -145,6 +150,75 @@ def phase_times(model_name: str, device: torch.device, steps: int) -> dict[str, 
     return out
 
 
+def fidelity(model_name: str, device: torch.device, steps: int) -> dict[str, float]:
+    """The fast mode's meta-gradient against the exact one along a real trajectory: at each of
+    ``steps`` steps both are computed from the same state (no dropout/BatchNorm in these models,
+    so the two calls see the same forward), the exact one is applied, and the cosine similarity
+    and relative error ‖fast − exact‖ / ‖exact‖ of ∇φ are recorded."""
+    torch.manual_seed(0)
+    model = create_model(model_name, (1, 28, 28), 10).to(device)
+    adalfl = AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.01), initialized=True)
+    train, meta = stream(device, 4), stream(device, 5)
+    cos, rel = [], []
+    for _ in range(steps):
+        batch, meta_batch = next(train), next(meta)
+        grads = {}
+        for mode in ("forward_difference", "exact"):
+            adalfl.meta_gradient = mode
+            new_params, new_state, scalars, g = adalfl._meta_step(model, adalfl.diffopt, batch, meta_batch,
+                                                                   ratio=False)
+            grads[mode] = torch.cat([t.flatten().double() for t in g])
+        a, b = grads["forward_difference"], grads["exact"]
+        cos.append(float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300)))
+        rel.append(float((a - b).norm() / b.norm().clamp_min(1e-300)))
+        adalfl._apply_meta_gradient(g, scalars)  # the exact one (computed last)
+        adalfl.diffopt.commit(new_params, new_state)
+    return {"cosine_median": statistics.median(cos), "cosine_min": min(cos),
+            "relative_error_median": statistics.median(rel), "relative_error_max": max(rel), "steps": steps}
+
+
+def step_memory(kind: str, model_name: str, device: torch.device) -> dict[str, float]:
+    """A stable per-step memory figure: bytes of the tensors autograd saves for backward during
+    one step (``saved_tensors_hooks``; storages counted once): in all, and at the peak of those
+    alive at once (a graph's tensors are released with it); and the bytes the step allocates in
+    all (the profiler's memory events; on a GPU also ``max_memory_allocated`` over the step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    learner, batches = make(kind, model_name, device)
+    learner.step(next(batches))  # optimiser / meta-optimiser state exists from here on
+    batch = next(batches)
+    live: dict[int, int] = {}  # storage address -> bytes, for saved tensors still referenced
+    total, peak = [0], [0]
+
+    def release(ptr: int) -> None:
+        live.pop(ptr, None)
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in live:
+            live[ptr] = storage.nbytes()
+            total[0] += storage.nbytes()
+            peak[0] = max(peak[0], sum(live.values()))
+            weakref.finalize(t, release, ptr)  # freed with the graph that saved it (or later, if held elsewhere)
+        return t
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            profile(activities=activities, profile_memory=True) as prof:
+        learner.step(batch)
+    allocated = sum(max(e.self_cpu_memory_usage, 0) for e in prof.key_averages())
+    out = {"saved_for_backward_mib": total[0] / 2**20, "saved_for_backward_peak_mib": peak[0] / 2**20,
+           "allocated_mib": allocated / 2**20}
+    if device.type == "cuda":
+        out["cuda_step_peak_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
+    return out
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -193,6 +267,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--fidelity-steps", type=int, default=50)
     p.add_argument("--memory-child", nargs=3, metavar=("KIND", "MODEL", "STEPS"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
@@ -208,16 +283,21 @@ def main() -> None:
         ada, ada_batches = make("adalfl", model_name, device)
         naive, naive_batches = make("naive", model_name, device)
         core, core_batches = make("core", model_name, device)
-        runs = [(ce, ce_batches), (ada, ada_batches), (naive, naive_batches), (core, core_batches)]
+        fast, fast_batches = make("fast", model_name, device)
+        runs = [(ce, ce_batches), (ada, ada_batches), (naive, naive_batches), (core, core_batches),
+                (fast, fast_batches)]
         for learner, batches in runs:
             timed(learner, batches, 3, device)  # warm-up
         t_ce, t_ada, t_naive, t_core, ratios, naive_ratios, core_ratios = [], [], [], [], [], [], []
+        t_fast, fast_ratios = [], []
         for r in range(args.rounds):
             order = runs if r % 2 == 0 else runs[::-1]
             times = {id(l): timed(l, b, args.steps, device) for l, b in order}
             a, b, c, d = times[id(ce)], times[id(ada)], times[id(naive)], times[id(core)]
             t_core.append(d)
             core_ratios.append(d / b)
+            t_fast.append(times[id(fast)])
+            fast_ratios.append(times[id(fast)] / a)
             t_ce.append(a)
             t_ada.append(b)
             t_naive.append(c)
@@ -237,6 +317,11 @@ def main() -> None:
             "time_ratios": [round(v, 3) for v in ratios],
             "adalfl_phase_ms_median": phase_times(model_name, device, args.steps),
             "naive_create_graph_step_ms_median": 1000 * statistics.median(t_naive),
+            "fast_step_ms_median": 1000 * statistics.median(t_fast),
+            "fast_time_ratio_median": statistics.median(fast_ratios),
+            "fast_time_ratios": [round(v, 3) for v in fast_ratios],
+            "fast_fidelity": fidelity(model_name, device, args.fidelity_steps),
+            "step_memory": {kind: step_memory(kind, model_name, device) for kind in ("ce", "adalfl", "fast")},
             "core_object_step_ms_median": 1000 * statistics.median(t_core),
             "core_vs_learner_ratio_median": statistics.median(core_ratios),
             "core_vs_learner_ratios": [round(v, 3) for v in core_ratios],
