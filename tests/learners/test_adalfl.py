@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call
 
 import adaloss
-from adaloss.learners import TrainContext
-from adaloss.learners.adalfl import AdaLFLLearner
 from adaloss.losses import LossNetwork
 from adaloss.models import create_model
 from adaloss.training import TrainConfig, read_jsonl, train

@@ -9,11 +9,11 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from torch.func import functional_call
 
 import adaloss
-from adaloss.training import TrainConfig, read_jsonl, train
+from adaloss.training import TrainConfig, read_jsonl
 
 OPTIMIZERS = {
     "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.3, momentum=0.9, weight_decay=1e-2),

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from torch import Tensor
 
 from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.typing import Batch, Device, StateDict

@@ -1,0 +1,141 @@
+"""AdaLFL variants against cross-entropy on one protocol: the learned learning rate (``learn_lr``),
+the fast mode (``meta_gradient=forward_difference``), and a fair baseline — cross-entropy with its
+learning rate tuned on the validation split (``ce_tuned``: a grid of LRs at the same step budget,
+the LR with the best validation error picked per seed, its test error reported).
+
+    python experiments/adalfl_variants.py --data-dir ../shared/datasets --config mnist_logistic \\
+        [--variants ce ce_tuned adalfl learned_lr fast] [--threads 1]
+    python experiments/adalfl_variants.py --config mnist_logistic --report   # section only, from finished runs
+
+Each variant trains into its own folder ``runs/variants/<config>/<variant>`` (so variants can run
+in separate processes at once); ``--report`` writes ``experiments/results/adalfl_variants_<config>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from make_results import write_section  # noqa: E402
+
+SEEDS = (0, 1, 2, 3, 4)
+#: the cross-entropy LR grid of ``ce_tuned`` (around the protocol's 0.01)
+LR_GRID = (0.003, 0.01, 0.03, 0.1)
+#: variant -> (method, method_args)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ce": ("ce", {}),
+    "adalfl": ("adalfl", {}),
+    "learned_lr": ("adalfl", {"learn_lr": "global"}),
+    "fast": ("adalfl", {"meta_gradient": "forward_difference"}),
+}
+
+
+def _base(config: str, data_dir: str | None, threads: int) -> Any:
+    from adaloss.training import load_config
+
+    base = load_config(HERE / "configs" / f"{config}.yaml").replace(threads=threads, progress="off")
+    return base.replace(data_dir=data_dir) if data_dir else base
+
+
+def run(config: str, variants: list[str], data_dir: str | None, threads: int) -> None:
+    from adaloss.training.compare import compare
+
+    base = _base(config, data_dir, threads)
+    root = Path("runs/variants") / config
+    for name in variants:
+        if name == "ce_tuned":
+            for lr in LR_GRID:
+                compare(base.replace(lr=lr), methods=["ce"], seeds=SEEDS, out_dir=root / f"ce_lr{lr}")
+            continue
+        method, args = VARIANTS[name]
+        compare(base.replace(method_args={method: args}), methods=[method], seeds=SEEDS, out_dir=root / name)
+
+
+def _finals(folder: Path, method: str) -> dict[int, dict[str, Any]]:
+    import json
+
+    out = {}
+    for seed in SEEDS:
+        summary = folder / method / f"seed{seed}" / "summary.json"
+        if summary.exists():
+            data = json.loads(summary.read_text())
+            out[seed] = {**data["final"], "wall_time_s": data["wall_time_s"]}
+    return out
+
+
+def report(config: str) -> None:
+    from adaloss.training.compare import welch_p_value
+
+    root = Path("runs/variants") / config
+    rows: dict[str, dict[int, dict[str, Any]]] = {}
+    for name, (method, _) in VARIANTS.items():
+        rows[name] = _finals(root / name, method)
+    grid = {lr: _finals(root / f"ce_lr{lr}", "ce") for lr in LR_GRID}
+    tuned: dict[int, dict[str, Any]] = {}
+    picked: dict[int, float] = {}
+    for seed in SEEDS:
+        have = {lr: g[seed] for lr, g in grid.items() if seed in g}
+        if len(have) == len(LR_GRID):
+            lr = min(have, key=lambda k: have[k]["valid_error"])  # chosen on validation only
+            picked[seed], tuned[seed] = lr, have[lr]
+    rows["ce_tuned"] = tuned
+
+    def stats(name: str, key: str) -> str:
+        values = [100 * r[key] for r in rows[name].values()]
+        if len(values) < 2:
+            return "—"
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+    def p(name: str, against: str) -> str:
+        a = [r["test_error"] for r in rows[name].values()]
+        b = [r["test_error"] for r in rows[against].values()]
+        value = welch_p_value(a, b) if name != against else None
+        return "—" if value is None else f"{value:.3g}"
+
+    lines = [
+        f"## AdaLFL variants and a tuned-LR baseline: {config} (`experiments/adalfl_variants.py`)",
+        "",
+        f"Protocol `experiments/configs/{config}.yaml`, seeds {','.join(map(str, SEEDS))}; mean ± sample std over "
+        "seeds; p: two-sided Welch t-test of the test error. `ce_tuned`: cross-entropy at each LR of "
+        f"{list(LR_GRID)} (same steps), the LR with the lowest validation error picked per seed "
+        f"(picked: {[picked.get(s) for s in SEEDS]}). `learned_lr`: AdaLFL with `learn_lr=global`; "
+        "`fast`: AdaLFL with `meta_gradient=forward_difference`.",
+        "",
+        "| variant | seeds | valid_error (%) | test_error (%) | wall time (s) | p vs ce | p vs ce_tuned | p vs adalfl |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("ce", "ce_tuned", "adalfl", "learned_lr", "fast"):
+        if not rows[name]:
+            continue
+        times = [r["wall_time_s"] for r in rows[name].values()]
+        wall = f"{statistics.mean(times):.1f}" if times else "—"
+        lines.append(f"| {name} | {len(rows[name])} | {stats(name, 'valid_error')} | {stats(name, 'test_error')} | "
+                     f"{wall} | {p(name, 'ce')} | {p(name, 'ce_tuned')} | {p(name, 'adalfl')} |")
+    lines += ["", "Generated by:", "", "```",
+              f"python experiments/adalfl_variants.py --data-dir ../shared/datasets --config {config} --threads 1",
+              f"python experiments/adalfl_variants.py --config {config} --report", "```", ""]
+    write_section(f"adalfl_variants_{config}", "\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="mnist_logistic")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variants", nargs="+", default=["ce", "ce_tuned", "adalfl", "learned_lr", "fast"],
+                    choices=["ce", "ce_tuned", "adalfl", "learned_lr", "fast"])
+    ap.add_argument("--report", action="store_true", help="only write the section from finished runs")
+    args = ap.parse_args()
+    if not args.report:
+        run(args.config, args.variants, args.data_dir, args.threads)
+    report(args.config)
+
+
+if __name__ == "__main__":
+    main()
