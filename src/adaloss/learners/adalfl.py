@@ -176,7 +176,7 @@ class AdaLFL:
 
     def to(self, device: torch.device | str) -> AdaLFL:
         """Move the loss network and φ's optimiser state to ``device`` (the model's device; the
-        model itself is the user's to move). Returns ``self``."""
+        model itself is the user's to move; :meth:`step` also follows a moved model). Returns ``self``."""
         device = torch.device(device)
         self.loss.to(device)
         for state in self.meta_optimizer.state.values():
@@ -184,6 +184,12 @@ class AdaLFL:
                 if isinstance(value, Tensor) and key != "step":  # Adam keeps ``step`` on the CPU
                     state[key] = value.to(device)
         return self
+
+    def _follow(self, device: torch.device) -> None:
+        """Keep the loss network where the model is (the user may move the model after building us)."""
+        first = next(self.loss.parameters(), None)
+        if first is not None and first.device != device:
+            self.to(device)
 
     @property
     def criterion(self) -> nn.Module:
@@ -323,6 +329,7 @@ class AdaLFL:
                 UserWarning, stacklevel=2,
             )
         device = self._device()
+        self._follow(device)
         batch = move_to(batch, device)
         ratio = self.grad_ratio_every > 0 and self.steps % self.grad_ratio_every == 0
         if not self.online:
@@ -400,6 +407,7 @@ class AdaLFL:
         train_iter = cycle(batches, name="batches")
         meta_iter = cycle(meta_batches, name="meta_batches") if meta_batches is not None else None
         device = self._device()
+        self._follow(device)
         if optimizer_factory is None:
             opt_type, hyper = type(self.optimizer), _group_hyper(self.optimizer)
 

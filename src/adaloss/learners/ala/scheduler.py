@@ -301,6 +301,9 @@ class ALA:
         return min(self.steps / self.total_steps, 1.0) if self.total_steps else 0.0
 
     def _evaluate(self, model: nn.Module, valid_data: ValidData, keep_outputs: bool) -> tuple[float, Any, Any]:
+        first = next(model.parameters(), None)
+        if first is not None and first.device != self._device:  # the loss follows the model
+            self.to(first.device)
         self.metric.reset()
         result = evaluate_batches(model, _batches(valid_data), [self.metric], forward=self.forward,
                                   target=self.target, keep_outputs=keep_outputs)
