@@ -197,7 +197,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _list(what: str) -> int:
     if what == "datasets":
-        from adaloss.data import DATASETS as names
+        from adaloss.data import DATASETS
+        from adaloss.data.own import OWN_FORMATS
+
+        names = [*DATASETS, *(f"{f}\t(your own file: data_path=…)" for f in OWN_FORMATS)]
     elif what == "models":
         from adaloss.models import list_models
 

@@ -128,7 +128,10 @@ def _taylorglo(*, task: Task, **options: Any) -> Learner:
 def _learned_loss(*, task: Task, path: str) -> Learner:
     from adaloss.losses import load
 
-    loss = load(path)
+    try:
+        loss = load(path)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise type(e)(f"method_args.path: {e}") from e
     if getattr(loss, "task", task) != task:
         raise ValueError(f"The learned loss in {path!r} is for {loss.task}, but the task is {task}.")
     for p in loss.parameters():
