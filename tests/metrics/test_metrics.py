@@ -36,9 +36,64 @@ def test_mse_matches_sklearn_over_batches() -> None:
 
 
 def test_create_metric_checks_name_and_task() -> None:
-    with pytest.raises(ValueError, match=r"Expected `metric` to be one of \['aucpr', 'error', 'mse', 'nmi', 'recall@1', .*\], but got 'acc'"):
+    with pytest.raises(ValueError, match=r"Expected `metric` to be one of \['aucpr', 'balanced_error', 'error', 'mse', 'nmi', 'recall@1', .*\], but got 'acc'"):
         create_metric("acc")
     with pytest.raises(ValueError, match="Metric 'mse' is for regression, but the task is classification"):
         create_metric("mse", task="classification")
     with pytest.raises(RuntimeError, match="before any update"):
         ErrorRate().compute()
+
+
+def test_balanced_error_matches_sklearn_over_batches_and_splits_per_class() -> None:
+    from sklearn.metrics import balanced_accuracy_score, recall_score
+
+    from adaloss.metrics import BalancedError, balanced_error, per_class_recall
+
+    g = torch.Generator().manual_seed(3)
+    # an imbalanced label set with class 3 absent: sklearn averages over the classes present
+    y = torch.cat([torch.zeros(60), torch.ones(25), torch.full((8,), 2), torch.full((7,), 4)]).long()
+    pred = torch.randn(100, 5, generator=g)
+    pred[torch.arange(100), y] += torch.rand(100, generator=g) * 2
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):  # class 3, predicted only
+        expected = 1 - balanced_accuracy_score(y.numpy(), pred.argmax(1).numpy())
+    m = BalancedError()
+    for chunk in torch.arange(100).split(33):
+        m.update(pred[chunk], y[chunk])
+    assert m.compute() == pytest.approx(expected, abs=1e-12)
+    assert float(balanced_error(pred, y)) == pytest.approx(expected, abs=1e-12)
+    per_class = m.compute_per_class()
+    assert bool(per_class[3].isnan())
+    present = [0, 1, 2, 4]
+    sk_recall = recall_score(y.numpy(), pred.argmax(1).numpy(), labels=present, average=None)
+    assert torch.allclose(1 - per_class[present], torch.tensor(sk_recall, dtype=torch.float64))
+    assert torch.allclose(per_class_recall(pred, y)[present], torch.tensor(sk_recall, dtype=torch.float64))
+    assert create_metric("balanced_error").higher_is_better is False
+
+
+def test_error_rate_per_class_shares_average_to_the_error() -> None:
+    g = torch.Generator().manual_seed(4)
+    y = torch.randint(0, 4, (90,), generator=g)
+    pred = torch.randn(90, 4, generator=g)
+    m = ErrorRate()
+    m.update(pred[:50], y[:50])
+    m.update(pred[50:], y[50:])
+    shares = m.compute_per_class()
+    wrong = pred.argmax(1) != y
+    assert shares.mean().item() == pytest.approx(1 - accuracy_score(y.numpy(), pred.argmax(1).numpy()))
+    for c in range(4):  # hand count: class c's misclassified rows, times C / N
+        assert shares[c].item() == pytest.approx(4 * int((wrong & (y == c)).sum()) / 90)
+
+
+def test_aucpr_per_class_matches_sklearn_one_vs_rest() -> None:
+    from sklearn.metrics import average_precision_score
+
+    g = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 4, (80,), generator=g)
+    pred = torch.randn(80, 4, generator=g)
+    m = create_metric("aucpr")
+    m.update(pred, y)
+    per_class = m.compute_per_class()
+    probs = torch.softmax(pred.double(), 1).numpy()
+    for c in range(4):
+        assert per_class[c].item() == pytest.approx(average_precision_score((y == c).numpy(), probs[:, c]))
+    assert per_class.mean().item() == pytest.approx(m.compute())

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from adaloss.metrics.base import METRICS, Metric, MetricTask, create_metric
-from adaloss.metrics.classification import AUCPR, ErrorRate, average_precision, error_rate
+from adaloss.metrics.classification import (
+    AUCPR,
+    BalancedError,
+    ErrorRate,
+    average_precision,
+    balanced_error,
+    error_rate,
+    per_class_recall,
+)
 from adaloss.metrics.clustering import KMeansResult, kmeans, normalized_mutual_info
 from adaloss.metrics.embedding import (
     NMI,
@@ -21,6 +29,7 @@ from adaloss.metrics.regression import MeanSquaredError, mean_squared_error
 __all__ = [
     "evaluate_batches",
     "AUCPR",
+    "BalancedError",
     "METRICS",
     "NMI",
     "ErrorRate",
@@ -36,10 +45,12 @@ __all__ = [
     "RecallAt8",
     "RecallAtK",
     "average_precision",
+    "balanced_error",
     "create_metric",
     "error_rate",
     "kmeans",
     "mean_squared_error",
+    "per_class_recall",
     "nmi",
     "normalized_mutual_info",
     "recall_at_k",

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from adaloss.metrics.base import Metric, _WholeSetMetric, register_metric
 
-__all__ = ["AUCPR", "ErrorRate", "average_precision", "error_rate"]
+__all__ = ["AUCPR", "BalancedError", "ErrorRate", "average_precision", "balanced_error", "error_rate", "per_class_recall"]
 
 
 def error_rate(prediction: Tensor, target: Tensor) -> Tensor:
@@ -20,26 +20,98 @@ def error_rate(prediction: Tensor, target: Tensor) -> Tensor:
     return (prediction.argmax(dim=-1) != target).float().mean()
 
 
+def per_class_recall(prediction: Tensor, target: Tensor, num_classes: int | None = None) -> Tensor:
+    """Recall of each class (``(C,)``, float64): the fraction of its rows predicted as it; NaN for
+    a class absent from ``target``.
+
+    Args:
+        prediction: ``(N, C)`` scores.
+        target: ``(N,)`` class indices.
+        num_classes: C (default: ``prediction``'s width).
+    """
+    c = prediction.shape[-1] if num_classes is None else num_classes
+    hit = (prediction.argmax(dim=-1) == target).double()
+    totals = torch.bincount(target, minlength=c).double()
+    hits = torch.zeros(c, dtype=torch.float64, device=target.device).index_add_(0, target, hit)
+    return torch.where(totals > 0, hits / totals.clamp_min(1), torch.full_like(hits, float("nan")))
+
+
+def balanced_error(prediction: Tensor, target: Tensor) -> Tensor:
+    """``1 − mean`` per-class recall over the classes present in ``target`` (scikit-learn's
+    ``1 − balanced_accuracy_score``): every class counts the same, however rare."""
+    recall = per_class_recall(prediction, target)
+    return 1.0 - recall[~recall.isnan()].mean()
+
+
+class _CountingMetric(Metric):
+    """Per-class counts of rows and of misclassified rows, accumulated over batches."""
+
+    def reset(self) -> None:
+        self._wrong: Tensor | None = None
+        self._count: Tensor | None = None
+
+    def update(self, prediction: Tensor, target: Tensor) -> None:
+        c = prediction.shape[-1]
+        wrong = (prediction.argmax(dim=-1) != target).double()
+        w = torch.zeros(c, dtype=torch.float64).index_add_(0, target.cpu(), wrong.cpu())
+        n = torch.bincount(target.cpu(), minlength=c).double()
+        if self._wrong is None or self._count is None:
+            self._wrong, self._count = w, n
+        else:
+            if self._wrong.shape != w.shape:
+                raise ValueError(f"Expected `prediction` with {self._wrong.numel()} columns like the earlier batches, "
+                                 f"but got {c}.")
+            self._wrong += w
+            self._count += n
+
+    def _counts(self) -> tuple[Tensor, Tensor]:
+        if self._wrong is None or self._count is None:
+            raise RuntimeError(f"{type(self).__name__}.compute() called before any update().")
+        return self._wrong, self._count
+
+
 @register_metric
-class ErrorRate(Metric):
-    """Top-1 error rate, in [0, 1]; lower is better."""
+class ErrorRate(_CountingMetric):
+    """Top-1 error rate, in [0, 1]; lower is better.
+
+    :meth:`compute_per_class` splits it into one share per class (their mean is the error rate).
+    """
 
     name = "error"
     higher_is_better = False
     task = "classification"
 
-    def reset(self) -> None:
-        self._wrong = 0
-        self._total = 0
+    def compute(self) -> float:
+        wrong, count = self._counts()
+        return float(wrong.sum() / count.sum())
 
-    def update(self, prediction: Tensor, target: Tensor) -> None:
-        self._wrong += int((prediction.argmax(dim=-1) != target).sum())
-        self._total += target.shape[0]
+    def compute_per_class(self) -> Tensor:
+        """``C · wrong_c / N``: class c's share of the error, scaled so that the mean over
+        classes is the error rate."""
+        wrong, count = self._counts()
+        return wrong.numel() * wrong / count.sum()
+
+
+@register_metric
+class BalancedError(_CountingMetric):
+    """Balanced error rate: ``1 − mean`` per-class recall over the classes seen (see
+    :func:`balanced_error`), in [0, 1]; lower is better. On imbalanced data it is the metric that
+    plain cross-entropy serves badly (a rare class's errors weigh as much as a common one's).
+
+    :meth:`compute_per_class` gives each class's error (NaN for a class not seen).
+    """
+
+    name = "balanced_error"
+    higher_is_better = False
+    task = "classification"
 
     def compute(self) -> float:
-        if self._total == 0:
-            raise RuntimeError("ErrorRate.compute() called before any update().")
-        return self._wrong / self._total
+        per_class = self.compute_per_class()
+        return float(per_class[~per_class.isnan()].mean())
+
+    def compute_per_class(self) -> Tensor:
+        wrong, count = self._counts()
+        return torch.where(count > 0, wrong / count.clamp_min(1), torch.full_like(wrong, float("nan")))
 
 
 def _check_scores_and_labels(prediction: Tensor, target: Tensor) -> None:
@@ -166,3 +238,15 @@ class AUCPR(_WholeSetMetric):
 
     def _compute(self, prediction: Tensor, target: Tensor) -> float:
         return float(average_precision(prediction, target, from_logits=self.from_logits))
+
+    def compute_per_class(self) -> Tensor:
+        """The one-vs-rest AP of each class (``(C,)``; their mean is the macro AUCPR); needs C > 2."""
+        if not self._predictions:
+            raise RuntimeError("AUCPR.compute_per_class() called before any update().")
+        prediction, target = torch.cat(self._predictions), torch.cat(self._targets)
+        if prediction.dim() != 2 or prediction.shape[1] <= 2:
+            raise ValueError(f"AUCPR.compute_per_class() needs (N, C) scores with C > 2, but got shape "
+                             f"{tuple(prediction.shape)}.")
+        scores = _positive_class_scores(prediction, self.from_logits)
+        positives = target.unsqueeze(1) == torch.arange(scores.shape[1], device=target.device)
+        return _binary_average_precision(scores, positives)
