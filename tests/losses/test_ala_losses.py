@@ -209,3 +209,35 @@ def test_default_form_is_log_prob_exactly_cross_entropy_at_identity() -> None:
     z = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2, 3, 1])
     torch.testing.assert_close(ClassPairLoss(4).double()(z, y), F.cross_entropy(z, y))
+
+
+def test_class_weight_loss_is_weighted_cross_entropy_by_hand() -> None:
+    from adaloss.losses import ClassWeightLoss
+
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(12, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (12,), generator=g)
+    loss = ClassWeightLoss(3).double()
+    assert torch.allclose(loss(z, y), F.cross_entropy(z, y))  # Φ = 0 is cross-entropy
+    loss.set_parameter_vector(torch.tensor([0.5, -1.0, 3.0]))  # 3.0 clipped to the upper bound 2
+    assert loss.parameter_vector().tolist() == [0.5, -1.0, 2.0]
+    w = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64).exp()
+    nll = -torch.log_softmax(z, 1)[torch.arange(12), y]
+    assert torch.allclose(loss(z, y), (w[y] * nll).sum() / w[y].sum())
+    # a shift of every log-weight changes nothing (the loss is normalised by the total weight)
+    before = loss(z, y)
+    loss.set_parameter_vector(torch.tensor([0.0, -1.5, 1.5]))
+    assert torch.allclose(loss(z, y), before)
+    assert loss.parameter_names == ["log_w[0]", "log_w[1]", "log_w[2]"]
+
+
+def test_class_weight_loss_inverse_frequency_oracle() -> None:
+    from adaloss.losses import ClassWeightLoss
+
+    loss = ClassWeightLoss.inverse_frequency([900, 100, 300])
+    w = loss.weights
+    assert torch.allclose(w / w[0], torch.tensor([1.0, 9.0, 3.0]), rtol=1e-5)
+    assert abs(float(loss.parameter_vector().sum())) < 1e-5  # centred
+    with pytest.raises(ValueError, match="counts"):
+        ClassWeightLoss.inverse_frequency([10, 0])
+    with pytest.raises(ValueError, match="bounds"):
+        ClassWeightLoss(3, bounds=(1.0, -1.0))

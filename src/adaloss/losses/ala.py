@@ -4,9 +4,12 @@ ALA (Huang et al., "Addressing the Loss-Metric Mismatch with Adaptive Loss Align
 trains the base model under a loss ``l_Φ`` whose parameters are changed additively,
 ``Φ_{t+1} = Φ_t + ΔΦ_t``, by a policy every K base steps (dossier ``papers/ala.md`` §2). The
 controller needs nothing from a loss but a flat, named, bounded parameter vector: that is the
-:class:`ParametricLoss` protocol. Two families are provided:
+:class:`ParametricLoss` protocol. Three families are provided:
 
 * :class:`ClassPairLoss` — classification, a C×C matrix on log-probabilities (dossier §3.1).
+* :class:`ClassWeightLoss` — classification, one log-weight per class on cross-entropy: C
+  parameters, a family that holds the class-weighted CE known to serve imbalanced data (ours,
+  beside the paper's C×C matrix; issue 15).
 * :class:`PairDistanceLoss` — metric learning, bin weights over positive/negative pair distances
   (dossier §3.2/§10.2; a **reconstruction**, the paper's metric-learning loss was not read).
 """
@@ -24,6 +27,7 @@ from adaloss._validation import check_choice, check_int, check_positive
 
 __all__ = [
     "ClassPairLoss",
+    "ClassWeightLoss",
     "PairDistanceLoss",
     "ParametricLoss",
     "apply_parameter_delta",
@@ -249,6 +253,93 @@ class ClassPairLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, form={self.form!r}, bounds={self.offdiag_bounds}, "
                 f"symmetric={self.symmetric}, adapt_diagonal={self.adapt_diagonal}, loss_scale={self.loss_scale}")
+
+
+class ClassWeightLoss(nn.Module):
+    """Cross-entropy with one adaptable log-weight per class: Φ = ``(log w_1, …, log w_C)``.
+
+    ``l_Φ(z, y) = Σ_i w_{y_i} · CE(z_i, y_i) / Σ_i w_{y_i}`` — exactly
+    ``F.cross_entropy(z, y, weight=exp(Φ))``: normalised by the batch's total weight, so moving
+    every log-weight by the same amount changes nothing (the controller cannot change the step
+    size through Φ, only the balance between classes). Φ = 0 (the start) is cross-entropy.
+
+    Not in the ALA paper, which adapts a C×C matrix (:class:`ClassPairLoss`); this family has C
+    parameters instead of C(C−1)/2 and contains the class-weighted cross-entropy that is the
+    known answer on imbalanced data (weights ∝ 1 / class frequency, :meth:`inverse_frequency`),
+    so a controller's result can be checked against it (issue 15). :class:`ClassPairLoss` with
+    ``adapt_diagonal=True`` holds the same weights in its diagonal, but unnormalised.
+
+    Args:
+        num_classes: C.
+        bounds: clip range of every log-weight; default ``(-2, 2)`` (weights e^±2, a ratio up to
+            e^4 ≈ 55 between classes; ours).
+        label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
+    """
+
+    def __init__(self, num_classes: int, *, bounds: tuple[float, float] = (-2.0, 2.0),
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        self.log_weight_bounds = _check_bounds("bounds", bounds)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"Expected `label_smoothing` to be in [0, 1), but got {label_smoothing!r}.")
+        self.label_smoothing = float(label_smoothing)
+        self.register_buffer("log_weights", torch.zeros(self.num_classes))
+
+    @classmethod
+    def inverse_frequency(cls, counts: Tensor | list[int], *, power: float = 1.0,
+                          bounds: tuple[float, float] = (-2.0, 2.0)) -> ClassWeightLoss:
+        """The class-weighted cross-entropy with ``w_c ∝ (1 / n_c)^power`` from training counts
+        ``n_c`` (log-weights centred on their mean, then clipped to ``bounds``): the oracle of
+        the imbalanced protocol."""
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        if counts.dim() != 1 or counts.numel() < 2 or bool((counts <= 0).any()):
+            raise ValueError(f"Expected `counts` to be a 1-D sequence of at least 2 positive class counts, but got "
+                             f"{counts.tolist()!r}.")
+        loss = cls(int(counts.numel()), bounds=bounds)
+        log_w = -float(power) * counts.log()
+        loss.set_parameter_vector((log_w - log_w.mean()).float())
+        return loss
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return [f"log_w[{c}]" for c in range(self.num_classes)]
+
+    @property
+    def bounds(self) -> tuple[Tensor, Tensor]:
+        lo, hi = self.log_weight_bounds
+        return torch.full_like(self.log_weights, lo), torch.full_like(self.log_weights, hi)
+
+    def parameter_vector(self) -> Tensor:
+        return self.log_weights.clone()
+
+    @torch.no_grad()
+    def set_parameter_vector(self, vector: Tensor) -> None:
+        if vector.shape != self.log_weights.shape:
+            raise ValueError(f"Expected a parameter vector of shape {tuple(self.log_weights.shape)}, but got "
+                             f"{tuple(vector.shape)}.")
+        lo, hi = self.log_weight_bounds
+        self.log_weights.copy_(vector.to(self.log_weights).clamp(lo, hi))
+
+    @property
+    def weights(self) -> Tensor:
+        """``exp(Φ)``, the class weights."""
+        return self.log_weights.exp()
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(prediction, target, weight=self.log_weights.exp().to(prediction.dtype),
+                               label_smoothing=self.label_smoothing)
+
+    def config(self) -> dict[str, object]:
+        return {"num_classes": self.num_classes, "bounds": list(self.log_weight_bounds),
+                "label_smoothing": self.label_smoothing}
+
+    def snapshot(self) -> dict[str, object]:
+        return {"log_weights": self.log_weights.detach().cpu().tolist(),
+                "weights": self.weights.detach().cpu().tolist()}
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, bounds={self.log_weight_bounds}"
 
 
 # ---------------------------------------------------------------------------- metric learning
