@@ -139,6 +139,14 @@ def _learned_loss(*, task: Task, path: str) -> Learner:
     return FixedLossLearner(loss)
 
 
+def _ce_weighted(*, task: Task, power: float = 1.0, bounds: tuple[float, float] = (-3.0, 3.0)) -> Learner:
+    """Cross-entropy weighted by inverse class frequency (the imbalanced protocol's oracle)."""
+    from adaloss.learners.handcrafted import InverseFrequencyLearner
+
+    return InverseFrequencyLearner(power=power, bounds=tuple(bounds))  # type: ignore[arg-type]
+
+
+register_method("ce_weighted", _ce_weighted, tasks=("classification",))
 register_method("adalfl", _adalfl, tasks=("classification", "regression"))
 register_method("ml3", _ml3, tasks=("classification", "regression"))
 register_method("taylorglo", _taylorglo, tasks=("classification", "regression"))
