@@ -241,3 +241,40 @@ def test_class_weight_loss_inverse_frequency_oracle() -> None:
         ClassWeightLoss.inverse_frequency([10, 0])
     with pytest.raises(ValueError, match="bounds"):
         ClassWeightLoss(3, bounds=(1.0, -1.0))
+
+
+def test_frequency_weight_loss_is_cross_entropy_weighted_by_a_power_of_frequency() -> None:
+    from adaloss.losses import FrequencyWeightLoss
+
+    g = torch.Generator().manual_seed(1)
+    z, y = torch.randn(10, 3, generator=g, dtype=torch.float64), torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 2, 0])
+    loss = FrequencyWeightLoss(3).double()
+    assert torch.allclose(loss(z, y), F.cross_entropy(z, y))  # τ = 0 is cross-entropy
+    assert loss.class_counts.tolist() == [7.0, 2.0, 1.0]  # counted from the training targets
+    loss.eval()
+    loss(z, y)
+    assert loss.class_counts.tolist() == [7.0, 2.0, 1.0]  # not in eval mode
+    loss.set_parameter_vector(torch.tensor([0.5]))
+    w = torch.tensor([8.0, 3.0, 2.0], dtype=torch.float64) ** -0.5  # (count + 1)^(−τ), by hand
+    nll = -torch.log_softmax(z, 1)[torch.arange(10), y]
+    assert torch.allclose(loss(z, y), (w[y] * nll).sum() / w[y].sum())
+    loss.set_parameter_vector(torch.tensor([5.0]))
+    assert loss.parameter_vector().tolist() == [1.0]  # clipped to the upper bound
+    assert loss.parameter_names == ["tau"]
+    # the tied form of ClassWeightLoss: τ = 1 with fixed counts is the inverse-frequency oracle
+    from adaloss.losses import ClassWeightLoss
+
+    fixed = FrequencyWeightLoss(3, counts=[900, 100, 300])
+    fixed.set_parameter_vector(torch.tensor([1.0]))
+    torch.testing.assert_close(fixed.weights, ClassWeightLoss.inverse_frequency([900, 100, 300]).weights)
+    fixed(z.float(), y)
+    assert fixed.class_counts.tolist() == [900.0, 100.0, 300.0]  # fixed counts are not updated
+    state = loss.state_dict()
+    again = FrequencyWeightLoss(3).double()
+    again.load_state_dict(state)
+    again.eval()  # in training mode it would count this batch first
+    assert torch.allclose(again(z, y), loss(z, y))
+    with pytest.raises(ValueError, match="counts"):
+        FrequencyWeightLoss(3, counts=[1, 2])
+    with pytest.raises(ValueError, match="bounds"):
+        FrequencyWeightLoss(3, bounds=(1.0, 0.0))

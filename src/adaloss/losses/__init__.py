@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from adaloss.losses.ala import ClassPairLoss, ClassWeightLoss, PairDistanceLoss, ParametricLoss
+from adaloss.losses.ala import ClassPairLoss, ClassWeightLoss, FrequencyWeightLoss, PairDistanceLoss, ParametricLoss
 from adaloss.losses.handcrafted import HANDCRAFTED_LOSSES, ContrastiveLoss, FocalLoss, MarginLoss, create_loss
 from adaloss.losses.io import load, save
 from adaloss.losses.network import LossNetwork, SmoothLeakyReLU
 from adaloss.losses.taylor import TaylorLoss
 
-__all__ = ["HANDCRAFTED_LOSSES", "ClassPairLoss", "ClassWeightLoss", "ContrastiveLoss", "FocalLoss", "LossNetwork", "MarginLoss", "PairDistanceLoss", "ParametricLoss", "SmoothLeakyReLU",
+__all__ = ["HANDCRAFTED_LOSSES", "ClassPairLoss", "ClassWeightLoss", "ContrastiveLoss", "FrequencyWeightLoss", "FocalLoss", "LossNetwork", "MarginLoss", "PairDistanceLoss", "ParametricLoss", "SmoothLeakyReLU",
            "TaylorLoss", "create_loss", "load", "save"]

@@ -4,12 +4,14 @@ ALA (Huang et al., "Addressing the Loss-Metric Mismatch with Adaptive Loss Align
 trains the base model under a loss ``l_Φ`` whose parameters are changed additively,
 ``Φ_{t+1} = Φ_t + ΔΦ_t``, by a policy every K base steps (dossier ``papers/ala.md`` §2). The
 controller needs nothing from a loss but a flat, named, bounded parameter vector: that is the
-:class:`ParametricLoss` protocol. Three families are provided:
+:class:`ParametricLoss` protocol. Four families are provided:
 
 * :class:`ClassPairLoss` — classification, a C×C matrix on log-probabilities (dossier §3.1).
 * :class:`ClassWeightLoss` — classification, one log-weight per class on cross-entropy: C
   parameters, a family that holds the class-weighted CE known to serve imbalanced data (ours,
   beside the paper's C×C matrix; issue 15).
+* :class:`FrequencyWeightLoss` — classification, one parameter: the power τ of inverse class
+  frequency weights (ours; the tied form of the class weights, issue 15).
 * :class:`PairDistanceLoss` — metric learning, bin weights over positive/negative pair distances
   (dossier §3.2/§10.2; a **reconstruction**, the paper's metric-learning loss was not read).
 """
@@ -28,6 +30,7 @@ from adaloss._validation import check_choice, check_int, check_positive
 __all__ = [
     "ClassPairLoss",
     "ClassWeightLoss",
+    "FrequencyWeightLoss",
     "PairDistanceLoss",
     "ParametricLoss",
     "apply_parameter_delta",
@@ -340,6 +343,97 @@ class ClassWeightLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, bounds={self.log_weight_bounds}"
+
+
+class FrequencyWeightLoss(nn.Module):
+    """Cross-entropy weighted by class frequency to an adaptable power: Φ = ``(τ,)``.
+
+    ``w_c ∝ f_c^(−τ)``, ``l_Φ = F.cross_entropy(z, y, weight=w)`` (normalised by the batch's
+    total weight, as :class:`ClassWeightLoss`). ``τ = 0`` is cross-entropy, ``τ = 1`` the inverse
+    class frequency, ``τ = ½`` its square root: one parameter spans the class-weighted losses
+    known to serve imbalanced data, so a controller makes one decision per episode instead of C
+    (ours, issue 15: the tied form of :class:`ClassWeightLoss`, ``Φ_c = −τ log f_c``).
+
+    ``f_c``: ``counts`` when given (e.g. the training split's class counts); otherwise counted
+    from the targets of every call in training mode (the ``class_counts`` buffer, kept in the
+    state dict), each count plus one, so the loss needs nothing but the batches it trains on.
+
+    Args:
+        num_classes: C.
+        counts: fixed class counts (length C, positive), or ``None`` to count the training targets.
+        bounds: clip range of τ; default ``(0, 1)``: from cross-entropy to the full inverse-frequency
+            weighting (ours). Wider is allowed; on the planted task τ = 1 already over-weights at a
+            higher learning rate (``experiments/results/ala_planted.md``).
+        label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
+    """
+
+    def __init__(self, num_classes: int, *, counts: Tensor | list[int] | None = None,
+                 bounds: tuple[float, float] = (0.0, 1.0), label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        self.tau_bounds = _check_bounds("bounds", bounds)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"Expected `label_smoothing` to be in [0, 1), but got {label_smoothing!r}.")
+        self.label_smoothing = float(label_smoothing)
+        self.fixed_counts = counts is not None
+        if counts is not None:
+            counts = torch.as_tensor(counts, dtype=torch.float64)
+            if counts.shape != (self.num_classes,) or bool((counts <= 0).any()):
+                raise ValueError(f"Expected `counts` to hold {self.num_classes} positive class counts, but got "
+                                 f"{counts.tolist()!r}.")
+        self.register_buffer("tau", torch.zeros(1))
+        self.register_buffer("class_counts", torch.zeros(self.num_classes, dtype=torch.float64)
+                             if counts is None else counts.clone())
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return ["tau"]
+
+    @property
+    def bounds(self) -> tuple[Tensor, Tensor]:
+        lo, hi = self.tau_bounds
+        return torch.full_like(self.tau, lo), torch.full_like(self.tau, hi)
+
+    def parameter_vector(self) -> Tensor:
+        return self.tau.clone()
+
+    @torch.no_grad()
+    def set_parameter_vector(self, vector: Tensor) -> None:
+        if vector.shape != self.tau.shape:
+            raise ValueError(f"Expected a parameter vector of shape {tuple(self.tau.shape)}, but got "
+                             f"{tuple(vector.shape)}.")
+        lo, hi = self.tau_bounds
+        self.tau.copy_(vector.to(self.tau).clamp(lo, hi))
+
+    @property
+    def log_weights(self) -> Tensor:
+        """``−τ log f_c``, centred on their mean (the weights' scale does not matter)."""
+        counts = self.class_counts if self.fixed_counts else self.class_counts + 1
+        log_w = -self.tau.to(counts) * counts.log()
+        return (log_w - log_w.mean()).float()
+
+    @property
+    def weights(self) -> Tensor:
+        """The class weights ``f_c^(−τ)``, geometric mean 1."""
+        return self.log_weights.exp()
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        if self.training and not self.fixed_counts:
+            with torch.no_grad():
+                self.class_counts += torch.bincount(target.detach().flatten(), minlength=self.num_classes).to(
+                    self.class_counts)[: self.num_classes]
+        return F.cross_entropy(prediction, target, weight=self.weights.to(prediction.device, prediction.dtype),
+                               label_smoothing=self.label_smoothing)
+
+    def config(self) -> dict[str, object]:
+        return {"num_classes": self.num_classes, "bounds": list(self.tau_bounds),
+                "label_smoothing": self.label_smoothing, "fixed_counts": self.fixed_counts}
+
+    def snapshot(self) -> dict[str, object]:
+        return {"tau": float(self.tau), "weights": self.weights.detach().cpu().tolist()}
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, bounds={self.tau_bounds}, fixed_counts={self.fixed_counts}"
 
 
 # ---------------------------------------------------------------------------- metric learning
