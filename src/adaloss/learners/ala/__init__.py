@@ -8,7 +8,7 @@ attributes to the paper (§4, marked *reconstructed*) and the dossier's recommen
 The loop (one-step episodes, T = 1, so a contextual bandit):
 
 1. every K base steps the controller observes a state ``s_t`` (:class:`PairConfusionFeatures`,
-   :class:`PairDistanceFeatures` or :class:`MetricHistoryFeatures`), samples one of
+   :class:`PairDistanceFeatures`, :class:`ClassErrorFeatures` or :class:`MetricHistoryFeatures`), samples one of
    ``{−β, 0, +β}`` per loss parameter from the shared per-parameter :class:`ALAPolicy`, and
    sets ``Φ ← clip(Φ + ΔΦ, bounds)``;
 2. the base model trains K steps under ``l_Φ``;
@@ -18,12 +18,14 @@ The loop (one-step episodes, T = 1, so a contextual bandit):
 
 Modules, one seam each: :mod:`.features` (the state), :mod:`.policy` (policy, controller, policy
 files), :mod:`.presets` (option tables), :mod:`.scheduler` (:class:`ALA`, the method as a loss
-scheduler for any training loop) and :mod:`.learner` (the trainer's adapter, ``method=ala``).
+scheduler for any training loop), :mod:`.learner` (the trainer's adapter, ``method=ala``) and
+:mod:`.bandit` (a synthetic task with a known answer, at a given reward noise, for the controller).
 """
 
 from __future__ import annotations
 
 from adaloss.learners.ala.features import (
+    ClassErrorFeatures,
     Features,
     MetricHistoryFeatures,
     Observation,
@@ -46,6 +48,8 @@ from adaloss.learners.ala.presets import (
     ALA_LOSS_OPTIONS,
     ALA_PRESETS,
     DEFAULT_TARGET_METRIC,
+    FAMILY_DEFAULTS,
+    PRESET_FAMILIES,
     PRESET_FORMS,
 )
 from adaloss.learners.ala.scheduler import ALA, PHI_TRACE_MAX, phi_statistics, smoothed_metric
@@ -59,12 +63,15 @@ __all__ = [
     "ALAController",
     "ALALearner",
     "ALAPolicy",
+    "ClassErrorFeatures",
     "DEFAULT_TARGET_METRIC",
+    "FAMILY_DEFAULTS",
     "Features",
     "MetricHistoryFeatures",
     "Observation",
     "PHI_TRACE_MAX",
     "POLICY_FILE",
+    "PRESET_FAMILIES",
     "PRESET_FORMS",
     "PairConfusionFeatures",
     "PairDistanceFeatures",

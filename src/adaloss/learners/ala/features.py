@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adaloss._validation import check_int
-from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss, ParametricLoss
+from adaloss.losses.ala import ClassPairLoss, ClassWeightLoss, PairDistanceLoss, ParametricLoss
 from adaloss.typing import StateDict
 
 __all__ = [
+    "ClassErrorFeatures",
     "Features",
     "MetricHistoryFeatures",
     "Observation",
@@ -109,6 +110,64 @@ class PairConfusionFeatures:
 
     def load_state_dict(self, state: StateDict) -> None:
         self._confusions = [c.clone() for c in state["confusions"]]
+
+
+class ClassErrorFeatures:
+    """A per-class state for one-parameter-per-class losses (:class:`ClassWeightLoss`; ours, issue 15).
+
+    For each class c, from the validation outputs of the controller step:
+
+    * its error ``e_c = 1 − recall_c`` at the last ``history`` controller steps, newest first,
+      zero-padded — ``history``;
+    * ``e_c − mean_k e_k``: how much worse than the average class it does now — 1 (the signal a
+      rebalancing policy needs: raise the weight of a class left behind);
+    * the change of ``e_c`` since the previous controller step — 1;
+    * its share of the validation rows times C (1 = balanced; < 1 a minority class) — 1;
+    * Φ_c's position within its bounds, scaled to [−1, 1] — 1;
+    * ``t / T`` — 1.
+
+    ``history + 5`` numbers. A class absent from the validation subset gets error 0 and share 0.
+    """
+
+    def __init__(self, *, history: int = 10) -> None:
+        self.history = check_int("history", history, minimum=1)
+        self._errors: list[Tensor] = []
+
+    @property
+    def num_features(self) -> int:
+        return self.history + 5
+
+    @staticmethod
+    def fits(loss: object) -> bool:
+        return isinstance(loss, ClassWeightLoss)
+
+    def __call__(self, obs: Observation) -> Tensor:
+        c = obs.phi.numel()
+        if obs.logits.dim() != 2 or obs.logits.shape[1] != c:
+            raise ValueError(f"The class-error state needs one loss parameter per class: the loss has {c}, the "
+                             f"model's outputs have shape {tuple(obs.logits.shape)}.")
+        logits, targets = obs.logits.detach().float().cpu(), obs.targets.detach().cpu()
+        counts = torch.bincount(targets, minlength=c).float()
+        hits = torch.zeros(c).index_add_(0, targets, (logits.argmax(1) == targets).float())
+        present = counts > 0
+        error = torch.where(present, 1 - hits / counts.clamp_min(1), torch.zeros(c))
+        self._errors = [error, *self._errors][: self.history]
+        hist = torch.zeros(c, self.history)
+        for k, e in enumerate(self._errors):
+            hist[:, k] = e
+        mean = error[present].mean() if bool(present.any()) else torch.tensor(0.0)
+        gap = torch.where(present, error - mean, torch.zeros(c))
+        change = error - self._errors[1] if len(self._errors) > 1 else torch.zeros(c)
+        share = counts / counts.sum().clamp_min(1) * c
+        phi, lo, hi = (t.detach().float().cpu() for t in (obs.phi, obs.lower, obs.upper))
+        pos = 2 * (phi - lo) / (hi - lo) - 1
+        return torch.cat([hist, torch.stack([gap, change, share, pos, torch.full((c,), obs.progress)], 1)], 1)
+
+    def state_dict(self) -> StateDict:
+        return {"errors": [e.clone() for e in self._errors]}
+
+    def load_state_dict(self, state: StateDict) -> None:
+        self._errors = [e.clone() for e in state["errors"]]
 
 
 class MetricHistoryFeatures:

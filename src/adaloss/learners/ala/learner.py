@@ -24,7 +24,7 @@ from adaloss.learners.ala.presets import (
 )
 from adaloss.learners.ala.scheduler import ALA
 from adaloss.learners.base import Learner, TrainContext, loss_step
-from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss, ParametricLoss
+from adaloss.losses.ala import ClassPairLoss, ClassWeightLoss, FrequencyWeightLoss, PairDistanceLoss, ParametricLoss
 from adaloss.metrics import Metric, create_metric
 from adaloss.typing import Batch, StateDict, Task
 
@@ -72,7 +72,8 @@ class ALALearner(Learner):
         gamma: discount γ of Eq. 4.
         smoothing_window: evaluate the metric after each of the last L steps of a window (0 = K).
         state: ``"pair_confusion"`` (24-d, faithful, class-pair loss), ``"pair_distance"``
-            (:class:`PairDistanceFeatures`, pair-distance loss), ``"metric"`` (generic), or
+            (:class:`PairDistanceFeatures`, pair-distance loss), ``"class_error"``
+            (:class:`ClassErrorFeatures`, class-weight loss), ``"metric"`` (generic), or
             ``"auto"`` (the one fitting the loss; a preset's ``pair_confusion`` also becomes
             ``pair_distance`` for the pair-distance loss).
         history: controller steps of history in the state.
@@ -103,7 +104,7 @@ class ALALearner(Learner):
         preset: Literal["default", "faithful"] = "default",
         metric: str | None = None,
         K: int | None = None,
-        state: Literal["auto", "pair_confusion", "pair_distance", "metric"] | None = None,
+        state: Literal["auto", "pair_confusion", "pair_distance", "class_error", "metric"] | None = None,
         val_batches: int | None = None,
         val_subset: Literal["auto", "fixed", "stream", "all"] = "auto",
         total_steps: int | None = None,
@@ -278,25 +279,58 @@ class ALALearner(Learner):
         self._val = [(x.to(device), y.to(device)) if device is not None else (x, y) for x, y in state["val"]]
 
 
-def create_ala_learner(*, task: Task, **options: Any) -> ALALearner:
+#: the loss families of ``method=ala`` on the classification task, and the loss options each takes
+CLASSIFICATION_FAMILIES: dict[str, tuple[type, tuple[str, ...]]] = {
+    "class_pair": (ClassPairLoss, ALA_LOSS_OPTIONS),
+    "class_weight": (ClassWeightLoss, ("bounds", "label_smoothing", "num_classes")),
+    "class_frequency": (FrequencyWeightLoss, ("bounds", "label_smoothing", "num_classes")),
+}
+
+
+def create_ala_learner(*, task: Task, family: str | None = None, **options: Any) -> ALALearner:
     """``method=ala``: split ``options`` between :class:`ALALearner` and the task's default loss —
-    :class:`~adaloss.losses.ala.ClassPairLoss` (:data:`ALA_LOSS_OPTIONS`) for classification,
-    :class:`~adaloss.losses.ala.PairDistanceLoss` (:data:`ALA_EMBEDDING_LOSS_OPTIONS`) for
-    embedding — naming unknown ones."""
+    for classification the ``family`` (``"class_pair"``: :class:`~adaloss.losses.ala.ClassPairLoss`,
+    the paper's C×C matrix, :data:`ALA_LOSS_OPTIONS`; ``"class_weight"``:
+    :class:`~adaloss.losses.ala.ClassWeightLoss`, one log-weight per class; ``"class_frequency"``:
+    :class:`~adaloss.losses.ala.FrequencyWeightLoss`, one power of the class frequencies; default: the
+    preset's, :data:`~adaloss.learners.ala.presets.PRESET_FAMILIES`), for embedding
+    :class:`~adaloss.losses.ala.PairDistanceLoss` (:data:`ALA_EMBEDDING_LOSS_OPTIONS`) —
+    naming unknown ones."""
+    from adaloss.learners.ala.presets import PRESET_FAMILIES
+
     learner_options = sorted([*(n for n in inspect.signature(ALALearner).parameters
-                                if n not in ("task", "loss", "core_options")), *CORE_OPTIONS])
-    loss_names = ALA_EMBEDDING_LOSS_OPTIONS if task == "embedding" else ALA_LOSS_OPTIONS
-    unknown = sorted(set(options) - set(learner_options) - set(loss_names))
+                                if n not in ("task", "loss", "core_options")), *CORE_OPTIONS, "family"])
+    preset = check_choice("preset", options.get("preset", "default"), tuple(PRESET_FORMS))
+    if task == "embedding":
+        if family is not None:
+            raise ValueError(f"`family` chooses the classification loss; the embedding task has one "
+                             f"(PairDistanceLoss), but got family={family!r}.")
+        loss_names: tuple[str, ...] = ALA_EMBEDDING_LOSS_OPTIONS
+    else:
+        family = check_choice("family", PRESET_FAMILIES[preset] if family is None else family,
+                              tuple(CLASSIFICATION_FAMILIES))
+        loss_names = CLASSIFICATION_FAMILIES[family][1]
+    all_loss_names = {*ALA_EMBEDDING_LOSS_OPTIONS} if task == "embedding" else {
+        n for _, names in CLASSIFICATION_FAMILIES.values() for n in names}
+    unknown = sorted(set(options) - set(learner_options) - all_loss_names)
     if unknown:
         raise TypeError(f"Unknown option(s) {unknown} for method 'ala' on the {task} task; learner options: "
                         f"{learner_options}; loss options: {sorted(loss_names)}.")
+    misplaced = sorted((set(options) & all_loss_names) - set(loss_names))
+    if misplaced:
+        raise TypeError(f"Option(s) {misplaced} do not apply to the {family!r} loss family; its loss options: "
+                        f"{sorted(loss_names)}.")
     loss_options = {k: options.pop(k) for k in loss_names if k in options}
     loss: LossSpec = None
     if task == "embedding":
         loss = PairDistanceLoss(**loss_options)
+    elif family in ("class_weight", "class_frequency"):
+        cls = CLASSIFICATION_FAMILIES[family][0]
+        if "bounds" in loss_options:
+            loss_options["bounds"] = tuple(loss_options["bounds"])
+        loss = cls(**loss_options) if "num_classes" in loss_options else functools.partial(cls, **loss_options)
     elif loss_options:
         if "form" not in loss_options:  # the preset's form, as ALALearner's own default loss
-            preset = check_choice("preset", options.get("preset", "default"), tuple(PRESET_FORMS))
             loss_options["form"] = PRESET_FORMS[preset]
         if "num_classes" in loss_options:
             loss = ClassPairLoss(**loss_options)

@@ -113,7 +113,11 @@ class ALAController:
         baseline_decay: ρ of the reward baseline.
         entropy_coef: c_H (0 = none).
         replay_capacity, replay_batch, clip_ratio: replay memory (0 = on-policy only).
-        reward: ``"sign"`` (Eq. 5: sign of the improvement) or ``"difference"`` (the improvement).
+        reward: ``"sign"`` (Eq. 5: sign of the improvement), ``"difference"`` (the improvement), or
+            ``"normalized"`` (ours: the improvement divided by the running root-mean-square of the
+            improvements so far, decay ``baseline_decay`` — the magnitude kept, the scale of the
+            metric and of its shrinking changes late in training removed; the first episode,
+            which starts at the initial model, gives its sign only and does not set the scale).
         train_policy: ``False`` freezes the policy (transfer); rewards are still recorded.
         greedy: take the most probable action instead of sampling.
         seed: seed of the sampling generator.
@@ -130,7 +134,7 @@ class ALAController:
         replay_capacity: int = 0,
         replay_batch: int = 8,
         clip_ratio: float = 0.2,
-        reward: Literal["sign", "difference"] = "sign",
+        reward: Literal["sign", "difference", "normalized"] = "sign",
         train_policy: bool = True,
         greedy: bool = False,
         seed: int = 0,
@@ -143,7 +147,7 @@ class ALAController:
         self.replay_capacity = check_int("replay_capacity", replay_capacity, minimum=0)
         self.replay_batch = check_int("replay_batch", replay_batch, minimum=1)
         self.clip_ratio = float(check_positive("clip_ratio", clip_ratio))
-        self.reward_kind = check_choice("reward", reward, ("sign", "difference"))
+        self.reward_kind = check_choice("reward", reward, ("sign", "difference", "normalized"))
         self.train_policy = bool(train_policy)
         self.greedy = bool(greedy)
         self.seed = check_int("seed", seed, minimum=0)
@@ -151,6 +155,8 @@ class ALAController:
         #: the workers sharing this policy (one process: a no-op); see :meth:`share`
         self.collective: Collective = LocalCollective()
         self.baseline = 0.0
+        #: running mean of the squared improvements (the ``"normalized"`` reward's scale; 0 = none yet)
+        self.reward_sq = 0.0
         self.episodes = 0
         self.rewards: list[float] = []
         self.replay: list[dict[str, Any]] = []
@@ -197,6 +203,15 @@ class ALAController:
         """The reward for an oriented metric improvement (positive = better)."""
         if self.reward_kind == "sign":
             return float((improvement > 0) - (improvement < 0))
+        if self.reward_kind == "normalized":
+            if self.episodes == 0:
+                # the first window trains from the initial model: an improvement tens of times any
+                # later one, which would set the scale for the whole run — only its sign counts
+                return float((improvement > 0) - (improvement < 0))
+            sq = float(improvement) ** 2
+            rho = self.baseline_decay
+            self.reward_sq = sq if self.reward_sq == 0.0 else rho * self.reward_sq + (1 - rho) * sq
+            return float(improvement) / max(self.reward_sq ** 0.5, 1e-12)
         return float(improvement)
 
     def give_reward(self, improvement: float) -> dict[str, float]:
@@ -251,6 +266,7 @@ class ALAController:
             "policy": self.policy.state_dict(),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # no aliasing of the live Adam moments
             "baseline": self.baseline,
+            "reward_sq": self.reward_sq,
             "episodes": self.episodes,
             "rewards": list(self.rewards),
             "replay": [dict(ep) for ep in self.replay],
@@ -262,6 +278,7 @@ class ALAController:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = float(state["baseline"])
+        self.reward_sq = float(state.get("reward_sq", 0.0))  # absent in checkpoints before the option
         self.episodes = int(state["episodes"])
         self.rewards = [float(r) for r in state["rewards"]]
         self.replay = [dict(ep) for ep in state["replay"]]

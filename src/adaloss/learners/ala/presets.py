@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ALA_EMBEDDING_LOSS_OPTIONS", "ALA_LOSS_OPTIONS", "ALA_PRESETS", "DEFAULT_TARGET_METRIC", "PRESET_FORMS"]
+__all__ = ["ALA_EMBEDDING_LOSS_OPTIONS", "ALA_LOSS_OPTIONS", "ALA_PRESETS", "DEFAULT_TARGET_METRIC", "FAMILY_DEFAULTS",
+           "PRESET_FAMILIES", "PRESET_FORMS"]
 
 #: Option values per preset; every one is also a keyword option of :class:`ALALearner`.
 #: ``faithful`` = the values the public re-implementation attributes to the paper (dossier §4,
@@ -24,6 +25,16 @@ ALA_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Settings the ``default`` preset takes for a loss family, over :data:`ALA_PRESETS`, chosen from
+#: measurements (issue 15; ``experiments/results/ala_signal.md``, ``ala_bandit.md``, ``ala_planted.md``):
+#: the tied class-frequency family's one parameter τ ∈ [0, 1] needs steps a good action is seen
+#: through the reward noise with (SNR of one step ≈ 1 instead of 0.16 for β = 0.1 on the class
+#: weights), and twice the episodes of K = 200.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "FrequencyWeightLoss": {"K": 100, "smoothing_window": 10, "beta": 0.3, "policy_lr": 1e-2,
+                            "reward": "normalized"},
+}
+
 #: The class-pair loss form each preset builds when no loss is given. ``faithful``: the paper's
 #: sigmoid form as reconstructed (dossier §3.1). ``default``: the log-probability form, exactly
 #: cross-entropy at Φ = I. Measured (Fashion-MNIST, LeNet-5, SGD 0.01 momentum 0.9, Φ = I held
@@ -31,6 +42,9 @@ ALA_PRESETS: dict[str, dict[str, Any]] = {
 #: 1000) — the sigmoid's gradient ``p_y / (1 + p_y)²`` vanishes for confidently wrong examples, so
 #: whole classes are given up; no learning-rate scale repairs that (NOTES, "ALA loss form").
 PRESET_FORMS: dict[str, str] = {"faithful": "sigmoid", "default": "log_prob"}
+
+#: The classification loss family ``method=ala`` adapts when none is named, per preset.
+PRESET_FAMILIES: dict[str, str] = {"faithful": "class_pair", "default": "class_pair"}
 
 #: options of ``method=ala`` that go to :class:`~adaloss.losses.ala.ClassPairLoss`
 ALA_LOSS_OPTIONS = ("form", "bounds", "diagonal_bounds", "symmetric", "adapt_diagonal", "loss_scale", "num_classes")

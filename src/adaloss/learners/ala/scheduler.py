@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from adaloss._validation import check_choice, check_fraction, check_int
 from adaloss.distributed import Collective
 from adaloss.learners.ala.features import (
+    ClassErrorFeatures,
     Features,
     MetricHistoryFeatures,
     Observation,
@@ -20,8 +21,15 @@ from adaloss.learners.ala.features import (
     PairDistanceFeatures,
 )
 from adaloss.learners.ala.policy import ALAController, ALAPolicy, load_policy
-from adaloss.learners.ala.presets import ALA_PRESETS
-from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss, ParametricLoss, apply_parameter_delta
+from adaloss.learners.ala.presets import ALA_PRESETS, FAMILY_DEFAULTS
+from adaloss.losses.ala import (
+    ClassPairLoss,
+    ClassWeightLoss,
+    FrequencyWeightLoss,
+    PairDistanceLoss,
+    ParametricLoss,
+    apply_parameter_delta,
+)
 from adaloss.metrics import Metric, create_metric, evaluate_batches
 from adaloss.typing import BatchForward, BatchTarget, StateDict
 
@@ -100,7 +108,8 @@ class ALA:
             optimizer.step()
             ala.step(model, valid_loader)
 
-    Every option left ``None`` takes the value of ``preset`` (:data:`ALA_PRESETS`).
+    Every option left ``None`` takes the value of ``preset`` (:data:`ALA_PRESETS`); with the ``default``
+    preset, a loss family's measured settings come first (:data:`FAMILY_DEFAULTS`).
 
     Args:
         loss: the parametric loss, or a factory ``num_classes -> loss`` called at :meth:`start`
@@ -110,7 +119,7 @@ class ALA:
         every: base steps K per controller step.
         total_steps: T of the state's ``t / T`` feature (``None``: 0 in the features).
         features: the state builder — ``"auto"`` (the one fitting the loss), ``"pair_confusion"``,
-            ``"pair_distance"``, ``"metric"``, or an object with ``num_features``, ``__call__(obs)``,
+            ``"pair_distance"``, ``"class_error"``, ``"metric"``, or an object with ``num_features``, ``__call__(obs)``,
             ``state_dict`` and ``load_state_dict`` (:class:`~adaloss.learners.ala.Features`).
         policy: an :class:`ALAPolicy` to start from (e.g. one trained on another task), a path
             :func:`load_policy` reads, or ``None`` for a fresh one (seeded by ``seed``).
@@ -133,7 +142,7 @@ class ALA:
         metric: str | Metric | None = None,
         every: int | None = None,
         total_steps: int | None = None,
-        features: Literal["auto", "pair_confusion", "pair_distance", "metric"] | Features | None = None,
+        features: Literal["auto", "pair_confusion", "pair_distance", "class_error", "metric"] | Features | None = None,
         policy: ALAPolicy | str | os.PathLike[str] | None = None,
         preset: Literal["default", "faithful"] = "default",
         beta: float | None = None,
@@ -147,7 +156,7 @@ class ALA:
         replay_capacity: int | None = None,
         replay_batch: int | None = None,
         clip_ratio: float | None = None,
-        reward: Literal["sign", "difference"] | None = None,
+        reward: Literal["sign", "difference", "normalized"] | None = None,
         train_policy: bool = True,
         greedy: bool = False,
         seed: int | None = None,
@@ -163,14 +172,6 @@ class ALA:
             "replay_capacity": replay_capacity, "replay_batch": replay_batch, "clip_ratio": clip_ratio,
             "reward": reward,
         }
-        opts = {k: (ALA_PRESETS[self.preset][k] if v is None else v) for k, v in given.items()}
-        self.options = opts
-        self.K = check_int("every", opts["K"], minimum=1)
-        self.gamma = check_fraction("gamma", opts["gamma"], high_open=False)
-        self.smoothing_window = check_int("smoothing_window", opts["smoothing_window"], minimum=0)
-        self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, minimum=1)
-        self.forward, self.target = forward, target
-
         # the loss: now, or at start() from the model's output width
         self.loss: ParametricLoss | None = None
         self._loss_factory: Callable[[int], ParametricLoss] | None = None
@@ -186,10 +187,21 @@ class ALA:
             raise TypeError(f"Expected `loss` to be a ParametricLoss or a factory num_classes -> ParametricLoss, "
                             f"but got {type(loss).__name__}.")
         probe = self.loss if self.loss is not None else self._loss_factory(2)  # type: ignore[misc]
+        # the default preset takes the measured settings of the loss family where it has them
+        base = {**ALA_PRESETS[self.preset], **(FAMILY_DEFAULTS.get(type(probe).__name__, {})
+                                              if self.preset == "default" else {})}
+        opts = {k: (base[k] if v is None else v) for k, v in given.items()}
+        self.options = opts
+        self.K = check_int("every", opts["K"], minimum=1)
+        self.gamma = check_fraction("gamma", opts["gamma"], high_open=False)
+        self.smoothing_window = check_int("smoothing_window", opts["smoothing_window"], minimum=0)
+        self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, minimum=1)
+        self.forward, self.target = forward, target
+
 
         if metric is None:
             metric = "recall@1" if isinstance(probe, PairDistanceLoss) else "error" if isinstance(
-                probe, ClassPairLoss) else None
+                probe, (ClassPairLoss, ClassWeightLoss, FrequencyWeightLoss)) else None
             if metric is None:
                 raise ValueError(f"Expected `metric` (a Metric or a metric name) for the loss {type(probe).__name__}, "
                                  "but got None.")
@@ -203,19 +215,27 @@ class ALA:
         history_len = check_int("history", opts["history"], minimum=1)
         self.features: Features
         if features is None or isinstance(features, str):
-            kind = check_choice("features", opts["state"], ("auto", "pair_confusion", "pair_distance", "metric"))
-            if kind == "auto" or (features is None and kind == "pair_confusion" and PairDistanceFeatures.fits(probe)):
+            kinds = ("auto", "pair_confusion", "pair_distance", "class_error", "metric")
+            kind = check_choice("features", opts["state"], kinds)
+            # a preset's pair_confusion names the paper's state for the paper's loss; other losses get theirs
+            if kind == "auto" or (features is None and kind == "pair_confusion"
+                                  and not isinstance(probe, ClassPairLoss)):
                 kind = ("pair_confusion" if PairConfusionFeatures.fits(probe)
-                        else "pair_distance" if PairDistanceFeatures.fits(probe) else "metric")
+                        else "pair_distance" if PairDistanceFeatures.fits(probe)
+                        else "class_error" if ClassErrorFeatures.fits(probe) else "metric")
             if kind == "pair_confusion" and not PairConfusionFeatures.fits(probe):
                 raise ValueError("`state='pair_confusion'` needs a ClassPairLoss with symmetric=True and "
                                  f"adapt_diagonal=False, but the loss is {probe!r}; use state='metric'.")
             if kind == "pair_distance" and not PairDistanceFeatures.fits(probe):
                 raise ValueError(f"`state='pair_distance'` needs a PairDistanceLoss, but the loss is {probe!r}; use "
                                  "state='metric'.")
+            if kind == "class_error" and not ClassErrorFeatures.fits(probe):
+                raise ValueError(f"`state='class_error'` needs a ClassWeightLoss, but the loss is {probe!r}; use "
+                                 "state='metric'.")
             self.state_kind = kind
             self.features = (PairConfusionFeatures(history=history_len) if kind == "pair_confusion"
                              else PairDistanceFeatures(history=history_len) if kind == "pair_distance"
+                             else ClassErrorFeatures(history=history_len) if kind == "class_error"
                              else MetricHistoryFeatures(history=history_len))
         elif isinstance(features, Features):
             self.state_kind = type(features).__name__
