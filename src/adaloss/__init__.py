@@ -18,7 +18,16 @@ from adaloss.learners import (
     create_learner,
 )
 from adaloss.learners.ala import ALA, ALAPolicy
-from adaloss.losses import ClassPairLoss, FocalLoss, LossNetwork, PairDistanceLoss, TaylorLoss, create_loss
+from adaloss.losses import (
+    ClassPairLoss,
+    ClassWeightLoss,
+    FocalLoss,
+    FrequencyWeightLoss,
+    LossNetwork,
+    PairDistanceLoss,
+    TaylorLoss,
+    create_loss,
+)
 from adaloss.metrics import Metric, create_metric
 from adaloss.models import create_model, list_models
 from adaloss.training import TrainConfig, Trainer, compare, load_config, seed_everything, train
@@ -31,10 +40,12 @@ __all__ = [
     "AdaLFL",
     "AdaLFLLearner",
     "ClassPairLoss",
+    "ClassWeightLoss",
     "DATASETS",
     "DatasetSplits",
     "FixedLossLearner",
     "FocalLoss",
+    "FrequencyWeightLoss",
     "Learner",
     "LossNetwork",
     "Metric",

@@ -31,12 +31,18 @@ from adaloss.training import TrainConfig, build_trainer, read_jsonl, train
 from adaloss.checkpoint import load_checkpoint
 
 TINY = {"ala_args": {"K": 10, "val_batches": 2, "smoothing_window": 3, "grad_ratio_every": 5}}
+#: the paper's class-pair family, which most classification tests below inspect (the default
+#: preset's family is class_frequency: ``test_default_ala_*``)
+PAIR = {"family": "class_pair"}
 
 
 def _cfg(tmp: Path, **changes: object) -> TrainConfig:
     base = TrainConfig(method="ala", steps=40, batch_size=32, log_every=5, model_args={"hidden": [16]},
                        progress="off", method_args=dict(TINY["ala_args"]), run_dir=str(tmp))
-    return base.replace(**changes)
+    cfg = base.replace(**changes)
+    if cfg.task != "embedding" and cfg.method == "ala" and "family" not in cfg.method_args:
+        cfg = cfg.replace(method_args={**PAIR, **cfg.method_args})
+    return cfg
 
 
 # ---------------------------------------------------------------------------- pieces
@@ -205,7 +211,8 @@ def test_learner_window_reward_and_phi_update(tmp_path: Path) -> None:
 def test_ala_end_to_end_through_cli(tmp_path: Path) -> None:
     rc = main(["train", "method=ala", "steps=60", "batch_size=32", "log_every=10", "eval_every=30",
                "model_args.hidden=[16]", "method_args.K=10", "method_args.val_batches=2",
-               "method_args.smoothing_window=3", "method_args.form=log_prob", "progress=off",
+               "method_args.smoothing_window=3", "method_args.form=log_prob", "method_args.family=class_pair",
+               "progress=off",
                f"run_dir={tmp_path}"])
     assert rc == 0
     records = read_jsonl(tmp_path / "metrics.jsonl")
@@ -219,12 +226,12 @@ def test_ala_end_to_end_through_cli(tmp_path: Path) -> None:
     assert phi.diagonal().eq(1).all() and phi.abs().max() <= 1
 
 
-def test_default_ala_trains_a_classifier_and_its_loss_stays_bounded(tmp_path: Path) -> None:
+def test_default_ala_class_pair_trains_a_classifier_and_its_loss_stays_bounded(tmp_path: Path) -> None:
     # Regression: the default (log_prob) form once put negative off-diagonal weights on log p_j, its
     # loss fell without limit (−27 by step 400) and the error went to chance on the built-in digits job.
     rc = main(["train", "method=ala", "steps=600", "log_every=50", "eval_every=600", "method_args.K=50",
-               "method_args.val_batches=2", "method_args.smoothing_window=5", "progress=off", "threads=1",
-               f"run_dir={tmp_path}"])
+               "method_args.val_batches=2", "method_args.smoothing_window=5", "method_args.family=class_pair",
+               "progress=off", "threads=1", f"run_dir={tmp_path}"])
     assert rc == 0
     records = read_jsonl(tmp_path / "metrics.jsonl")
     assert all(r["train_loss"] >= 0 for r in records if "train_loss" in r)
@@ -232,6 +239,30 @@ def test_default_ala_trains_a_classifier_and_its_loss_stays_bounded(tmp_path: Pa
     phi = torch.tensor(read_jsonl(tmp_path / "snapshots.jsonl")[-1]["phi"])
     assert phi.ne(torch.eye(10)).any() and phi.abs().max() <= 1  # Φ moved, within its bounds
     assert records[-1]["test_error"] < 0.2
+
+
+def test_default_ala_is_the_tied_class_frequency_family_with_its_measured_settings(tmp_path: Path) -> None:
+    from adaloss.learners.ala import FAMILY_DEFAULTS
+    from adaloss.losses import FrequencyWeightLoss
+
+    trainer = build_trainer(TrainConfig(method="ala", steps=300, batch_size=32, log_every=50, eval_every=300,
+                                        model_args={"hidden": [16]}, progress="off", run_dir=str(tmp_path),
+                                        minority_classes=[1, 2], minority_fraction=0.2))
+    learner = trainer.learner
+    measured = FAMILY_DEFAULTS["FrequencyWeightLoss"]
+    assert learner.K == measured["K"] and learner.controller.beta == measured["beta"]
+    assert learner.controller.reward_kind == measured["reward"] and learner.state_kind == "metric"
+    trainer.fit()
+    loss = learner.criterion
+    assert isinstance(loss, FrequencyWeightLoss)
+    # the loss counted exactly the training targets it saw: 300 steps × 32 rows
+    assert float(loss.class_counts.sum()) == 300 * 32
+    counts = torch.bincount(learner.context.train_split.y, minlength=10).double()
+    assert loss.class_counts[1] / loss.class_counts[0] == pytest.approx(float(counts[1] / counts[0]), rel=0.25)
+    tau = float(loss.parameter_vector())
+    assert 0.0 <= tau <= 1.0 and len(learner.controller.rewards) == 3  # at steps 100, 200, 300
+    expected = (loss.class_counts + 1) ** -tau
+    torch.testing.assert_close(loss.weights.double() / loss.weights[0], expected / expected[0], rtol=1e-5, atol=0)
 
 
 def test_ala_resume_is_exact(tmp_path: Path, kill_and_resume) -> None:  # type: ignore[no-untyped-def]
@@ -265,13 +296,19 @@ def test_options_are_checked_before_training() -> None:
     with pytest.raises(TypeError, match=r"Unknown option\(s\) \['k'\] for method 'ala'.*'K'.*loss options"):
         create_learner("ala", task="classification", k=10)
     with pytest.raises(ValueError, match="symmetric=True"):
-        create_learner("ala", task="classification", state="pair_confusion", symmetric=False)
+        create_learner("ala", task="classification", family="class_pair", state="pair_confusion", symmetric=False)
     with pytest.raises(ValueError, match=r"`form` to be one of"):
-        create_learner("ala", task="classification", form="hinge")
+        create_learner("ala", task="classification", family="class_pair", form="hinge")
     with pytest.raises(ValueError, match=r"`preset` to be one of \['default', 'faithful'\]"):
         create_learner("ala", task="classification", preset="paper")
-    learner = create_learner("ala", task="classification", symmetric=False)
+    with pytest.raises(TypeError, match=r"\['symmetric'\] do not apply to the 'class_frequency' loss family"):
+        create_learner("ala", task="classification", symmetric=False)
+    with pytest.raises(ValueError, match=r"`family` to be one of"):
+        create_learner("ala", task="classification", family="pairs")
+    learner = create_learner("ala", task="classification", family="class_pair", symmetric=False)
     assert isinstance(learner, ALALearner) and learner.state_kind == "metric"
+    weights = create_learner("ala", task="classification", family="class_weight")
+    assert isinstance(weights, ALALearner) and weights.state_kind == "class_error"
     faithful = ALALearner(preset="faithful")
     assert faithful.K == 200 and faithful.controller.replay_capacity == 1000
     assert faithful.controller.policy.config() == {"in_features": 24, "hidden": [32, 32]}
@@ -402,7 +439,8 @@ def test_reward_is_oriented_by_higher_is_better(tmp_path: Path, metric: str) -> 
 # ---------------------------------------------------------------------------- command line
 
 CLI_TINY = ["steps=40", "batch_size=32", "log_every=10", "eval_every=20", "model_args.hidden=[16]", "method_args.K=10",
-            "method_args.val_batches=2", "method_args.smoothing_window=3", "progress=off", "threads=1"]
+            "method_args.val_batches=2", "method_args.smoothing_window=3", "method_args.family=class_pair", "progress=off",
+            "threads=1"]
 
 
 def test_cli_metric_key_sets_the_reward_metric_and_is_evaluated(tmp_path: Path) -> None:
@@ -686,7 +724,7 @@ def test_the_preset_picks_the_class_pair_form() -> None:
     from adaloss.learners import create_learner
 
     def form(**options: object) -> str:
-        learner = create_learner("ala", task="classification", **options)
+        learner = create_learner("ala", task="classification", family="class_pair", **options)
         learner._build_loss(3)
         return learner.criterion.form
 
@@ -695,7 +733,7 @@ def test_the_preset_picks_the_class_pair_form() -> None:
     assert form(loss_scale=2.0) == "log_prob" and form(preset="faithful", loss_scale=2.0) == "sigmoid"
     assert form(preset="faithful", form="log_prob") == "log_prob"
     with pytest.raises(ValueError, match="Expected `preset` to be one of"):
-        create_learner("ala", task="classification", preset="paper", loss_scale=2.0)
+        create_learner("ala", task="classification", family="class_pair", preset="paper", loss_scale=2.0)
 
 
 def test_truncated_eq4_window_against_the_full_sum(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from adaloss.learners.ala.presets import (
     ALA_EMBEDDING_LOSS_OPTIONS,
     ALA_LOSS_OPTIONS,
     DEFAULT_TARGET_METRIC,
+    PRESET_FAMILIES,
     PRESET_FORMS,
 )
 from adaloss.learners.ala.scheduler import ALA
@@ -61,8 +62,9 @@ class ALALearner(Learner):
     Args:
         task: classification or embedding for the default losses (any task with ``loss``).
         loss: a :class:`~adaloss.losses.ala.ParametricLoss` module, a factory ``num_classes →
-            loss`` (the class count is read from the model's output), or ``None`` for
-            ``ClassPairLoss(num_classes, form=PRESET_FORMS[preset])`` (classification) or
+            loss`` (the class count is read from the model's output), or ``None`` for the
+            preset's family (:data:`PRESET_FAMILIES`: the tied ``FrequencyWeightLoss`` with
+            ``default``, ``ClassPairLoss(form="sigmoid")`` with ``faithful``; classification) or
             ``PairDistanceLoss()`` (embedding).
         preset: ``"default"`` or ``"faithful"``.
         metric: the validation metric rewarded (a registered metric name fitting the task;
@@ -130,7 +132,7 @@ class ALALearner(Learner):
                 raise ValueError(f"ALA has default losses for classification (ClassPairLoss) and embedding "
                                  f"(PairDistanceLoss), but the task is {task}; pass a ParametricLoss as `loss`.")
             preset_name = check_choice("preset", preset, tuple(PRESET_FORMS))
-            loss = functools.partial(ClassPairLoss, form=PRESET_FORMS[preset_name])
+            loss = classification_loss(PRESET_FAMILIES[preset_name], preset=preset_name)
         self.core = ALA(
             loss, metric=metric_obj, every=K, total_steps=total_steps, features=state, policy=policy_path,
             preset=preset, train_policy=train_policy, greedy=greedy, seed=seed, task=task, **core_options,
@@ -296,8 +298,6 @@ def create_ala_learner(*, task: Task, family: str | None = None, **options: Any)
     preset's, :data:`~adaloss.learners.ala.presets.PRESET_FAMILIES`), for embedding
     :class:`~adaloss.losses.ala.PairDistanceLoss` (:data:`ALA_EMBEDDING_LOSS_OPTIONS`) —
     naming unknown ones."""
-    from adaloss.learners.ala.presets import PRESET_FAMILIES
-
     learner_options = sorted([*(n for n in inspect.signature(ALALearner).parameters
                                 if n not in ("task", "loss", "core_options")), *CORE_OPTIONS, "family"])
     preset = check_choice("preset", options.get("preset", "default"), tuple(PRESET_FORMS))
@@ -321,19 +321,19 @@ def create_ala_learner(*, task: Task, family: str | None = None, **options: Any)
         raise TypeError(f"Option(s) {misplaced} do not apply to the {family!r} loss family; its loss options: "
                         f"{sorted(loss_names)}.")
     loss_options = {k: options.pop(k) for k in loss_names if k in options}
-    loss: LossSpec = None
-    if task == "embedding":
-        loss = PairDistanceLoss(**loss_options)
-    elif family in ("class_weight", "class_frequency"):
-        cls = CLASSIFICATION_FAMILIES[family][0]
-        if "bounds" in loss_options:
-            loss_options["bounds"] = tuple(loss_options["bounds"])
-        loss = cls(**loss_options) if "num_classes" in loss_options else functools.partial(cls, **loss_options)
-    elif loss_options:
-        if "form" not in loss_options:  # the preset's form, as ALALearner's own default loss
-            loss_options["form"] = PRESET_FORMS[preset]
-        if "num_classes" in loss_options:
-            loss = ClassPairLoss(**loss_options)
-        else:
-            loss = functools.partial(ClassPairLoss, **loss_options)
+    loss: LossSpec = (PairDistanceLoss(**loss_options) if task == "embedding"
+                      else classification_loss(family, preset=preset, **loss_options))  # type: ignore[arg-type]
     return ALALearner(task=task, loss=loss, **options)
+
+
+def classification_loss(family: str, *, preset: str = "default", **loss_options: Any) -> LossSpec:
+    """ALA's classification loss of ``family`` (:data:`CLASSIFICATION_FAMILIES`): built now when
+    ``num_classes`` is among ``loss_options``, else a factory ``num_classes → loss``. The
+    class-pair family takes the preset's ``form`` unless one is given."""
+    family = check_choice("family", family, tuple(CLASSIFICATION_FAMILIES))
+    cls = CLASSIFICATION_FAMILIES[family][0]
+    if "bounds" in loss_options:
+        loss_options["bounds"] = tuple(loss_options["bounds"])
+    if cls is ClassPairLoss:
+        loss_options.setdefault("form", PRESET_FORMS[check_choice("preset", preset, tuple(PRESET_FORMS))])
+    return cls(**loss_options) if "num_classes" in loss_options else functools.partial(cls, **loss_options)
