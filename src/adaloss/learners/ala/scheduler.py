@@ -241,8 +241,8 @@ class ALA:
             self.state_kind = type(features).__name__
             self.features = features
         else:
-            raise TypeError("Expected `features` to be 'auto', 'pair_confusion', 'pair_distance', 'metric' or an "
-                            f"object with num_features, __call__, state_dict, load_state_dict, but got "
+            raise TypeError("Expected `features` to be 'auto', 'pair_confusion', 'pair_distance', 'class_error', "
+                            "'metric' or an object with num_features, __call__, state_dict, load_state_dict, but got "
                             f"{type(features).__name__}.")
 
         if seed is None:
