@@ -124,6 +124,24 @@ def controller_summary(results, method: str) -> str:  # type: ignore[no-untyped-
             + ", ".join(parts) + ".")
 
 
+def loss_family(results, method: str) -> str:  # type: ignore[no-untyped-def]
+    """Which loss ALA adapted in these runs, read from the first run's saved config."""
+    import yaml
+
+    from adaloss.learners.ala import PRESET_FAMILIES
+
+    run = next((r for r in results if r.method == method), None)
+    if run is None or not (run.run_dir / "config.yaml").is_file():
+        return "unknown"
+    cfg = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    args = cfg.get("method_args") or {}
+    if cfg.get("task") == "embedding" or "embedding" in str(cfg.get("model")):
+        return "`PairDistanceLoss` (metric learning)"
+    family = args.get("family")
+    preset = args.get("preset", "default")
+    return f"`{family}`" if family else f"`{PRESET_FAMILIES[preset]}` (the `{preset}` preset's family)"
+
+
 def _section(part: Part, results, seeds: str, command: str) -> str:  # type: ignore[no-untyped-def]
     from adaloss.training.compare import format_markdown, summarise
 
@@ -136,7 +154,8 @@ def _section(part: Part, results, seeds: str, command: str) -> str:  # type: ign
         "",
         f"Seeds {seeds}; mean ± sample std over seeds; p: two-sided Welch t-test against `{base}`. "
         f"Wall time of ALA relative to the fixed-loss run: **{ratio:.2f}×** (ratio of the medians over "
-        f"seeds; each run's own wall time on a shared 2-core machine, one thread per run).",
+        f"seeds; each run's own wall time on a shared 2-core machine, one thread per run). ALA's loss family: "
+        f"{loss_family(results, ala)}.",
         "",
         format_markdown(summarise(results, baseline=base)),
         "",
