@@ -47,7 +47,7 @@ def _distance(opts: dict, *, sigma: float, delta: float, budget: int, seeds: int
         for s in range(seeds):
             r = run_bandit(lambda p, s=s: ALAController(p, beta=beta, seed=s, **opts), delta=delta, sigma=sigma,
                            episodes=budget, start=start, target=target, bounds=(0.0, 1.0), seed=s)
-            out.append(statistics.fmean(abs(v) for v in r.phi[budget // 2 :]))
+            out.append(statistics.fmean(abs(v) for v in r[budget // 2 :]))
     return out
 
 

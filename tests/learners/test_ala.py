@@ -762,3 +762,33 @@ def test_truncated_eq4_window_against_the_full_sum(tmp_path: Path) -> None:
     assert run(4, "same")[0] == full  # L = K: the same numbers
     last2, windows2 = run(2, "last2")
     assert last2[1:] == pytest.approx([smoothed_metric(w[2:], 0.8) for w in windows2], abs=1e-12)
+
+
+def test_class_error_features_layout_by_hand() -> None:
+    from adaloss.learners.ala import ClassErrorFeatures
+    from adaloss.losses import ClassWeightLoss
+
+    loss = ClassWeightLoss(3)  # bounds (-2, 2)
+    loss.set_parameter_vector(torch.tensor([1.0, 0.0, -2.0]))
+    feats = ClassErrorFeatures(history=2)
+    assert feats.num_features == 7 and ClassErrorFeatures.fits(loss) and not ClassErrorFeatures.fits(ClassPairLoss(3))
+    lo, hi = loss.bounds
+    y = torch.tensor([0, 0, 0, 0, 1, 1])  # class 2 absent
+    z1 = torch.eye(3)[torch.tensor([0, 0, 1, 1, 1, 0])]  # class 0: 2 of 4 right, class 1: 1 of 2 right
+    obs = Observation(progress=0.5, metrics=[], phi=loss.parameter_vector(), lower=lo, upper=hi, logits=z1, targets=y,
+                      loss=loss)
+    f1 = feats(obs)
+    expected = torch.tensor([
+        # error now, error before (none yet), gap to mean error, change, share × C, Φ position, t/T
+        [0.5, 0.0, 0.0, 0.0, 4 / 6 * 3, 0.5, 0.5],
+        [0.5, 0.0, 0.0, 0.0, 2 / 6 * 3, 0.0, 0.5],
+        [0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.5],
+    ])
+    torch.testing.assert_close(f1, expected)
+    z2 = torch.eye(3)[torch.tensor([0, 0, 0, 0, 1, 0])]  # class 0 now all right, class 1 still half
+    f2 = feats(Observation(progress=0.5, metrics=[], phi=loss.parameter_vector(), lower=lo, upper=hi, logits=z2,
+                           targets=y, loss=loss))
+    torch.testing.assert_close(f2[:2, :4], torch.tensor([[0.0, 0.5, -0.25, -0.5], [0.5, 0.5, 0.25, 0.0]]))
+    again = ClassErrorFeatures(history=2)
+    again.load_state_dict(feats.state_dict())
+    assert [e.tolist() for e in again.state_dict()["errors"]] == [[0.0, 0.5, 0.0], [0.5, 0.5, 0.0]]

@@ -45,7 +45,7 @@ def _mean_phi_second_half(make, *, start: float, target: float) -> float:  # typ
     for s in range(SEEDS):
         res = run_bandit(lambda p, s=s: make(p, s), delta=DELTA, sigma=SIGMA, episodes=BUDGET, start=start,
                          target=target, bounds=(0.0, 1.0), seed=s)
-        values.append(statistics.fmean(abs(v) for v in res.phi[BUDGET // 2 :]))
+        values.append(statistics.fmean(abs(v) for v in res[BUDGET // 2 :]))
     return statistics.fmean(values)
 
 

@@ -3,10 +3,9 @@
 One loss parameter φ in ``[lower, upper]`` starts at ``start``; the best value is ``target``. At
 each episode the controller sees the generic state (:class:`MetricHistoryFeatures`: φ's position,
 progress, the metric's history) and moves φ by −β, 0 or +β. The metric improvement it is
-rewarded with is ``trend_t + Δ·(+1 toward the target, −1 away, 0 keep) + σ·ε`` — the shape
-measured on a real run by ``experiments/ala_signal.py``: a trend common to every action (training
-progress, which the baseline must remove), a paired effect Δ of a good action, and noise σ.
-Once φ is within β/2 of the target, keeping is right and either move is −Δ.
+rewarded with is ``Δ·(+1 toward the target, −1 away, 0 keep) + σ·ε`` — the paired effect Δ of a
+good action and the noise σ measured on a real run by ``experiments/ala_signal.py``. Once φ is
+within β/2 of the target, keeping is right and either move is −Δ.
 
 Used by the controller's sample-efficiency test and by ``experiments/ala_bandit.py`` (ours,
 issue 15).
@@ -15,28 +14,13 @@ issue 15).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from adaloss.learners.ala.features import MetricHistoryFeatures, Observation
 from adaloss.learners.ala.policy import ALAController, ALAPolicy
 
-__all__ = ["BanditResult", "run_bandit"]
-
-
-@dataclass
-class BanditResult:
-    """One simulated run: φ after every episode, whether each action was right, and the final
-    probability of the right action at the final state."""
-
-    phi: list[float]
-    right: list[bool]
-    final_p_right: float
-
-    @property
-    def final_distance(self) -> float:
-        return abs(self.phi[-1])
+__all__ = ["run_bandit"]
 
 
 def run_bandit(
@@ -48,11 +32,10 @@ def run_bandit(
     target: float = 1.0,
     start: float = 0.0,
     bounds: tuple[float, float] = (-1.0, 2.0),
-    trend: float = 0.0,
     history: int = 10,
     seed: int = 0,
-) -> BanditResult:
-    """Run ``episodes`` episodes of the synthetic task; φ is reported relative to ``target``.
+) -> list[float]:
+    """Run ``episodes`` episodes of the synthetic task; returns φ − target after each episode.
 
     Args:
         make_controller: builds the controller under test around a fresh policy (its β is the step).
@@ -60,7 +43,6 @@ def run_bandit(
         sigma: σ, the reward noise.
         episodes: the episode budget.
         target, start, bounds: the best φ, φ's start, φ's clip range.
-        trend: the improvement common to every action at the first episode, decaying as 1/(1 + t).
         history: metric history of the state.
         seed: seeds the policy's initialisation and the noise.
     """
@@ -74,7 +56,7 @@ def run_bandit(
     lo, hi = bounds
     phi, metric = start, 1.0
     metrics: list[float] = [metric]
-    phis, right = [], []
+    phis: list[float] = []
     empty = torch.zeros(0)
 
     def observe(t: int) -> torch.Tensor:
@@ -91,15 +73,10 @@ def run_bandit(
         move = 0.0 if step == 0 else (1.0 if step > 0 else -1.0)
         good = good_sign()
         gain = delta * (move * good if good != 0 else -abs(move))
-        improvement = trend / (1 + t) + gain + sigma * float(torch.randn((), generator=noise))
-        right.append(gain > 0 or (good == 0 and move == 0))
+        improvement = gain + sigma * float(torch.randn((), generator=noise))
         phi = min(max(phi + step, lo), hi)
         metric -= improvement
         metrics.append(metric)
         controller.give_reward(improvement)
         phis.append(phi - target)
-    with torch.no_grad():
-        probs = torch.softmax(controller.policy(observe(episodes)), -1)[0]
-    good = good_sign()
-    final_p_right = float(probs[1] if good == 0 else probs[2] if good > 0 else probs[0])
-    return BanditResult(phi=phis, right=right, final_p_right=final_p_right)
+    return phis

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from adaloss._validation import check_int
 from adaloss.losses.ala import ClassPairLoss, ClassWeightLoss, PairDistanceLoss, ParametricLoss
+from adaloss.metrics import per_class_recall
 from adaloss.typing import StateDict
 
 __all__ = [
@@ -148,9 +149,8 @@ class ClassErrorFeatures:
                              f"model's outputs have shape {tuple(obs.logits.shape)}.")
         logits, targets = obs.logits.detach().float().cpu(), obs.targets.detach().cpu()
         counts = torch.bincount(targets, minlength=c).float()
-        hits = torch.zeros(c).index_add_(0, targets, (logits.argmax(1) == targets).float())
         present = counts > 0
-        error = torch.where(present, 1 - hits / counts.clamp_min(1), torch.zeros(c))
+        error = (1 - per_class_recall(logits, targets, c)).float().nan_to_num(0.0)  # absent class: 0
         self._errors = [error, *self._errors][: self.history]
         hist = torch.zeros(c, self.history)
         for k, e in enumerate(self._errors):

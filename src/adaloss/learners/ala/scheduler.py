@@ -198,7 +198,6 @@ class ALA:
         self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, minimum=1)
         self.forward, self.target = forward, target
 
-
         if metric is None:
             metric = "recall@1" if isinstance(probe, PairDistanceLoss) else "error" if isinstance(
                 probe, (ClassPairLoss, ClassWeightLoss, FrequencyWeightLoss)) else None
