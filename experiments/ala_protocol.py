@@ -42,6 +42,8 @@ class Part:
     methods: tuple[str, str]  # (fixed-loss baseline, ala)
     overrides: tuple[str, ...]
     out: str
+    # further rows run beside the baseline (same folder): the oracle and the direct-optimisation peer
+    extras: tuple[str, ...] = ()
 
     @property
     def metric(self) -> str:
@@ -61,7 +63,7 @@ def _parts(policy_seed: int, runs: Path, variant: str | None = None) -> dict[str
             "Imbalanced Fashion-MNIST (classes 2, 4, 6 keep 10% of their training rows), LeNet-5: ALA targeting "
             "macro AUCPR vs cross-entropy", "fmnist_ala", ("ce", "ala"),
             ("metric=aucpr", "minority_classes=[2,4,6]", "minority_fraction=0.1"),
-            str(runs / "fashion_mnist-lenet5-ala_imbalanced")),
+            str(runs / "fashion_mnist-lenet5-ala_imbalanced"), extras=("ce_weighted", "libauc_ap")),
         "metric_learning": Part(
             "Metric learning, Fashion-MNIST classes 0-4 for training, 5-9 held out for retrieval: ALA-adapted pair "
             "loss targeting Recall@1 vs the fixed contrastive loss", "fmnist_metric", ("contrastive", "ala"),
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         base, ala = part.methods
         ala_out = part.out if args.variant is None else f"{part.out}-{args.variant}"
         print(f"{name}: {list(part.methods)} x {seeds} -> {part.out}, {ala_out}", file=sys.stderr)
-        results = compare(cfg, methods=(base,), seeds=seeds, out_dir=part.out)
+        results = compare(cfg, methods=(base, *part.extras), seeds=seeds, out_dir=part.out)
         results += compare(cfg, methods=(ala,), seeds=seeds, out_dir=ala_out)
         figures = HERE / "figures" / Path(ala_out).name
         plot_run(Path(ala_out) / ala / f"seed{seeds[0]}", out_dir=figures)
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = " ".join(shlex.quote(o) for o in [*part.overrides, *args.overrides])
         commands = [f"adaloss compare -c experiments/configs/{part.config}.yaml --methods {m} --seeds {args.seeds} "
                     f"--data-dir {shlex.quote(args.data_dir)} --out {out} {extra}"
-                    for m, out in ((base, part.out), (ala, ala_out))]
+                    for m, out in ((",".join((base, *part.extras)), part.out), (ala, ala_out))]
         if args.variant is not None:
             part = dataclasses.replace(part, title=f"{part.title} — variant `{args.variant}` "
                                                    f"({' '.join(args.overrides) or 'no overrides'})", out=ala_out)

@@ -14,6 +14,7 @@ __all__ = [
     "BatchTarget",
     "Criterion",
     "Device",
+    "IndexedBatch",
     "Params",
     "StateDict",
     "Task",
@@ -21,6 +22,9 @@ __all__ = [
 
 #: A batch of inputs and targets, already on the training device.
 Batch = tuple[Tensor, Tensor]
+#: ``(x, y, index)``: a batch with its rows' positions in the training split
+#: (``BatchLoader(return_index=True)``, for learners with ``needs_index``).
+IndexedBatch = tuple[Tensor, Tensor, Tensor]
 #: ``forward(model, batch) -> outputs``: how a model is applied to a batch of a user's loop (dict
 #: batches, extra model arguments); the default is ``model(batch[0])``.
 BatchForward = Callable[[Any, Any], Tensor]

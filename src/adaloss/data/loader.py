@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from adaloss._validation import check_choice, check_int, check_positive
-from adaloss.typing import Batch, Device, StateDict
+from adaloss.typing import Batch, Device, IndexedBatch, StateDict
 
 if TYPE_CHECKING:
     from adaloss.data.datasets import TensorSplit
@@ -31,6 +31,9 @@ class BatchLoader:
         seed: seed of the loader's own generator (independent of the global RNG).
         augment: ``"crop_flip"`` applies random 4-pixel crops and horizontal flips per batch.
         device: where batches are produced.
+        return_index: yield ``(x, y, index)``, ``index`` the batch's row numbers in ``split``
+            (``(B,)`` int64 on ``device``), for losses that keep per-example state (LibAUC's
+            average-precision loss); the batches themselves are the same either way.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class BatchLoader:
         seed: int,
         augment: Literal["none", "crop_flip"] = "none",
         device: Device = "cpu",
+        return_index: bool = False,
     ) -> None:
         check_positive("batch_size", batch_size)
         n = len(split)
@@ -50,16 +54,17 @@ class BatchLoader:
         self.x = split.x.to(device)
         self.y = split.y.to(device)
         self.batch_size = int(batch_size)
+        self.return_index = bool(return_index)
         self.batches_per_epoch = n // self.batch_size
         self.generator = torch.Generator().manual_seed(int(seed))
         self.epoch = 0
         self.position = 0
         self._perm = torch.randperm(n, generator=self.generator)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | IndexedBatch]:
         return self
 
-    def __next__(self) -> Batch:
+    def __next__(self) -> Batch | IndexedBatch:
         if self.position == self.batches_per_epoch:
             self.epoch += 1
             self.position = 0
@@ -72,6 +77,8 @@ class BatchLoader:
             from adaloss.data.augment import random_crop_flip
 
             x = random_crop_flip(x, generator=self.generator)
+        if self.return_index:
+            return x, self.y.index_select(0, idx), idx
         return x, self.y.index_select(0, idx)
 
     def state_dict(self) -> StateDict:

@@ -35,9 +35,8 @@ class ShardedBatches:
         return self
 
     def __next__(self) -> Batch:
-        x, y = next(self.loader)
         lo = self.rank * self.shard
-        return x[lo:lo + self.shard], y[lo:lo + self.shard]
+        return tuple(t[lo:lo + self.shard] for t in next(self.loader))  # (x, y) or (x, y, index)
 
     def state_dict(self) -> StateDict:
         return self.loader.state_dict()

@@ -134,6 +134,9 @@ class Learner(ABC):
     #: learner averages gradients); ``False`` = each rank is an independent worker with its own
     #: model, seed, data order and checkpoint, sharing only what the learner synchronises (ALA).
     data_parallel: ClassVar[bool] = True
+    #: ``True``: :meth:`step` receives ``(x, y, index)`` batches, ``index`` the rows' positions in
+    #: the training split (``BatchLoader(return_index=True)``), for losses with per-example state.
+    needs_index: ClassVar[bool] = False
 
     def bind(self, context: TrainContext) -> None:
         """Attach to the run's model, optimiser and data streams."""

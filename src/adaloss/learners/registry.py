@@ -28,19 +28,20 @@ _TARGET_METRIC: set[str] = set()
 
 def register_method(
     name: str, factory: Callable[..., Learner], *, tasks: tuple[Task, ...], needs_args: bool = False,
-    target_metric: bool = False,
+    target_metric: bool = False, optional_dependency: bool = False,
 ) -> None:
     """Make ``method=name`` build ``factory(task=..., **method_args)`` for the given tasks.
 
-    ``needs_args`` marks a method that cannot run on defaults; ``adaloss compare`` without
-    ``--methods`` skips it. ``target_metric`` marks a method that optimises a named metric: the
+    ``needs_args`` marks a method that cannot run on defaults, ``optional_dependency`` one that
+    needs a package outside the base install (an extra); ``adaloss compare`` without
+    ``--methods`` skips both. ``target_metric`` marks a method that optimises a named metric: the
     config key ``metric`` reaches its factory as ``metric=`` (:func:`takes_target_metric`).
     """
     if name in METHODS:
         raise ValueError(f"A method named {name!r} is already registered.")
     METHODS[name] = factory
     METHOD_TASKS[name] = tasks
-    if needs_args:
+    if needs_args or optional_dependency:
         _NEEDS_ARGS.add(name)
     if target_metric:
         _TARGET_METRIC.add(name)
@@ -147,6 +148,17 @@ def _ce_weighted(*, task: Task, power: float = 1.0, bounds: tuple[float, float] 
 
 
 register_method("ce_weighted", _ce_weighted, tasks=("classification",))
+
+
+def _libauc_ap(*, task: Task, **options: Any) -> Learner:
+    """LibAUC's mean-average-precision loss, macro AUCPR optimised directly (the ALA protocols'
+    peer; needs ``adaloss[peers]``): :class:`~adaloss.learners.peers.LibAUCAveragePrecisionLearner`."""
+    from adaloss.learners.peers import LibAUCAveragePrecisionLearner
+
+    return call_with_options("method 'libauc_ap'", LibAUCAveragePrecisionLearner, options)
+
+
+register_method("libauc_ap", _libauc_ap, tasks=("classification",), optional_dependency=True)
 register_method("adalfl", _adalfl, tasks=("classification", "regression"))
 register_method("ml3", _ml3, tasks=("classification", "regression"))
 register_method("taylorglo", _taylorglo, tasks=("classification", "regression"))

@@ -208,12 +208,15 @@ def build_trainer(config: TrainConfig, *, data: object = None,
     scheduler = create_scheduler(optimizer, milestones=config.milestones, gamma=config.lr_gamma)
     train_loader: BatchLoader | ClassBalancedLoader
     if config.samples_per_class is not None:
+        if learner.needs_index:
+            raise ConfigError(f"method {config.method!r} needs each batch's row indices, which the class-balanced "
+                              "sampler (`samples_per_class`) does not give; leave `samples_per_class` unset.")
         train_loader = ClassBalancedLoader(data.train, batch_size=config.batch_size,
                                            samples_per_class=config.samples_per_class, seed=seed,
                                            augment=data.augment, device=device)
     else:
         train_loader = BatchLoader(data.train, batch_size=config.batch_size, seed=seed, augment=data.augment,
-                                   device=device)
+                                   device=device, return_index=learner.needs_index)
     meta_loader = None
     if len(data.valid) > 0:
         meta_loader = BatchLoader(

@@ -156,6 +156,10 @@ class Trainer:
                     "your own DataLoader and loop use adaloss.AdaLFL / adaloss.ALA directly (README: 'Use it in your "
                     "own training loop')."
                 )
+        if learner.needs_index and not getattr(train_loader, "return_index", False):
+            raise ValueError(f"Expected `train_loader` to yield (x, y, index) batches for the learner "
+                             f"{type(learner).__name__} (it keeps per-example state): build it as "
+                             "BatchLoader(..., return_index=True).")
         loggers = [loggers] if isinstance(loggers, str) else list(loggers)
         bad = [name for name in loggers if name not in LOGGERS]
         if bad or not loggers:

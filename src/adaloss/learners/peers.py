@@ -1,0 +1,135 @@
+"""Peers that optimise the evaluation metric directly, run beside the learned losses.
+
+Optional dependency (``adaloss[peers]``): LibAUC. Its PyPI package requires torchvision,
+torch_geometric, transformers and more, which do not install beside the pinned CPU torch; its
+``losses`` subpackage needs none of them, so it is installed without dependencies (README,
+"Peers"): ``pip install -c constraints.txt -e ".[peers]" && pip install --no-deps libauc==2.0.1``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adaloss._validation import check_choice, check_fraction, check_positive
+from adaloss.learners.base import Learner, TrainContext, loss_step
+from adaloss.typing import StateDict
+
+__all__ = ["LibAUCAveragePrecisionLearner", "import_libauc_losses"]
+
+LIBAUC_INSTALL = 'pip install -c constraints.txt -e ".[peers]" && pip install --no-deps libauc==2.0.1'
+
+
+def import_libauc_losses() -> Any:
+    """``libauc.losses``, or an ImportError that says how to install it."""
+    try:
+        return importlib.import_module("libauc.losses")
+    except ImportError as e:
+        raise ImportError(f"This method needs LibAUC's losses ({e}); install them with: {LIBAUC_INSTALL}") from None
+
+
+class LibAUCAveragePrecisionLearner(Learner):
+    """Macro AUCPR optimised directly: LibAUC's mean-average-precision loss
+    (``libauc.losses.meanAveragePrecisionLoss``; Qi et al. 2021, "Stochastic Optimization of Areas
+    Under Precision-Recall Curves with Provable Convergence", the SOAP estimator; Yuan et al. 2023,
+    "LibAUC") on each class's one-vs-rest scores — ``method=libauc_ap``.
+
+    The estimator keeps two moving averages per (class, training example), so every batch carries
+    its rows' indices in the training split (:attr:`needs_index`). Choices, each an option:
+
+    * ``pretrain_fraction``: cross-entropy for that share of the run's steps, then the AP loss
+      (LibAUC's recommended pipeline: AP fine-tuning of a CE-pretrained model; a model trained
+      from scratch on the AP surrogate alone has no signal while all scores are equal).
+    * ``score``: ``"softmax"`` ranks each class by its softmax probability, which is what the
+      protocols' AUCPR ranks; ``"sigmoid"`` is LibAUC's own convention (``sigmoid(logit)``).
+    * only the classes present in a batch enter the loss (LibAUC's ``task_id``): a batch without a
+      rare class is not an error (LibAUC would assert), and needs no oversampling sampler.
+    * the optimiser is the run's (not LibAUC's SOAP/Adam), so that beside CE, the oracle and ALA
+      only the loss changes.
+
+    Args:
+        pretrain_fraction: share of the steps trained with cross-entropy first, in [0, 1).
+        margin: the squared-hinge surrogate's margin (LibAUC's default 1.0).
+        gamma: weight of the new value in the moving averages (LibAUC's default 0.9).
+        surrogate: LibAUC's surrogate loss.
+        score: how logits become the per-class scores the AP loss ranks.
+    """
+
+    needs_index = True
+
+    def __init__(
+        self,
+        *,
+        pretrain_fraction: float = 0.5,
+        margin: float = 1.0,
+        gamma: float = 0.9,
+        surrogate: Literal["squared_hinge", "squared", "hinge", "logistic"] = "squared_hinge",
+        score: Literal["softmax", "sigmoid"] = "softmax",
+    ) -> None:
+        pretrain_fraction = float(pretrain_fraction)
+        if not 0.0 <= pretrain_fraction < 1.0:
+            raise ValueError(f"Expected `pretrain_fraction` to be in [0, 1), but got {pretrain_fraction!r}.")
+        self.pretrain_fraction = pretrain_fraction
+        self.margin = float(check_positive("margin", margin))
+        self.gamma = check_fraction("gamma", gamma, low_open=True, high_open=False)
+        self.surrogate = check_choice("surrogate", surrogate, ("squared_hinge", "squared", "hinge", "logistic"))
+        self.score = check_choice("score", score, ("softmax", "sigmoid"))
+        self.steps = 0
+        self._ce = nn.CrossEntropyLoss()
+
+    def bind(self, context: TrainContext) -> None:
+        super().bind(context)
+        if context.collective.world_size > 1:
+            raise ValueError("method=libauc_ap runs in one process: its per-example moving averages would differ "
+                             "between torchrun ranks.")
+        split = context.train_split
+        if split is None or context.total_steps is None:
+            raise ValueError("method=libauc_ap needs the training split and the run's number of steps in the context.")
+        if split.y.dim() != 1 or split.y.is_floating_point():
+            raise ValueError(f"method=libauc_ap needs (N,) integer class labels, but got {split.y.dtype} of shape "
+                             f"{tuple(split.y.shape)}.")
+        self.num_classes = int(split.y.max()) + 1
+        self.pretrain_steps = round(self.pretrain_fraction * context.total_steps)
+        losses = import_libauc_losses()
+        self.ap = losses.meanAveragePrecisionLoss(
+            data_len=len(split), num_labels=self.num_classes, margin=self.margin, gamma=self.gamma,
+            surr_loss=self.surrogate, device=context.device,
+        )
+
+    @property
+    def criterion(self) -> nn.Module:
+        """Cross-entropy, the loss of the pretraining phase (the AP loss needs each row's index)."""
+        return self._ce
+
+    def ap_loss(self, logits: Tensor, target: Tensor, index: Tensor) -> Tensor:
+        """The AP loss of one batch; updates the moving averages of its rows."""
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"method=libauc_ap expects (B, {self.num_classes}) logits (one column per class of the "
+                             f"training split), but the model gives {tuple(logits.shape)}.")
+        scores = torch.softmax(logits, dim=1) if self.score == "softmax" else torch.sigmoid(logits)
+        return self.ap(scores, F.one_hot(target, self.num_classes), index, task_id=target)
+
+    def step(self, batch: Any) -> dict[str, Tensor]:
+        x, y, index = batch
+        ctx = self.context
+        ap_phase = self.steps >= self.pretrain_steps
+        criterion = (lambda z, t: self.ap_loss(z, t, index)) if ap_phase else self._ce
+        scalars = loss_step(ctx.model, ctx.optimizer, criterion, (x, y), collective=ctx.collective)
+        self.steps += 1
+        scalars["ap_phase"] = torch.tensor(float(ap_phase))
+        return scalars
+
+    def state_dict(self) -> StateDict:
+        return {"steps": self.steps, "u_all": self.ap.u_all.clone(), "u_pos": self.ap.u_pos.clone()}
+
+    def load_state_dict(self, state: StateDict) -> None:
+        for name in ("u_all", "u_pos"):
+            if state[name].shape != getattr(self.ap, name).shape:
+                raise ValueError(f"The LibAUC state {name} has shape {tuple(state[name].shape)}, but this run's is "
+                                 f"{tuple(getattr(self.ap, name).shape)} (another training split?).")
+            getattr(self.ap, name).copy_(state[name])
+        self.steps = int(state["steps"])
