@@ -151,7 +151,8 @@ def test_missing_libauc_says_how_to_install(tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.mark.parametrize(("option", "value"), [("score", "logit"), ("pretrain_fraction", 1.0), ("gamma", 0.0),
-                                               ("surrogate", "hinge2"), ("margin", -1.0)])
+                                               ("surrogate", "hinge2"), ("margin", -1.0),
+                                               ("scale", 0.0)])
 def test_bad_options_name_the_argument(tmp_path: Path, reference_libauc: type[NaiveMeanAP], option: str,
                                        value: object) -> None:
     with pytest.raises(ValueError, match=option):

@@ -49,7 +49,8 @@ class LibAUCAveragePrecisionLearner(Learner):
     * only the classes present in a batch enter the loss (LibAUC's ``task_id``): a batch without a
       rare class is not an error (LibAUC would assert), and needs no oversampling sampler.
     * the optimiser is the run's (not LibAUC's SOAP/Adam), so that beside CE, the oracle and ALA
-      only the loss changes.
+      only the loss changes; ``scale`` multiplies the AP loss (with SGD: the fine-tuning phase's
+      step size relative to the run's learning rate).
 
     Args:
         pretrain_fraction: share of the steps trained with cross-entropy first, in [0, 1).
@@ -57,6 +58,7 @@ class LibAUCAveragePrecisionLearner(Learner):
         gamma: weight of the new value in the moving averages (LibAUC's default 0.9).
         surrogate: LibAUC's surrogate loss.
         score: how logits become the per-class scores the AP loss ranks.
+        scale: factor on the AP loss.
     """
 
     needs_index = True
@@ -69,6 +71,7 @@ class LibAUCAveragePrecisionLearner(Learner):
         gamma: float = 0.9,
         surrogate: Literal["squared_hinge", "squared", "hinge", "logistic"] = "squared_hinge",
         score: Literal["softmax", "sigmoid"] = "softmax",
+        scale: float = 1.0,
     ) -> None:
         pretrain_fraction = float(pretrain_fraction)
         if not 0.0 <= pretrain_fraction < 1.0:
@@ -78,6 +81,7 @@ class LibAUCAveragePrecisionLearner(Learner):
         self.gamma = check_fraction("gamma", gamma, low_open=True, high_open=False)
         self.surrogate = check_choice("surrogate", surrogate, ("squared_hinge", "squared", "hinge", "logistic"))
         self.score = check_choice("score", score, ("softmax", "sigmoid"))
+        self.scale = float(check_positive("scale", scale))
         self.steps = 0
         self._ce = nn.CrossEntropyLoss()
 
@@ -111,7 +115,7 @@ class LibAUCAveragePrecisionLearner(Learner):
             raise ValueError(f"method=libauc_ap expects (B, {self.num_classes}) logits (one column per class of the "
                              f"training split), but the model gives {tuple(logits.shape)}.")
         scores = torch.softmax(logits, dim=1) if self.score == "softmax" else torch.sigmoid(logits)
-        return self.ap(scores, F.one_hot(target, self.num_classes), index, task_id=target)
+        return self.scale * self.ap(scores, F.one_hot(target, self.num_classes), index, task_id=target)
 
     def step(self, batch: Any) -> dict[str, Tensor]:
         x, y, index = batch
