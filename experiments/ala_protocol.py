@@ -6,7 +6,9 @@ ones counted):
 * ``classification`` — Fashion-MNIST, LeNet-5: ALA targeting the error rate against cross-entropy
   (``experiments/configs/fmnist_ala.yaml``).
 * ``imbalanced`` — the same with classes 2, 4, 6 (pullover, coat, shirt) thinned to 10% of their
-  training and validation rows: ALA targeting macro AUCPR, reporting AUCPR and error.
+  training and validation rows: ALA targeting macro AUCPR, reporting AUCPR and error, beside the
+  class-weighted oracle (``ce_weighted``) and the direct-optimisation peer (``libauc_ap``, LibAUC's
+  average-precision loss; needs ``adaloss[peers]``, README "ALA").
 * ``metric_learning`` — Fashion-MNIST classes 0–4 for training, 5–9 held out for retrieval
   (``experiments/configs/fmnist_metric.yaml``): ALA's adapted pair loss targeting Recall@1 against
   the fixed contrastive loss; Recall@1/2/4/8 and NMI.
@@ -93,7 +95,8 @@ def verdict(part: Part, results) -> str:  # type: ignore[no-untyped-def]
     better = ma > mb if higher else ma < mb
     significant = p is not None and p < 0.05
     outcome = ("ALA wins" if better and significant else "ALA is worse" if significant
-               else "no significant difference (ALA " + ("ahead" if better else "behind") + " on the mean)")
+               else "no significant difference (" + ("equal means" if ma == mb else "ALA ahead on the mean" if better
+                                                     else "ALA behind on the mean") + ")")
     p_text = "n/a" if p is None else f"{p:.3g}"
     return (f"On the targeted metric `{key}` ({'higher' if higher else 'lower'} is better): ALA {ma:.4g} vs "
             f"`{base}` {mb:.4g}, Welch p = {p_text} → **{outcome}** at the 5% level.")
