@@ -79,6 +79,11 @@ def _parts(policy_seed: int, runs: Path, variant: str | None = None) -> dict[str
     }
 
 
+def part_task(cfg) -> str:  # type: ignore[no-untyped-def]
+    """The task of a part's config (embedding for metric learning, else classification)."""
+    return "embedding" if cfg.task == "embedding" else "classification"
+
+
 def verdict(part: Part, results) -> str:  # type: ignore[no-untyped-def]
     """One generated sentence: does ALA beat the fixed loss on the metric it targets?"""
     from adaloss.metrics import create_metric
@@ -216,8 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default=None, metavar="TAG",
                    help="ALA runs go to <part folder>-TAG and the section to ala_<part>-TAG; the fixed-loss "
                         "runs stay shared (reused), so an ALA setting can be tried beside the main rows")
+    p.add_argument("--ala-metric", default=None, metavar="NAME",
+                   help="with --variant: the metric ALA's reward reads instead of the part's (e.g. balanced_aucpr); "
+                        "the part's metric is still evaluated and judges the section")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides for every part")
     args = p.parse_args(argv)
+    if args.ala_metric is not None and args.variant is None:
+        p.error("--ala-metric needs --variant (the ALA runs go to their own folder)")
 
     from make_results import write_section
 
@@ -237,18 +247,27 @@ def main(argv: list[str] | None = None) -> int:
         ala_out = part.out if args.variant is None else f"{part.out}-{args.variant}"
         print(f"{name}: {list(part.methods)} x {seeds} -> {part.out}, {ala_out}", file=sys.stderr)
         results = compare(cfg, methods=(base, *part.extras), seeds=seeds, out_dir=part.out)
-        results += compare(cfg, methods=(ala,), seeds=seeds, out_dir=ala_out)
+        ala_cfg = cfg
+        if args.ala_metric is not None:
+            from adaloss.training.trainer import DEFAULT_METRICS
+
+            evaluated = list(dict.fromkeys([*(cfg.metrics or DEFAULT_METRICS[part_task(cfg)]), part.metric]))
+            ala_cfg = cfg.replace(metric=args.ala_metric, metrics=evaluated)
+        results += compare(ala_cfg, methods=(ala,), seeds=seeds, out_dir=ala_out)
         figures = HERE / "figures" / Path(ala_out).name
         plot_run(Path(ala_out) / ala / f"seed{seeds[0]}", out_dir=figures)
         # after plot_run: its one-run learning_curves.png gives way to the mean ± std band figure
         write_learning_curves(results, figures)
         extra = " ".join(shlex.quote(o) for o in [*part.overrides, *args.overrides])
+        ala_extra = extra if ala_cfg is cfg else (
+            f"{extra} metric={args.ala_metric} " + shlex.quote(f"metrics=[{','.join(ala_cfg.metrics)}]"))
         commands = [f"adaloss compare -c experiments/configs/{part.config}.yaml --methods {m} --seeds {args.seeds} "
-                    f"--data-dir {shlex.quote(args.data_dir)} --out {out} {extra}"
-                    for m, out in ((",".join((base, *part.extras)), part.out), (ala, ala_out))]
+                    f"--data-dir {shlex.quote(args.data_dir)} --out {out} {x}"
+                    for m, out, x in ((",".join((base, *part.extras)), part.out, extra), (ala, ala_out, ala_extra))]
         if args.variant is not None:
+            changes = [*args.overrides, *([f"ALA's reward reads `{args.ala_metric}`"] if args.ala_metric else [])]
             part = dataclasses.replace(part, title=f"{part.title} — variant `{args.variant}` "
-                                                   f"({' '.join(args.overrides) or 'no overrides'})", out=ala_out)
+                                                   f"({', '.join(changes) or 'no overrides'})", out=ala_out)
         suffix = "" if args.variant is None else f"-{args.variant}"
         write_section(f"ala_{name}{suffix}", _section(part, results, args.seeds, "\n".join(commands)))
     return 0

@@ -458,8 +458,8 @@ def test_cli_metric_key_sets_the_reward_metric_and_is_evaluated(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("metric", "expected"),
     [
-        ("recall@1", r"`metric`.*'recall@1' is for embedding.*metrics for classification: \['aucpr', 'balanced_error', 'error'\]"),
-        ("eror", r"Expected `metric` to be one of \['aucpr', 'balanced_error', 'error', .*but got 'eror'. Did you mean 'error'\?"),
+        ("recall@1", r"`metric`.*'recall@1' is for embedding.*metrics for classification: \['aucpr', 'balanced_aucpr', 'balanced_error', 'error'\]"),
+        ("eror", r"Expected `metric` to be one of \['aucpr', 'balanced_aucpr', 'balanced_error', 'error', .*but got 'eror'. Did you mean 'error'\?"),
     ],
 )
 def test_cli_bad_metric_is_an_error_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -36,7 +36,7 @@ def test_mse_matches_sklearn_over_batches() -> None:
 
 
 def test_create_metric_checks_name_and_task() -> None:
-    with pytest.raises(ValueError, match=r"Expected `metric` to be one of \['aucpr', 'balanced_error', 'error', 'mse', 'nmi', 'recall@1', .*\], but got 'acc'"):
+    with pytest.raises(ValueError, match=r"Expected `metric` to be one of \['aucpr', 'balanced_aucpr', 'balanced_error', 'error', 'mse', 'nmi', 'recall@1', .*\], but got 'acc'"):
         create_metric("acc")
     with pytest.raises(ValueError, match="Metric 'mse' is for regression, but the task is classification"):
         create_metric("mse", task="classification")
@@ -97,3 +97,44 @@ def test_aucpr_per_class_matches_sklearn_one_vs_rest() -> None:
     for c in range(4):
         assert per_class[c].item() == pytest.approx(average_precision_score((y == c).numpy(), probs[:, c]))
     assert per_class.mean().item() == pytest.approx(m.compute())
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_balanced_aucpr_matches_sklearn_with_inverse_frequency_weights(ties: bool) -> None:
+    from sklearn.metrics import average_precision_score
+
+    from adaloss.metrics import BalancedAUCPR, average_precision
+
+    g = torch.Generator().manual_seed(6)
+    # imbalanced: class 3 is rare
+    y = torch.cat([torch.randint(0, 3, (150,), generator=g), torch.full((9,), 3)])
+    logits = torch.randn(159, 4, generator=g)
+    if ties:  # scores given as they are (no softmax), rounded so that tied scores share a threshold
+        scores, from_logits = (torch.rand(159, 4, generator=g) * 8).round() / 8, False
+        probs = scores.double().numpy()
+    else:
+        scores, from_logits = logits, True
+        probs = torch.softmax(logits.double(), 1).numpy()
+    w = (1.0 / torch.bincount(y)[y].double()).numpy()
+    onehot = torch.nn.functional.one_hot(y, 4).numpy()
+    expected = average_precision_score(onehot, probs, average="macro", sample_weight=w)
+    m = BalancedAUCPR(from_logits=from_logits)
+    m.update(scores[:100], y[:100])
+    m.update(scores[100:], y[100:])
+    assert m.compute() == pytest.approx(expected, rel=1e-12)
+    assert average_precision(scores, y, from_logits=from_logits, class_balanced=True).item() == pytest.approx(
+        expected, rel=1e-12)
+    plain = average_precision_score(onehot, probs, average="macro")
+    assert abs(expected - plain) > 1e-3  # the weighting matters on this split
+    assert average_precision(scores, y, from_logits=from_logits).item() == pytest.approx(plain, rel=1e-12)
+
+
+def test_balanced_aucpr_equals_aucpr_on_a_balanced_split() -> None:
+    g = torch.Generator().manual_seed(7)
+    y = torch.arange(5).repeat(20)
+    pred = torch.randn(100, 5, generator=g)
+    a, b = create_metric("aucpr"), create_metric("balanced_aucpr")
+    a.update(pred, y)
+    b.update(pred, y)
+    assert b.compute() == pytest.approx(a.compute(), rel=1e-12)
+    assert b.higher_is_better

@@ -332,6 +332,7 @@ def test_directions_and_tasks_of_all_metrics() -> None:
         "balanced_error": (False, "classification"),
         "mse": (False, "regression"),
         "aucpr": (True, "classification"),
+        "balanced_aucpr": (True, "classification"),
         "recall@1": (True, "embedding"),
         "recall@2": (True, "embedding"),
         "recall@4": (True, "embedding"),
@@ -345,7 +346,7 @@ def test_create_metric_task_mismatch_and_unknown_names() -> None:
     with pytest.raises(
         ValueError,
         match=r"Metric 'recall@1' is for embedding, but the task is classification; "
-        r"metrics for classification: \['aucpr', 'balanced_error', 'error'\]",
+        r"metrics for classification: \['aucpr', 'balanced_aucpr', 'balanced_error', 'error'\]",
     ):
         create_metric("recall@1", task="classification")
     with pytest.raises(ValueError, match=r"metrics for embedding: \['nmi', 'recall@1', 'recall@2', 'recall@4', 'recall@8'\]"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from adaloss.metrics.base import METRICS, Metric, MetricTask, create_metric
 from adaloss.metrics.classification import (
     AUCPR,
+    BalancedAUCPR,
     BalancedError,
     ErrorRate,
     average_precision,
@@ -29,6 +30,7 @@ from adaloss.metrics.regression import MeanSquaredError, mean_squared_error
 __all__ = [
     "evaluate_batches",
     "AUCPR",
+    "BalancedAUCPR",
     "BalancedError",
     "METRICS",
     "NMI",

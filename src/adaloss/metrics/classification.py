@@ -7,7 +7,7 @@ from torch import Tensor
 
 from adaloss.metrics.base import Metric, _WholeSetMetric, register_metric
 
-__all__ = ["AUCPR", "BalancedError", "ErrorRate", "average_precision", "balanced_error", "error_rate", "per_class_recall"]
+__all__ = ["AUCPR", "BalancedAUCPR", "BalancedError", "ErrorRate", "average_precision", "balanced_error", "error_rate", "per_class_recall"]
 
 
 def error_rate(prediction: Tensor, target: Tensor) -> Tensor:
@@ -148,30 +148,37 @@ def _positive_class_scores(prediction: Tensor, from_logits: bool) -> Tensor:
     return torch.log_softmax(scores, dim=1) if from_logits else scores
 
 
-def _binary_average_precision(scores: Tensor, positives: Tensor) -> Tensor:
+def _binary_average_precision(scores: Tensor, positives: Tensor, weights: Tensor | None = None) -> Tensor:
     """Per-column AP of ``(N, C)`` float64 ``scores`` against ``(N, C)`` bool ``positives``.
 
     sklearn's step-wise definition ``AP = sum_n (R_n - R_{n-1}) P_n`` with one threshold per
     distinct score: tied samples enter the ranking together, at the precision of their whole group.
-    Columns without positives score 0, as in sklearn (which warns).
+    Columns without positives score 0, as in sklearn (which warns). ``weights`` (``(N,)``) weigh
+    the rows in every count, as sklearn's ``sample_weight``.
     """
     n = scores.shape[0]
     sorted_scores, order = scores.sort(dim=0, descending=True, stable=True)
     pos = positives.gather(0, order).double()
-    tps = pos.cumsum(dim=0)
-    rank = torch.arange(1, n + 1, device=scores.device, dtype=torch.float64).unsqueeze(1)
+    if weights is None:
+        w = torch.ones_like(pos)
+    else:
+        w = weights.double().unsqueeze(1).expand_as(scores).gather(0, order)
+    tps = (pos * w).cumsum(dim=0)
+    seen = w.cumsum(dim=0)
     # last row of each run of equal scores; every row takes the precision at its run's end
     is_end = torch.ones_like(positives)
     is_end[:-1] = sorted_scores[1:] != sorted_scores[:-1]
     row = torch.arange(n, device=scores.device).unsqueeze(1).expand_as(is_end)
     end = torch.where(is_end, row, n).flip(0).cummin(dim=0).values.flip(0)
-    precision_at_end = (tps / rank).gather(0, end)
+    precision_at_end = (tps / seen.clamp_min(torch.finfo(torch.float64).tiny)).gather(0, end)
     n_pos = tps[-1]
-    ap = (precision_at_end * pos).sum(dim=0) / n_pos.clamp_min(1)
+    ap = (precision_at_end * pos * w).sum(dim=0) / n_pos.clamp_min(torch.finfo(torch.float64).tiny)
     return torch.where(n_pos > 0, ap, torch.zeros_like(ap))
 
 
-def average_precision(prediction: Tensor, target: Tensor, *, from_logits: bool = True) -> Tensor:
+def average_precision(
+    prediction: Tensor, target: Tensor, *, from_logits: bool = True, class_balanced: bool = False
+) -> Tensor:
     """Average precision (area under the precision-recall curve), the ALA paper's AUCPR.
 
     Follows scikit-learn's ``average_precision_score``: ``AP = sum_n (R_n - R_{n-1}) P_n`` over
@@ -188,6 +195,11 @@ def average_precision(prediction: Tensor, target: Tensor, *, from_logits: bool =
         from_logits: ``prediction`` holds logits (model outputs), so each class is ranked by its
             softmax probability; ``False`` ranks the columns as given (probabilities or any
             per-class scores, as sklearn does). Irrelevant for ``(N,)`` and ``(N, 1)``.
+        class_balanced: weigh every row by ``1 / n_y`` (``n_y`` the rows of its class in
+            ``target``), i.e. sklearn's ``sample_weight``: each class then has the same total
+            weight, and the AP is the one the classes would have at equal prevalence. A rare
+            class's precision depends on its prevalence, so on an imbalanced split plain AP and
+            the AP of a balanced split can disagree; this removes that.
 
     Returns:
         A 0-d float64 tensor in [0, 1].
@@ -213,7 +225,11 @@ def average_precision(prediction: Tensor, target: Tensor, *, from_logits: bool =
                 f"`prediction`, but got values from {int(target.min())} to {int(target.max())}."
             )
         positives = target.unsqueeze(1) == torch.arange(n_classes, device=target.device)
-    return _binary_average_precision(scores, positives).mean()
+    weights = None
+    if class_balanced:
+        counts = torch.bincount(target)
+        weights = 1.0 / counts[target].double()
+    return _binary_average_precision(scores, positives, weights).mean()
 
 
 @register_metric
@@ -240,7 +256,8 @@ class AUCPR(_WholeSetMetric):
         return float(average_precision(prediction, target, from_logits=self.from_logits))
 
     def compute_per_class(self) -> Tensor:
-        """The one-vs-rest AP of each class (``(C,)``; their mean is the macro AUCPR); needs C > 2."""
+        """The one-vs-rest AP of each class (``(C,)``; their mean is the macro AUCPR); needs C > 2.
+        (Unweighted; :class:`BalancedAUCPR` reports the class-balanced mean only.)"""
         if not self._predictions:
             raise RuntimeError("AUCPR.compute_per_class() called before any update().")
         prediction, target = torch.cat(self._predictions), torch.cat(self._targets)
@@ -250,3 +267,18 @@ class AUCPR(_WholeSetMetric):
         scores = _positive_class_scores(prediction, self.from_logits)
         positives = target.unsqueeze(1) == torch.arange(scores.shape[1], device=target.device)
         return _binary_average_precision(scores, positives)
+
+
+@register_metric
+class BalancedAUCPR(AUCPR):
+    """Macro AUCPR with every row weighed by ``1 / n_y`` (:func:`average_precision` with
+    ``class_balanced=True``): the AUCPR the classes would have at equal prevalence, so an
+    imbalanced validation split scores a model as a balanced test split would. Equals
+    :class:`AUCPR` on a split whose classes are equally frequent.
+    """
+
+    name = "balanced_aucpr"
+
+    def _compute(self, prediction: Tensor, target: Tensor) -> float:
+        return float(average_precision(prediction, target, from_logits=self.from_logits, class_balanced=True))
+
