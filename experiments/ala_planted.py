@@ -12,7 +12,12 @@ square root). Rows, 5 seeds each:
   0 = CE) with the default preset's settings for it, learning τ online from the balanced error;
 * ``ala`` ``family=class_weight`` — one log-weight per class (C decisions per episode);
 * the default ``ala`` row with four workers pooling their episodes into one policy (the paper's
-  setting; worker 0 is reported), and with an entropy bonus.
+  setting; worker 0 is reported), and with an entropy bonus;
+* the default ``ala`` row with the previous default's controller windows of K = 100 steps (30
+  episodes per run; the default K = 50 gives 60);
+* the default ``ala`` row starting from a warm-started policy (the paper's transfer claim used as
+  a training strategy): three ALA runs with other seeds (100, 101, 102), each continuing the
+  previous one's policy, then every evaluation seed starts from that policy and keeps training it.
 
 The section reports the table, how much of the CE→oracle gap each ALA row closes, and what the
 controller learned (τ, the minority/majority weight ratio, the policy's entropy).
@@ -47,7 +52,36 @@ ROWS = [
     ("ala (class_frequency, entropy_coef=0.01)", "ala", ("method_args.ala.family=class_frequency",
                                                          "method_args.ala.val_subset=all",
                                                          "method_args.ala.entropy_coef=0.01"), "ala_entropy"),
+    # the previous default (sessions 8-9): windows of K = 100 steps, 30 episodes per run
+    ("ala (class_frequency, K=100)", "ala", ("method_args.ala.family=class_frequency", "method_args.ala.val_subset=all",
+                                             "method_args.ala.K=100"), "ala_K100"),
+    ("ala (class_frequency, warm-started policy)", "ala", ("method_args.ala.family=class_frequency",
+                                                           "method_args.ala.val_subset=all",
+                                                           "method_args.ala.policy_path={warm_policy}"), "ala_warm"),
 ]
+#: the warm-started row's policy: ALA runs with these seeds (none of them an evaluation seed), each
+#: starting from the previous run's policy, so the policy has seen their episodes in turn
+WARMUP_SEEDS = (100, 101, 102)
+
+
+def warm_policy(runs: Path, data_dir: str, runtime: list[str]) -> tuple[Path, list[str]]:
+    """Train the warm-up chain (finished runs reused); the last run's policy file and the commands."""
+    from adaloss.training import load_config
+    from adaloss.training.compare import compare
+
+    base = ("method_args.ala.family=class_frequency", "method_args.ala.val_subset=all")
+    policy: Path | None = None
+    commands = []
+    for i, seed in enumerate(WARMUP_SEEDS):
+        overrides = [*base, *([f"method_args.ala.policy_path={policy}"] if policy else [])]
+        cfg = load_config(HERE / "configs" / f"{CONFIG}.yaml", [*overrides, *runtime]).replace(data_dir=data_dir)
+        folder = runs / "ala_warmup" / f"run{i}"
+        compare(cfg, methods=("ala",), seeds=[seed], out_dir=folder)
+        commands.append(f"adaloss compare -c experiments/configs/{CONFIG}.yaml --methods ala --seeds {seed} "
+                        f"--data-dir {data_dir} --out {folder} {' '.join(overrides)}")
+        policy = folder / "ala" / f"seed{seed}" / "policy.pt"
+    assert policy is not None
+    return policy, commands
 
 
 def _final_weights(run_dir: Path) -> dict | None:  # type: ignore[type-arg]
@@ -64,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--runs", default="runs/compare/fmnist_imbalanced")
+    p.add_argument("--tag", default=None,
+                   help="write the section to ala_planted-TAG (e.g. an independent replicate on other seeds)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from ala_protocol import controller_summary
@@ -78,8 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     minority = list(cfg0.minority_classes or [])
     key = f"test_{cfg0.metric}"
     table, values, commands, learned = [], {}, [], {}
+    warm: Path | None = None
     for label, method, overrides, out in ROWS:
         from adaloss.training.compare import compare
+
+        if any("{warm_policy}" in o for o in overrides):
+            if warm is None:
+                warm, warm_commands = warm_policy(Path(args.runs), args.data_dir, runtime)
+                commands += warm_commands
+            overrides = tuple(o.format(warm_policy=warm) for o in overrides)
 
         cfg = load_config(HERE / "configs" / f"{CONFIG}.yaml", [*overrides, *runtime]).replace(data_dir=args.data_dir)
         folder = Path(args.runs) / out
@@ -105,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     oracle_label = min((lbl for lbl in values if lbl.startswith("ce_weighted")), key=lambda lbl: statistics.fmean(values[lbl]))
     oracle = statistics.fmean(values[oracle_label])
     lines = [
-        "## ALA on a planted mismatch: imbalanced Fashion-MNIST, target balanced error (`experiments/ala_planted.py`)",
+        "## ALA on a planted mismatch: imbalanced Fashion-MNIST, target balanced error (`experiments/ala_planted.py`)"
+        + (f" — `{args.tag}`" if args.tag else ""),
         "",
         f"`experiments/configs/{CONFIG}.yaml`: classes {minority} keep {cfg0.minority_fraction:.0%} of their training "
         f"and validation rows (test split balanced, so test error = test balanced error); MLP {cfg0.model_args}, "
@@ -133,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                f"(per seed {', '.join(f'{r:.2f}' for r in ratios)}; 1 = cross-entropy). " if ratios else "")
             + ctl)
     lines += ["", "Generated by (each row one compare; finished runs are reused):", "", "```", *commands,
-              "python experiments/ala_planted.py --data-dir " + args.data_dir, "```", ""]
-    write_section("ala_planted", "\n".join(lines))
+              f"python experiments/ala_planted.py --data-dir {args.data_dir} --seeds {args.seeds}"
+              + (f" --threads {args.threads}" if args.threads else "") + (f" --tag {args.tag}" if args.tag else ""),
+              "```", ""]
+    write_section("ala_planted" + (f"-{args.tag}" if args.tag else ""), "\n".join(lines))
     return 0
 
 

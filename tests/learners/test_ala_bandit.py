@@ -25,7 +25,9 @@ SIGNAL = Path(__file__).resolve().parents[2] / "experiments" / "results" / "ala_
 #: reward noise at fixed Φ, and the paired effect of one step of the tied family's τ (β_τ = 0.3)
 SIGMA = 0.008562
 DELTA = 0.01048
-#: controller steps one planted run gives (3000 steps / K = 100)
+#: controller steps one planted run gave at the K = 100 of the measurement (3000 steps / 100); the
+#: default K = 50 gives twice as many episodes, each with its own noise (not measured), so the
+#: test holds the controller to the measurement's budget
 BUDGET = 30
 SEEDS = 24
 
@@ -56,7 +58,7 @@ def test_constants_are_the_measured_signal() -> None:
     assert res["reward_sigma"] == pytest.approx(SIGMA, rel=1e-3)
     assert res["effects"]["tau"]["delta"] == pytest.approx(DELTA, rel=1e-3)
     assert res["windows"] == BUDGET
-    assert FAMILY_DEFAULTS["FrequencyWeightLoss"]["K"] * BUDGET == 3000
+    assert 3000 // FAMILY_DEFAULTS["FrequencyWeightLoss"]["K"] >= BUDGET  # the default's run gives at least this
 
 
 @pytest.mark.parametrize(("start", "target"), [(0.0, 1.0), (1.0, 0.0)], ids=["raise", "lower"])
