@@ -38,27 +38,22 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CONFIG = "fmnist_imbalanced"
+#: the overrides of every class-frequency ALA row: the tied family, the reward on the whole validation split
+FREQUENCY = ("method_args.ala.family=class_frequency", "method_args.ala.val_subset=all")
 #: (label, method, overrides, out folder name)
 ROWS = [
     ("ce", "ce", (), "ce"),
     ("ce_weighted (1/f)", "ce_weighted", (), "ce"),
     ("ce_weighted (1/√f)", "ce_weighted", ("method_args.ce_weighted.power=0.5",), "ce_sqrt"),
-    ("ala (class_frequency)", "ala", ("method_args.ala.family=class_frequency", "method_args.ala.val_subset=all"),
-     "ala"),
+    ("ala (class_frequency)", "ala", FREQUENCY, "ala"),
     ("ala (class_weight)", "ala", ("method_args.ala.family=class_weight", "method_args.ala.val_subset=all"),
      "ala_class_weight"),
     # candidates for sample efficiency (issue 15, step 3), each beside the default row
-    ("ala (class_frequency, workers=4)", "ala", ("workers=4", "method_args.ala.family=class_frequency",
-                                                 "method_args.ala.val_subset=all"), "ala_workers4"),
-    ("ala (class_frequency, entropy_coef=0.01)", "ala", ("method_args.ala.family=class_frequency",
-                                                         "method_args.ala.val_subset=all",
-                                                         "method_args.ala.entropy_coef=0.01"), "ala_entropy"),
+    ("ala (class_frequency, workers=4)", "ala", ("workers=4", *FREQUENCY), "ala_workers4"),
+    ("ala (class_frequency, entropy_coef=0.01)", "ala", (*FREQUENCY, "method_args.ala.entropy_coef=0.01"), "ala_entropy"),
     # the previous default (sessions 8-9): windows of K = 100 steps, 30 episodes per run
-    ("ala (class_frequency, K=100)", "ala", ("method_args.ala.family=class_frequency", "method_args.ala.val_subset=all",
-                                             "method_args.ala.K=100"), "ala_K100"),
-    ("ala (class_frequency, warm-started policy)", "ala", ("method_args.ala.family=class_frequency",
-                                                           "method_args.ala.val_subset=all",
-                                                           "method_args.ala.policy_path={warm_policy}"), "ala_warm"),
+    ("ala (class_frequency, K=100)", "ala", (*FREQUENCY, "method_args.ala.K=100"), "ala_K100"),
+    ("ala (class_frequency, warm-started policy)", "ala", (*FREQUENCY, "method_args.ala.policy_path={warm_policy}"), "ala_warm"),
 ]
 #: the warm-started row's policy: ALA runs with these seeds (none of them an evaluation seed), each
 #: starting from the previous run's policy, so the policy has seen their episodes in turn
@@ -70,11 +65,10 @@ def warm_policy(runs: Path, data_dir: str, runtime: list[str]) -> tuple[Path, li
     from adaloss.training import load_config
     from adaloss.training.compare import compare
 
-    base = ("method_args.ala.family=class_frequency", "method_args.ala.val_subset=all")
     policy: Path | None = None
     commands = []
     for i, seed in enumerate(WARMUP_SEEDS):
-        overrides = [*base, *([f"method_args.ala.policy_path={policy}"] if policy else [])]
+        overrides = [*FREQUENCY, *([f"method_args.ala.policy_path={policy}"] if policy else [])]
         cfg = load_config(HERE / "configs" / f"{CONFIG}.yaml", [*overrides, *runtime]).replace(data_dir=data_dir)
         folder = runs / "ala_warmup" / f"run{i}"
         compare(cfg, methods=("ala",), seeds=[seed], out_dir=folder)

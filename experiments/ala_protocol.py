@@ -79,9 +79,10 @@ def _parts(policy_seed: int, runs: Path, variant: str | None = None) -> dict[str
     }
 
 
-def part_task(cfg) -> str:  # type: ignore[no-untyped-def]
-    """The task of a part's config (embedding for metric learning, else classification)."""
-    return "embedding" if cfg.task == "embedding" else "classification"
+def _targeted(part: Part, results, methods) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+    """Each method's test values of the metric the part targets, over its finished runs."""
+    key = f"test_{part.metric}"
+    return {m: [r.final[key] for r in results if r.method == m and r.final.get(key) is not None] for m in methods}
 
 
 def verdict(part: Part, results) -> str:  # type: ignore[no-untyped-def]
@@ -91,7 +92,7 @@ def verdict(part: Part, results) -> str:  # type: ignore[no-untyped-def]
 
     base, ala = part.methods
     key = f"test_{part.metric}"
-    vals = {m: [r.final[key] for r in results if r.method == m and r.final.get(key) is not None] for m in part.methods}
+    vals = _targeted(part, results, part.methods)
     if not vals[base] or not vals[ala]:
         return f"No finished run reports `{key}` for both methods."
     higher = create_metric(part.metric).higher_is_better
@@ -114,8 +115,7 @@ def extras_summary(part: Part, results) -> str:  # type: ignore[no-untyped-def]
 
     base, ala = part.methods
     key = f"test_{part.metric}"
-    vals = {m: [r.final[key] for r in results if r.method == m and r.final.get(key) is not None]
-            for m in (*part.methods, *part.extras)}
+    vals = _targeted(part, results, (*part.methods, *part.extras))
     out = []
     for m in part.extras:
         if not vals[m] or not vals[base]:
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ala_metric is not None:
             from adaloss.training.trainer import DEFAULT_METRICS
 
-            evaluated = list(dict.fromkeys([*(cfg.metrics or DEFAULT_METRICS[part_task(cfg)]), part.metric]))
+            evaluated = list(dict.fromkeys([*(cfg.metrics or DEFAULT_METRICS[cfg.task or "classification"]), part.metric]))
             ala_cfg = cfg.replace(metric=args.ala_metric, metrics=evaluated)
         results += compare(ala_cfg, methods=(ala,), seeds=seeds, out_dir=ala_out)
         figures = HERE / "figures" / Path(ala_out).name

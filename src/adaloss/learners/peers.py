@@ -2,8 +2,8 @@
 
 Optional dependency (``adaloss[peers]``): LibAUC. Its PyPI package requires torchvision,
 torch_geometric, transformers and more, which do not install beside the pinned CPU torch; its
-``losses`` subpackage needs none of them, so it is installed without dependencies (README,
-"Peers"): ``pip install -c constraints.txt -e ".[peers]" && pip install --no-deps libauc==2.0.1``.
+``losses`` subpackage needs none of them, so it is installed without dependencies (README, "ALA",
+the direct-optimisation peer): ``pip install -c constraints.txt -e ".[peers]" && pip install --no-deps libauc==2.0.1``.
 """
 
 from __future__ import annotations
@@ -73,10 +73,7 @@ class LibAUCAveragePrecisionLearner(Learner):
         score: Literal["softmax", "sigmoid"] = "softmax",
         scale: float = 1.0,
     ) -> None:
-        pretrain_fraction = float(pretrain_fraction)
-        if not 0.0 <= pretrain_fraction < 1.0:
-            raise ValueError(f"Expected `pretrain_fraction` to be in [0, 1), but got {pretrain_fraction!r}.")
-        self.pretrain_fraction = pretrain_fraction
+        self.pretrain_fraction = check_fraction("pretrain_fraction", pretrain_fraction, low_open=False)
         self.margin = float(check_positive("margin", margin))
         self.gamma = check_fraction("gamma", gamma, low_open=True, high_open=False)
         self.surrogate = check_choice("surrogate", surrogate, ("squared_hinge", "squared", "hinge", "logistic"))

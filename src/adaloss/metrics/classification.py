@@ -170,7 +170,7 @@ def _binary_average_precision(scores: Tensor, positives: Tensor, weights: Tensor
     is_end[:-1] = sorted_scores[1:] != sorted_scores[:-1]
     row = torch.arange(n, device=scores.device).unsqueeze(1).expand_as(is_end)
     end = torch.where(is_end, row, n).flip(0).cummin(dim=0).values.flip(0)
-    precision_at_end = (tps / seen.clamp_min(torch.finfo(torch.float64).tiny)).gather(0, end)
+    precision_at_end = (tps / seen).gather(0, end)  # seen > 0: weights are positive
     n_pos = tps[-1]
     ap = (precision_at_end * pos * w).sum(dim=0) / n_pos.clamp_min(torch.finfo(torch.float64).tiny)
     return torch.where(n_pos > 0, ap, torch.zeros_like(ap))
