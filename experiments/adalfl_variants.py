@@ -7,13 +7,20 @@ the LR with the best validation error picked per seed, its test error reported).
         [--variants ce ce_tuned adalfl learned_lr fast] [--threads 1]
     python experiments/adalfl_variants.py --config mnist_logistic --report   # section only, from finished runs
 
-Each variant trains into its own folder ``runs/variants/<config>/<variant>`` (so variants can run
-in separate processes at once); ``--report`` writes ``experiments/results/adalfl_variants_<config>.md``.
+Each variant trains into its own folder ``runs/variants/<config>/<variant>`` (so variants, or
+``--seeds`` subsets, can run in separate processes at once); ``--report`` writes
+``experiments/results/adalfl_variants_<config>.md``. Every finished run's final metrics are also kept
+in ``experiments/results/adalfl_variants_<config>.json`` (per variant and seed, with the commit checked
+out when the report was written): ``runs/`` does not outlive a checkout, and one protocol (≈ 6 core-hours on the MNIST
+MLP) does not fit one session, so a later session runs only the (variant, seed) pairs the JSON lacks
+and the report merges both. The ``ce_tuned`` grid's entry at the protocol's own LR is the ``ce`` run
+(the same configuration), not a second copy of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -43,40 +50,73 @@ def _base(config: str, data_dir: str | None, threads: int) -> Any:
     return base.replace(data_dir=data_dir) if data_dir else base
 
 
-def run(config: str, variants: list[str], data_dir: str | None, threads: int) -> None:
+def _store(config: str) -> Path:
+    return HERE / "results" / f"adalfl_variants_{config}.json"
+
+
+def _stored(config: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{folder: {seed: final metrics}}`` kept from earlier sessions' runs."""
+    path = _store(config)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _jobs(variants: list[str], base_lr: float) -> list[tuple[str, str, float | None]]:
+    """(folder, method, lr or None) per run group; the grid's base-LR entry is the ``ce`` folder."""
+    jobs = []
+    for name in variants:
+        if name == "ce_tuned":
+            jobs += [(f"ce_lr{lr}", "ce", lr) for lr in LR_GRID if lr != base_lr]
+        else:
+            jobs.append((name, VARIANTS[name][0], None))
+    return jobs
+
+
+def run(config: str, variants: list[str], seeds: list[int], data_dir: str | None, threads: int) -> None:
     from adaloss.training.compare import compare
 
     base = _base(config, data_dir, threads)
     root = Path("runs/variants") / config
-    for name in variants:
-        if name == "ce_tuned":
-            for lr in LR_GRID:
-                compare(base.replace(lr=lr), methods=["ce"], seeds=SEEDS, out_dir=root / f"ce_lr{lr}")
+    stored = _stored(config)
+    for folder, method, lr in _jobs(variants, base.lr):
+        todo = [s for s in seeds if str(s) not in stored.get(folder, {})]
+        if not todo:
             continue
-        method, args = VARIANTS[name]
-        compare(base.replace(method_args={method: args}), methods=[method], seeds=SEEDS, out_dir=root / name)
+        cfg = base.replace(lr=lr) if lr is not None else base.replace(method_args={method: VARIANTS[folder][1]})
+        compare(cfg, methods=[method], seeds=todo, out_dir=root / folder)
 
 
-def _finals(folder: Path, method: str) -> dict[int, dict[str, Any]]:
-    import json
-
-    out = {}
+def _finals(folder: Path, method: str, stored: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    out = {int(seed): final for seed, final in stored.items()}
     for seed in SEEDS:
         summary = folder / method / f"seed{seed}" / "summary.json"
         if summary.exists():
             data = json.loads(summary.read_text())
-            out[seed] = {**data["final"], "wall_time_s": data["wall_time_s"]}
-    return out
+            out[seed] = {**data["final"], "wall_time_s": data["wall_time_s"], "report_commit": _commit()}
+    return {s: out[s] for s in sorted(out) if s in SEEDS}
+
+
+def _commit() -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    return done.stdout.strip() or "unknown"
 
 
 def report(config: str) -> None:
     from adaloss.training.compare import welch_p_value
 
     root = Path("runs/variants") / config
-    rows: dict[str, dict[int, dict[str, Any]]] = {}
-    for name, (method, _) in VARIANTS.items():
-        rows[name] = _finals(root / name, method)
-    grid = {lr: _finals(root / f"ce_lr{lr}", "ce") for lr in LR_GRID}
+    stored = _stored(config)
+    base_lr = _base(config, None, 1).lr
+    folders = {name: method for name, (method, _) in VARIANTS.items()}
+    folders.update({f"ce_lr{lr}": "ce" for lr in LR_GRID if lr != base_lr})
+    finals = {f: _finals(root / f, m, stored.get(f, {})) for f, m in folders.items()}
+    kept = {f: {str(s): r for s, r in rows.items()} for f, rows in finals.items() if rows}
+    if not kept:
+        raise SystemExit(f"no finished runs for {config} under {root} or in {_store(config)}; nothing to report")
+    _store(config).write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
+    rows: dict[str, dict[int, dict[str, Any]]] = {name: finals[name] for name in VARIANTS}
+    grid = {lr: finals["ce" if lr == base_lr else f"ce_lr{lr}"] for lr in LR_GRID}
     tuned: dict[int, dict[str, Any]] = {}
     picked: dict[int, float] = {}
     for seed in SEEDS:
@@ -130,10 +170,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", nargs="+", default=["ce", "ce_tuned", "adalfl", "learned_lr", "fast"],
                     choices=["ce", "ce_tuned", "adalfl", "learned_lr", "fast"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), choices=SEEDS,
+                    help="train only these seeds (to split one protocol over processes or sessions)")
     ap.add_argument("--report", action="store_true", help="only write the section from finished runs")
     args = ap.parse_args()
     if not args.report:
-        run(args.config, args.variants, args.data_dir, args.threads)
+        run(args.config, args.variants, args.seeds, args.data_dir, args.threads)
     report(args.config)
 
 

@@ -27,7 +27,7 @@ def _is_accuracy(value: float) -> bool:
 
 def test_examples_are_the_ones_tested() -> None:
     assert sorted(p.stem for p in EXAMPLES.glob("*.py")) == ["adalfl_plain_loop", "ala_plain_loop",
-                                                              "lightning_adalfl_ala"]
+                                                              "lightning_adalfl_ala", "taylorglo_plain_loop"]
 
 
 def test_adalfl_plain_loop(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,6 +38,16 @@ def test_adalfl_plain_loop(capsys: pytest.CaptureFixture[str]) -> None:
     assert math.isfinite(results["adalfl"]["meta_loss"]) and math.isfinite(results["adalfl"]["init_meta_loss"])
     out = capsys.readouterr().out
     assert "AdaLFL (6 init steps): test accuracy" in out and "cross-entropy:" in out
+
+
+def test_taylorglo_plain_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    results = _load("taylorglo_plain_loop").main(["--steps", "20", "--popsize", "4", "--generations", "2",
+                                                   "--partial-steps", "10"])
+    t = results["taylorglo"]
+    assert isinstance(t, dict) and t["evaluations"] == 8 and t["generations"] == 2
+    assert _is_accuracy(t["test_accuracy"]) and _is_accuracy(results["ce"]["test_accuracy"])  # type: ignore[index]
+    assert 0.0 <= t["best_fitness"] <= 1.0 and any(v != 0 for v in t["theta"])  # a validation error; θ moved from 0
+    assert "TaylorGLO loss, 20 steps: test accuracy" in capsys.readouterr().out
 
 
 def test_ala_plain_loop(capsys: pytest.CaptureFixture[str]) -> None:

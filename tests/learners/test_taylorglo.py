@@ -14,7 +14,7 @@ import torch
 import adaloss
 from adaloss.data.datasets import TensorSplit
 from adaloss.learners.base import TrainingDiverged
-from adaloss.learners.taylorglo import SEARCH_STATE_FILE, PartialTrainingFitness, TaylorGLOLearner
+from adaloss.learners.taylorglo import SEARCH_STATE_FILE, PartialTrainingFitness, TaylorGLO, TaylorGLOLearner
 from adaloss.losses import TaylorLoss
 from adaloss.models import create_model
 from adaloss.training import TrainConfig, read_jsonl, train
@@ -55,7 +55,7 @@ def test_fitness_is_the_validation_error_of_a_partial_training() -> None:
         optimizer_options={"lr": 0.1}, train=train_split, valid=valid, batch_size=16, steps=0 + 1)
     theta = np.array([0, 0, 1.0, 0, 0, 0, 0, 0])  # f = p - θ1 summed: pushes every probability up equally
     torch.manual_seed(7)
-    value = fitness(theta, 7)
+    value = fitness(TaylorLoss(theta=theta.tolist()), 7)
     # an independent recomputation: the same init, one SGD step on -mean(p - 0), then the error
     torch.manual_seed(7)
     model = factory()
@@ -80,14 +80,14 @@ def test_a_diverging_candidate_raises_and_the_search_survives(tmp_path: Path, ca
         optimizer_options={"lr": 0.1}, train=train_split, valid=valid, batch_size=16, steps=100)
     # L = -f: θ3 = 50 gives L = -25·b², an inverted parabola that gradient descent drives to ±∞
     with pytest.raises(TrainingDiverged):
-        fitness(np.array([0, 0, 0, 50.0, 0, 0, 0, 0]), 0)
-    assert math.isfinite(fitness(np.array([0, 0, 0, -1.0, 0, 1.0, 0, 0]), 0))  # L = ½b² - a·b = ½(y - x)² - ½x²: MSE/2
-    from adaloss.learners.search import cma_search
-
+        fitness(TaylorLoss(task="regression", theta=[0, 0, 0, 50.0, 0, 0, 0, 0]), 0)
+    assert math.isfinite(fitness(TaylorLoss(task="regression", theta=[0, 0, 0, -1.0, 0, 1.0, 0, 0]), 0))  # L = ½b² - a·b = ½(y - x)² - ½x²: MSE/2
     with caplog.at_level(logging.WARNING, logger="adaloss"):
-        mse_like = np.array([0, 0, 0, -1.0, 0, 1.0, 0, 0])
-        result = cma_search(fitness, mse_like, sigma=1.0, popsize=8, generations=3, seed=0)
-    assert 0 < result.failures < result.evaluations and math.isfinite(result.fitness)
+        mse_like = TaylorLoss(task="regression", theta=[0, 0, 0, -1.0, 0, 1.0, 0, 0])
+        searcher = TaylorGLO(fitness, loss=mse_like, sigma=1.0, popsize=8, generations=3, seed=0)
+        searcher.search()
+    result = searcher.result
+    assert result is not None and 0 < result.failures < result.evaluations and math.isfinite(result.fitness)
     assert "TrainingDiverged" in caplog.text
 
 

@@ -7,7 +7,7 @@ from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.learners.search import SearchResult, cma_search
-from adaloss.learners.taylorglo import TaylorGLOLearner
+from adaloss.learners.taylorglo import TaylorGLO, TaylorGLOLearner, TrainingFitness
 from adaloss.learners.registry import METHOD_TASKS, METHODS, create_learner, methods_for, register_method
 
 __all__ = [
@@ -19,8 +19,10 @@ __all__ = [
     "FixedLossLearner",
     "Learner",
     "SearchResult",
+    "TaylorGLO",
     "TaylorGLOLearner",
     "TrainContext",
+    "TrainingFitness",
     "TrainingDiverged",
     "cma_search",
     "create_learner",
