@@ -203,6 +203,56 @@ def test_initialize_cycles_a_dataloader_epoch_after_epoch_and_refuses_a_short_it
         fresh.initialize(_mlp, iter([(x, y)]), None, steps=2)
 
 
+def _grouped(model: nn.Module, lr: float = 0.1) -> torch.optim.Optimizer:
+    """Weights and biases in separate groups with their own LR and weight decay (a common setup)."""
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.requires_grad]
+    biases = [p for n, p in model.named_parameters() if n.endswith("bias") and p.requires_grad]
+    return torch.optim.SGD([{"params": weights, "weight_decay": 0.05}, {"params": biases, "lr": 3 * lr}],
+                           lr=lr, momentum=0.9)
+
+
+def _init_phi(model: nn.Module, optimizer: torch.optim.Optimizer, factory=None, **kw) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    x, y = _data()
+    loss = adaloss.LossNetwork(task="classification").double()
+    adalfl = adaloss.AdaLFL(model, optimizer, loss=loss, **kw)
+    torch.manual_seed(3)
+    adalfl.initialize(_mlp, [(x[:32], y[:32]), (x[32:], y[32:])], None, steps=4, optimizer_factory=factory)
+    return [p.detach().clone() for p in [*loss.parameters(), adalfl.log_lr]]
+
+
+@pytest.mark.parametrize("learn_lr", ["off", "per_group"])
+def test_initialize_mirrors_the_users_param_groups_on_each_fresh_model(learn_lr: str) -> None:
+    def run(factory=None, frozen: bool = False):  # type: ignore[no-untyped-def]
+        model = _mlp()
+        if frozen:
+            model[0].bias.requires_grad_(False)
+        torch.manual_seed(11)
+        return _init_phi(model, _grouped(model), factory, learn_lr=learn_lr)
+
+    def explicit(m: nn.Module, frozen: bool = False) -> torch.optim.Optimizer:  # the groups written by hand
+        if frozen:
+            m[0].bias.requires_grad_(False)
+        return _grouped(m)
+
+    default, by_hand = run(), run(explicit)
+    assert all(torch.equal(a, b) for a, b in zip(default, by_hand))
+    first_group_only = run(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=0.05))
+    assert not all(torch.equal(a, b) for a, b in zip(default, first_group_only))  # what the old default did
+    frozen, frozen_by_hand = run(frozen=True), run(functools.partial(explicit, frozen=True))
+    assert all(torch.equal(a, b) for a, b in zip(frozen, frozen_by_hand))
+    assert not all(torch.equal(a, b) for a, b in zip(frozen, default))
+
+
+def test_initialize_refuses_a_factory_whose_model_has_other_parameters() -> None:
+    model = _mlp()
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                            loss=adaloss.LossNetwork(task="classification").double())
+    x, y = _data()
+    wider = lambda: nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4), nn.Linear(4, 4)).double()  # noqa: E731
+    with pytest.raises(ValueError, match=r"`model_factory` built a model with parameters \['3.weight', '3.bias'\]"):
+        adalfl.initialize(wider, [(x, y)], None, steps=1)
+
+
 def test_bad_arguments_are_named() -> None:
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -390,8 +390,9 @@ class AdaLFL:
             meta_batches: batches for the meta-objective (e.g. a validation DataLoader), cycled
                 alike; ``None``: the training batch of the same unroll.
             steps: number of unrolls S_init.
-            optimizer_factory: the optimiser of each fresh model (default: the type of
-                ``optimizer`` with its first param group's current hyper-parameters).
+            optimizer_factory: the optimiser of each fresh model (default: ``optimizer``'s type and
+                param groups with their current hyper-parameters, the fresh model's parameters
+                matched to the groups by name, and those frozen in ``model`` frozen too).
             progress: show a progress bar with the running meta-loss.
             on_unroll: called with the number of unrolls done after each one (e.g. to checkpoint
                 ``state_dict()`` every so many).
@@ -409,11 +410,7 @@ class AdaLFL:
         device = self._device()
         self._follow(device)
         if optimizer_factory is None:
-            opt_type, hyper = type(self.optimizer), _group_hyper(self.optimizer)
-
-            def optimizer_factory(m: nn.Module) -> Optimizer:
-                return opt_type(m.parameters(), **hyper)
-
+            optimizer_factory = self._mirrored_optimizer
         start = self.init_done
         bar = tqdm(range(start, steps), desc="AdaLFL init", disable=not progress, leave=False, dynamic_ncols=True,
                    initial=start, total=steps)
@@ -436,6 +433,30 @@ class AdaLFL:
         self.skipped_meta_steps = 0
         self.initialized = True
         return {"meta_loss": self.init_loss_sum / steps, "skipped_meta_steps": float(self.init_skipped)}
+
+    def _mirrored_optimizer(self, fresh: nn.Module) -> Optimizer:
+        """``optimizer``'s type, param groups and current hyper-parameters over ``fresh``'s parameters,
+        matched by name (per-group weight decay or LR carry over; group indices stay, for
+        ``learn_lr="per_group"``); a parameter not trained in ``model`` is frozen in ``fresh``."""
+        opt = self.optimizer
+        known = {name for name, _ in self.model.named_parameters()}
+        named = list(fresh.named_parameters())
+        stray = [name for name, _ in named if name not in known]
+        if stray:
+            raise ValueError(
+                f"`model_factory` built a model with parameters {stray[:5]} that `model` does not have, so "
+                "`optimizer`'s param groups cannot be mirrored onto it; build the same architecture or pass "
+                "`optimizer_factory=`."
+            )
+        hyper = [{k: v for k, v in g.items() if k in opt.defaults and k != "params"} for g in opt.param_groups]
+        groups: list[dict[str, Any]] = [{**h, "params": []} for h in hyper]
+        index = self.diffopt.group_index
+        for name, p in named:
+            if name in index:
+                groups[index[name]]["params"].append(p)
+            else:
+                p.requires_grad_(False)
+        return type(opt)(groups, **hyper[0])
 
     def state_dict(self) -> StateDict:
         """φ, its optimiser and the counters (the model and base optimiser are the user's to save)."""
