@@ -1,6 +1,7 @@
 """Per-step time and peak memory of AdaLFL's online step against a plain cross-entropy step.
 
-Also times the fast mode (``meta_gradient="forward_difference"``) and measures its fidelity to the
+Also times the exact step computed by reverse-over-reverse (``meta_gradient="double_backward"``)
+and the fast mode (``meta_gradient="forward_difference"``) and measures the latter's fidelity to the
 exact meta-gradient along a real trajectory (cosine similarity, relative error), a stable per-step
 memory figure (bytes saved for backward, bytes allocated; ``step_memory``), a naive create_graph
 implementation of the same step (SGD), for reference, and the
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,7 @@ def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-u
         "ce": lambda: FixedLossLearner(torch.nn.CrossEntropyLoss()),
         "adalfl": lambda: AdaLFLLearner(init_steps=0),
         "fast": lambda: AdaLFLLearner(init_steps=0, meta_gradient="forward_difference"),
+        "double_backward": lambda: AdaLFLLearner(init_steps=0, meta_gradient="double_backward"),
         "naive": NaiveAdaLFL,
     }
     learner = learners[kind]()
@@ -108,8 +110,8 @@ def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-u
     return learner, train
 
 
-def phase_times(model_name: str, device: torch.device, steps: int) -> dict[str, float]:
-    """Median ms of each part of an AdaLFL step, run on its own: where the time goes."""
+def phases(model_name: str, device: torch.device) -> dict[str, Callable[[], object]]:
+    """Each part of an AdaLFL step as a callable run on its own (plus the plain ``forward``)."""
     from adaloss.functional.meta import loss_meta_gradient, model_jvp
 
     torch.manual_seed(0)
@@ -121,22 +123,34 @@ def phase_times(model_name: str, device: torch.device, steps: int) -> dict[str, 
     z = model(x).detach()
     u = torch.randn_like(z)
 
-    def base() -> None:  # forward + backward with the learned loss (what a CE step costs, plus the loss net)
-        torch.autograd.grad(loss(model(x), y), list(params.values()))
+    def base() -> object:  # forward + backward with the learned loss (what a CE step costs, plus the loss net)
+        return torch.autograd.grad(loss(model(x), y), list(params.values()))
 
-    def meta() -> None:  # forward + backward of the task loss at θ' (cloned buffers, functional_call)
+    def meta() -> object:  # forward + backward of the task loss at θ' (cloned buffers, functional_call)
         theta = {k: p.detach().requires_grad_(True) for k, p in params.items()}
         out = functional_call(model, (theta, {k: b.clone() for k, b in model.named_buffers()}), (x,))
-        torch.autograd.grad(F.cross_entropy(out, y), list(theta.values()))
+        return torch.autograd.grad(F.cross_entropy(out, y), list(theta.values()))
 
-    def jvp() -> None:
-        model_jvp(model, params, tangent, x)
+    def jvp() -> object:
+        return model_jvp(model, params, tangent, x)
 
-    def double_backward() -> None:
-        loss_meta_gradient(loss, z, y, u, list(loss.parameters()))
+    def double_backward() -> object:
+        return loss_meta_gradient(loss, z, y, u, list(loss.parameters()))
 
+    def forward() -> object:
+        with torch.no_grad():
+            return model(x)
+
+    return {"base_fwd_bwd": base, "meta_fwd_bwd": meta, "model_jvp": jvp, "loss_double_bwd": double_backward,
+            "forward": forward}
+
+
+def phase_times(model_name: str, device: torch.device, steps: int) -> dict[str, float]:
+    """Median ms of each part of an AdaLFL step, run on its own: where the time goes."""
     out = {}
-    for name, fn in [("base_fwd_bwd", base), ("meta_fwd_bwd", meta), ("model_jvp", jvp), ("loss_double_bwd", double_backward)]:
+    for name, fn in phases(model_name, device).items():
+        if name == "forward":
+            continue
         fn()
         ts = []
         for _ in range(5):
@@ -284,12 +298,13 @@ def main() -> None:
         naive, naive_batches = make("naive", model_name, device)
         core, core_batches = make("core", model_name, device)
         fast, fast_batches = make("fast", model_name, device)
+        rev, rev_batches = make("double_backward", model_name, device)
         runs = [(ce, ce_batches), (ada, ada_batches), (naive, naive_batches), (core, core_batches),
-                (fast, fast_batches)]
+                (fast, fast_batches), (rev, rev_batches)]
         for learner, batches in runs:
             timed(learner, batches, 3, device)  # warm-up
         t_ce, t_ada, t_naive, t_core, ratios, naive_ratios, core_ratios = [], [], [], [], [], [], []
-        t_fast, fast_ratios = [], []
+        t_fast, fast_ratios, t_rev, rev_ratios = [], [], [], []
         for r in range(args.rounds):
             order = runs if r % 2 == 0 else runs[::-1]
             times = {id(l): timed(l, b, args.steps, device) for l, b in order}
@@ -298,6 +313,8 @@ def main() -> None:
             core_ratios.append(d / b)
             t_fast.append(times[id(fast)])
             fast_ratios.append(times[id(fast)] / a)
+            t_rev.append(times[id(rev)])
+            rev_ratios.append(times[id(rev)] / a)
             t_ce.append(a)
             t_ada.append(b)
             t_naive.append(c)
@@ -321,7 +338,11 @@ def main() -> None:
             "fast_time_ratio_median": statistics.median(fast_ratios),
             "fast_time_ratios": [round(v, 3) for v in fast_ratios],
             "fast_fidelity": fidelity(model_name, device, args.fidelity_steps),
-            "step_memory": {kind: step_memory(kind, model_name, device) for kind in ("ce", "adalfl", "fast")},
+            "double_backward_step_ms_median": 1000 * statistics.median(t_rev),
+            "double_backward_time_ratio_median": statistics.median(rev_ratios),
+            "double_backward_time_ratios": [round(v, 3) for v in rev_ratios],
+            "step_memory": {kind: step_memory(kind, model_name, device)
+                            for kind in ("ce", "adalfl", "fast", "double_backward")},
             "core_object_step_ms_median": 1000 * statistics.median(t_core),
             "core_vs_learner_ratio_median": statistics.median(core_ratios),
             "core_vs_learner_ratios": [round(v, 3) for v in core_ratios],

@@ -60,7 +60,8 @@ MODELS = {
 
 @pytest.mark.parametrize("model_key", list(MODELS))
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_meta_gradient_matches_naive_create_graph_float64(model_key: str, nesterov: bool) -> None:
+@pytest.mark.parametrize("meta_gradient", ["exact", "double_backward"])
+def test_meta_gradient_matches_naive_create_graph_float64(model_key: str, nesterov: bool, meta_gradient: str) -> None:
     name, shape, kw = MODELS[model_key]
     torch.manual_seed(0)
     model = create_model(name, shape, 5, **kw).double()
@@ -70,7 +71,7 @@ def test_meta_gradient_matches_naive_create_graph_float64(model_key: str, nester
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-3)
     loss_net = LossNetwork(task="classification").double()
     adalfl = adaloss.AdaLFL(model, opt, loss=loss_net, meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
-                            initialized=True)
+                            initialized=True, meta_gradient=meta_gradient)  # type: ignore[arg-type]
     meta_stream, train_stream = _stream(x.flip(0), y.flip(0), 16), _stream(x, y, 16)
     for _ in range(3):  # build up momentum buffers and move φ first
         adalfl.step(next(train_stream), next(meta_stream))
@@ -161,10 +162,11 @@ def test_adalfl_run_end_to_end_export_and_reuse(tmp_path: Path) -> None:
     assert set(train(fixed)["final"]) == {"valid_error", "test_error"}
 
 
-def test_adalfl_resume_is_exact(kill_and_resume) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("meta_gradient", ["exact", "double_backward"])
+def test_adalfl_resume_is_exact(kill_and_resume, meta_gradient: str) -> None:  # type: ignore[no-untyped-def]
     base = TrainConfig(method="adalfl", steps=20, batch_size=32, log_every=5, checkpoint_every=10,
                        model_args={"hidden": [16]}, progress="off", momentum=0.9,
-                       method_args={"init_steps": 3})
+                       method_args={"init_steps": 3, "meta_gradient": meta_gradient})
     assert kill_and_resume(base).killed_at == 10  # killed right after the step-10 checkpoint
 
 

@@ -339,6 +339,56 @@ def test_forward_difference_meta_gradient_approximates_the_exact_one_float64(mod
     assert float((approx - exact).norm() / exact.norm()) < 1e-5
 
 
+@pytest.mark.parametrize("model_kw", [{"hidden": [16, 16], "dropout": 0.3}, {"hidden": [16], "batch_norm": True}])
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+def test_double_backward_meta_gradient_is_the_exact_one_float64(model_kw: dict, optimizer: str) -> None:
+    """meta_gradient='double_backward' computes J_θ v as the derivative of the base backward: the
+    same θ, φ and optimiser state as the forward-mode JVP after three steps (float64, to
+    rounding), with dropout, BatchNorm, clipping and an extra loss that reads the parameters."""
+    finals = {}
+    for mode in ("exact", "double_backward"):
+        torch.manual_seed(0)
+        model = create_model("mlp", (1, 8, 8), 5, **model_kw).double()
+        loss_net = adaloss.LossNetwork(task="classification").double()
+        opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True) if optimizer == "sgd_momentum"
+               else torch.optim.Adam(model.parameters(), lr=0.01))
+        weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+
+        def extra(outputs: torch.Tensor, batch: object) -> torch.Tensor:  # an L2 term on θ, not through z
+            return 1e-2 * sum((w**2).sum() for w in weights) + 1e-3 * (outputs**2).mean()
+
+        adalfl = adaloss.AdaLFL(model, opt, loss=loss_net, meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
+                                meta_gradient=mode, initialized=True, max_grad_norm=0.5, extra_loss=extra,
+                                grad_ratio_every=2, learn_lr="global")  # type: ignore[arg-type]
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(48, 1, 8, 8, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 5, (48,), generator=g)
+        torch.manual_seed(5)
+        for i in range(3):
+            stats = adalfl.step((x[16 * (i % 2):16 * (i % 2) + 16], y[16 * (i % 2):16 * (i % 2) + 16]),
+                                (x[32:], y[32:]))
+        finals[mode] = ([p.detach().clone() for p in [*model.parameters(), *loss_net.parameters(), adalfl.log_lr]],
+                        float(stats["grad_norm_ratio"]))
+    (exact, ratio_a), (reverse, ratio_b) = finals["exact"], finals["double_backward"]
+    moved = torch.cat([(a - b).flatten() for a, b in zip(exact, reverse)])
+    assert float(moved.abs().max()) < 1e-10 * max(1.0, float(torch.cat([a.flatten() for a in exact]).abs().max()))
+    assert ratio_a == pytest.approx(ratio_b, rel=1e-12)
+
+
+def test_double_backward_initialize_matches_the_exact_one() -> None:
+    x, y = _data()
+    phis = []
+    for mode in ("exact", "double_backward"):
+        model = _mlp()
+        loss = adaloss.LossNetwork(task="classification").double()
+        torch.manual_seed(2)
+        adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), loss=loss,
+                                meta_gradient=mode)  # type: ignore[arg-type]
+        adalfl.initialize(_mlp, [(x[:32], y[:32]), (x[32:], y[32:])], None, steps=4)
+        phis.append(torch.cat([p.detach().flatten() for p in loss.parameters()]))
+    assert torch.allclose(phis[0], phis[1], rtol=1e-10, atol=1e-12) and not torch.equal(phis[0], torch.zeros_like(phis[0]))
+
+
 def test_initialize_resumes_from_a_state_taken_part_way_to_the_same_phi() -> None:
     x, y = _data()
     batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]

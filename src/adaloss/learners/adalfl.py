@@ -33,6 +33,11 @@ MetaOptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 ExtraLoss = Callable[[Tensor, Any], Tensor]
 
 
+#: how the model's Jacobian-vector product of the meta-gradient is computed (see :class:`AdaLFL`)
+MetaGradient = Literal["exact", "double_backward", "forward_difference"]
+META_GRADIENTS: tuple[str, ...] = ("exact", "double_backward", "forward_difference")
+
+
 def task_loss_for(task: Task) -> Criterion:
     """The meta-objective L_T: cross-entropy for classification, squared error for regression."""
     return F.cross_entropy if task == "classification" else F.mse_loss
@@ -98,10 +103,16 @@ class AdaLFL:
             one-step meta-gradient ``∂L/∂ρ = ⟨∇_θ' L, θ' − θ⟩`` (every supported update is linear
             in its LR). ``"off"`` (default): the optimiser's LR as it is.
         lr_meta_optimizer: factory for ρ's optimiser (default: Adam, lr 1e-3).
-        meta_gradient: ``"exact"`` (default): the model's Jacobian-vector product ``J_θ v`` by
-            forward-mode autodiff; ``"forward_difference"``: ``(f(θ + h v) − f(θ)) / h`` by one extra
-            forward pass that reuses the base forward's outputs (cheaper, approximate; its fidelity
-            is measured by ``benchmarks/step_cost.py``).
+        meta_gradient: how the model's Jacobian-vector product ``J_θ v`` is computed.
+            ``"exact"`` (default): forward-mode autodiff (its primal half repeats the base forward);
+            ``"double_backward"``: also exact, as the derivative of the base backward ``J^T s``
+            with respect to ``s`` along ``v`` (reverse-over-reverse): no repeated forward and the
+            base forward's own dropout masks and BatchNorm statistics, but the base graph stays
+            alive through the meta pass (memory), and convolutions' double backward is slow on
+            CPU — faster for matmul models, slower for conv nets (``benchmarks/step_cost.py``);
+            ``"forward_difference"``: ``(f(θ + h v) − f(θ)) / h`` by one extra forward pass that
+            reuses the base forward's outputs (cheaper, approximate; its fidelity is measured by
+            ``benchmarks/step_cost.py``).
         initialized: the loss is already fitted (loaded, or deliberately used from its random
             initialisation); otherwise the first :meth:`step` before :meth:`initialize` warns.
         collective: under torchrun, averages gradients over the ranks (default: one process).
@@ -123,7 +134,7 @@ class AdaLFL:
         grad_ratio_every: int = 0,
         learn_lr: Literal["off", "global", "per_group"] = "off",
         lr_meta_optimizer: MetaOptimizerFactory | None = None,
-        meta_gradient: Literal["exact", "forward_difference"] = "exact",
+        meta_gradient: MetaGradient = "exact",
         initialized: bool = False,
         collective: Collective | None = None,
     ) -> None:
@@ -153,7 +164,7 @@ class AdaLFL:
         self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
         self.initialized = bool(initialized)
         self.learn_lr = check_choice("learn_lr", learn_lr, ("off", "global", "per_group"))
-        self.meta_gradient = check_choice("meta_gradient", meta_gradient, ("exact", "forward_difference"))
+        self.meta_gradient = check_choice("meta_gradient", meta_gradient, META_GRADIENTS)
         n_groups = len(optimizer.param_groups)
         #: ρ: the learned log-multiplier of the base LR, one (global) or one per param group
         self.log_lr = nn.Parameter(torch.zeros(1 if self.learn_lr == "global" else n_groups, dtype=torch.float64))
@@ -218,17 +229,29 @@ class AdaLFL:
         device = y.device
         rng = capture_rng(device)
         z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm running statistics
-        m = self._checked_loss(z, y)
+        reverse = self.meta_gradient == "double_backward"
+        # double_backward cuts the graph at z: s = ∂(base)/∂z is then a leaf that J^T s is a function of
+        zb = z.detach().requires_grad_(True) if reverse else z
+        m = self._checked_loss(zb, y)
         scalars: dict[str, Tensor] = {"loss": m.detach()}
         base = m
         if self.extra_loss is not None:
-            extra = self.extra_loss(z, batch)
+            extra = self.extra_loss(zb, batch)
             scalars["extra_loss"] = extra.detach()
             base = m + extra
         names = list(params)
-        g_list = list(torch.autograd.grad(base, [params[n] for n in names], retain_graph=ratio))
+        param_list = [params[n] for n in names]
+        if reverse:
+            s, *direct = torch.autograd.grad(base, [zb, *param_list], allow_unused=True)
+            s_leaf = s.detach().requires_grad_(True)
+            # J^T s with its graph kept (and so the base forward's, alive through the meta pass below):
+            # J v is later its derivative with respect to s, along v (reverse-over-reverse)
+            through = torch.autograd.grad(z, param_list, grad_outputs=s_leaf, create_graph=True)
+            g_list = [t.detach() if d is None else t.detach() + d for t, d in zip(through, direct)]
+        else:
+            g_list = list(torch.autograd.grad(base, param_list, retain_graph=ratio))
         if ratio:  # logged from this rank's shard
-            ce = torch.autograd.grad(self.task_loss(z, y), [params[n] for n in names])
+            ce = torch.autograd.grad(self.task_loss(z, y), param_list, retain_graph=reverse)
             scalars["grad_norm_ratio"] = (global_norm(g_list, dtype=torch.float64)
                                           / global_norm(ce, dtype=torch.float64).clamp_min(1e-30))
         sync.mean_(g_list)  # data parallel: every rank takes the global-batch base gradient
@@ -252,7 +275,10 @@ class AdaLFL:
                               lr_scale=lr_scale)
         if self.max_grad_norm is not None:  # pull v back through the clipping as well
             v = dict(zip(names, clip_by_global_norm_vjp(raw, [v[n] for n in names], self.max_grad_norm)))
-        if self.meta_gradient == "exact":
+        if reverse:  # J v = ∂⟨J^T s, v⟩/∂s; frees the kept graphs
+            (u,) = torch.autograd.grad(through, s_leaf, grad_outputs=[v[n] for n in names])
+            del through
+        elif self.meta_gradient == "exact":
             u = model_jvp(model, params, v, inputs, rng_state=rng, forward=forward, device=device)
         else:
             u = model_forward_difference(model, params, v, inputs, z, rng_state=rng, forward=forward, device=device)
@@ -526,7 +552,7 @@ class AdaLFLLearner(Learner):
             training batch of the same step.
         grad_ratio_every: every this many steps also log ‖∇_θ M_φ‖ / ‖∇_θ CE‖ (0 = never).
         learn_lr, lr_meta_optimizer: the learned base LR (see :class:`AdaLFL`).
-        meta_gradient: ``"exact"`` or ``"forward_difference"`` (see :class:`AdaLFL`).
+        meta_gradient: ``"exact"``, ``"double_backward"`` or ``"forward_difference"`` (see :class:`AdaLFL`).
         task: classification or regression (set by the method registry).
     """
 
@@ -542,10 +568,10 @@ class AdaLFLLearner(Learner):
         grad_ratio_every: int = 10,
         learn_lr: Literal["off", "global", "per_group"] = "off",
         lr_meta_optimizer: MetaOptimizerFactory | None = None,
-        meta_gradient: Literal["exact", "forward_difference"] = "exact",
+        meta_gradient: MetaGradient = "exact",
     ) -> None:
         self.task: Task = task
-        self.meta_gradient = check_choice("meta_gradient", meta_gradient, ("exact", "forward_difference"))
+        self.meta_gradient = check_choice("meta_gradient", meta_gradient, META_GRADIENTS)
         self.learn_lr = check_choice("learn_lr", learn_lr, ("off", "global", "per_group"))
         self.lr_meta_optimizer = lr_meta_optimizer
         self.loss = loss if loss is not None else LossNetwork(task=task)
