@@ -477,3 +477,16 @@ def test_split_for_task_names_the_option_that_does_not_fit(tmp_path: Path) -> No
                              "method=contrastive"])
     with pytest.raises(ConfigError, match=r"Invalid config key `train_classes` for dataset 'data': "):
         adaloss.train(cfg, data=(x, y))
+
+
+def test_a_class_index_with_no_rows_warns_naming_it() -> None:
+    x, y = blobs(60)
+    y = np.where(y == 1, 3, y)  # classes 0, 2, 3: index 1 has no rows
+    with pytest.warns(UserWarning, match=r"no row of class\(es\) \[1\]; the model gets 4 outputs"):
+        splits = as_splits((x, y))
+    assert splits.num_outputs == 4
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_splits(blobs(60))  # every class present: silent

@@ -27,6 +27,7 @@ import csv
 import io
 import math
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -209,6 +210,12 @@ def _from_arrays(
     if label_task == "classification":
         y = _class_indices(y, names("y"))
         num_classes = int(y.max()) + 1
+        absent = np.setdiff1d(np.arange(num_classes), y)
+        if absent.size and absent.size < num_classes - 1:  # (one class only is an error below) C comes from the largest label: a gap is a class the model outputs but never sees
+            warnings.warn(f"{names('y')} holds class indices 0..{num_classes - 1} but no row of class(es) "
+                          f"{absent[:10].tolist()}{' …' if absent.size > 10 else ''}; the model gets {num_classes} "
+                          "outputs and those classes are never trained (relabel the classes 0..C-1 if that is "
+                          "not intended).", stacklevel=3)
         if test is not None:
             y_test = _class_indices(test[1], names("y_test"))
             if y_test.size and y_test.max() >= num_classes:

@@ -17,6 +17,7 @@ from adaloss.data import DatasetSplits
 from adaloss.learners.base import TrainingDiverged
 from adaloss.training.config import TrainConfig
 from adaloss.training.experiment import load_data, train
+from adaloss.training.rundir import write_text_atomic
 
 __all__ = ["BASELINES", "RunResult", "compare", "format_markdown", "summarise", "welch_p_value", "write_csv"]
 
@@ -101,7 +102,7 @@ def compare(
                     summary = {"config": cfg.identity(), "diverged": str(e), "final": {},
                                "wall_time_s": time.perf_counter() - start}
                     run_dir.mkdir(parents=True, exist_ok=True)
-                    (run_dir / _DIVERGED).write_text(json.dumps(summary, indent=2))
+                    write_text_atomic(run_dir / _DIVERGED, json.dumps(summary, indent=2))  # a kill leaves none or all
                     logger.warning("%s seed %d diverged: %s", method, seed, e)
             result = RunResult(method, seed, summary["final"], float(summary["wall_time_s"]), run_dir, reused,
                                summary.get("diverged"))
