@@ -65,6 +65,8 @@ def _jobs(variants: list[str], base_lr: float) -> list[tuple[str, str, float | N
     jobs = []
     for name in variants:
         if name == "ce_tuned":
+            if "ce" not in variants and base_lr in LR_GRID:  # its base-LR entry
+                jobs.append(("ce", "ce", None))
             jobs += [(f"ce_lr{lr}", "ce", lr) for lr in LR_GRID if lr != base_lr]
         else:
             jobs.append((name, VARIANTS[name][0], None))
