@@ -28,21 +28,42 @@ class ThreadGroup:
             raise ValueError(f"Expected `workers` to be a positive integer, but got {size!r}.")
         self.size = size
         self.timeout_s = float(check_positive("timeout_s", timeout_s))
-        self._barrier = threading.Barrier(size)
+        # a barrier with generations, not threading.Barrier: there an abort right after a completed
+        # wait breaks it for the waiters not yet woken, who then fail a collective that succeeded
+        self._cond = threading.Condition()
+        self._arrived = 0
+        self._generation = 0
+        self._broken = False
         self._slots: list[Any] = [None] * size
         self.members = [ThreadCollective(self, r) for r in range(size)]
 
     def abort(self) -> None:
-        self._barrier.abort()
+        """Break the group: every wait not yet completed (and every later one) raises."""
+        with self._cond:
+            self._broken = True
+            self._cond.notify_all()
 
     def wait(self, rank: int) -> None:
-        try:
-            self._barrier.wait(timeout=self.timeout_s)
-        except threading.BrokenBarrierError as e:
-            raise DistributedError(
-                f"Worker {rank} of {self.size} (threads): another worker failed or did not reach the collective "
-                f"within {self.timeout_s:g} s (dist_timeout_s)."
-            ) from e
+        """Return when every worker has called ``wait``; raise :class:`DistributedError` if the group
+        is aborted first or the others do not arrive within ``timeout_s``."""
+        with self._cond:
+            if not self._broken:
+                generation = self._generation
+                self._arrived += 1
+                if self._arrived == self.size:
+                    self._arrived = 0
+                    self._generation += 1
+                    self._cond.notify_all()
+                    return
+                self._cond.wait_for(lambda: self._generation != generation or self._broken, timeout=self.timeout_s)
+                if self._generation != generation:
+                    return  # completed, even if the group was aborted since
+                self._broken = True  # a timeout breaks the group for the others too
+                self._cond.notify_all()
+        raise DistributedError(
+            f"Worker {rank} of {self.size} (threads): another worker failed or did not reach the collective "
+            f"within {self.timeout_s:g} s (dist_timeout_s)."
+        )
 
     def exchange(self, rank: int, value: Any) -> list[Any]:
         """Every worker's ``value``, in rank order."""
