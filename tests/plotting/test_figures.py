@@ -291,3 +291,29 @@ def test_implicit_lr_figure_draws_the_learned_effective_lr() -> None:
     line = fig.axes[1].get_lines()[0]
     assert list(line.get_ydata()) == pytest.approx([0.1 * (1 + s / 50) for s in range(10, 60, 10)])
     assert "learned" in fig.axes[1].get_ylabel()
+
+
+def test_figures_from_a_plain_loop_over_the_adalfl_object() -> None:
+    """A user's own loop collects ``adalfl.loss.curves()`` and the step's ``grad_norm_ratio`` and
+    draws the same figures ``adaloss plot`` draws for a run."""
+    import torch
+
+    import adaloss
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), initialized=True,
+                            grad_ratio_every=1)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    snapshots, records = [], []
+    for step in range(1, 31):
+        stats = adalfl.step((x, y), (x, y))
+        records.append({"step": step, "train_grad_norm_ratio": float(stats["grad_norm_ratio"])})
+        if step % 10 == 0:
+            snapshots.append({"step": step, **adalfl.loss.curves()})
+    fig = plot_loss_evolution(snapshots)
+    target1 = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"][0]
+    assert len(target1.lines) == 3
+    np.testing.assert_allclose(target1.lines[-1].get_ydata(), adalfl.loss.curves()["loss_target1"], rtol=1e-6)
+    assert not np.allclose(target1.lines[0].get_ydata(), target1.lines[-1].get_ydata())  # φ moved online
+    assert plot_implicit_lr(records).axes[0].lines[0].get_ydata().size == 30
