@@ -23,6 +23,7 @@ import torch
 from adaloss import AdaLFL
 from adaloss.data import BatchLoader, load_dataset
 from adaloss.models import create_model
+from step_cost import fast_vs_exact_step
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -54,18 +55,8 @@ def main() -> None:
         if step % args.every:
             adalfl.step(batch, meta_batch)
             continue
-        grads = {}
-        for mode in ("forward_difference", "exact"):  # the exact one last: it is the one applied
-            adalfl.meta_gradient = mode
-            new_params, new_state, scalars, g = adalfl._meta_step(model, adalfl.diffopt, batch, meta_batch,
-                                                                   ratio=False)
-            grads[mode] = torch.cat([t.flatten().double() for t in g])
-        a, b = grads["forward_difference"], grads["exact"]
-        records.append({"step": step, "cosine": float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300)),
-                        "relative_error": float((a - b).norm() / b.norm().clamp_min(1e-300))})
-        adalfl._apply_meta_gradient(g, scalars)
-        adalfl.diffopt.commit(new_params, new_state)
-        adalfl.steps += 1
+        cosine, relative_error = fast_vs_exact_step(adalfl, batch, meta_batch)
+        records.append({"step": step, "cosine": cosine, "relative_error": relative_error})
     half = len(records) // 2
     print(json.dumps({
         "benchmark": "fast_fidelity", "dataset": "mnist", "model": args.model, "steps": args.steps,

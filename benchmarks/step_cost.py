@@ -164,29 +164,33 @@ def phase_times(model_name: str, device: torch.device, steps: int) -> dict[str, 
     return out
 
 
+def fast_vs_exact_step(adalfl: AdaLFL, batch, meta_batch) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """One online step of ``adalfl`` that also computes the fast mode's meta-gradient from the same
+    state and batches: applies the exact one (the step taken is the exact method's) and returns the
+    cosine similarity and relative error ‖fast − exact‖ / ‖exact‖ of the two."""
+    grads = {}
+    for mode in ("forward_difference", "exact"):  # the exact one last: it is the one applied
+        adalfl.meta_gradient = mode
+        new_params, new_state, scalars, g = adalfl._meta_step(adalfl.model, adalfl.diffopt, batch, meta_batch,
+                                                               ratio=False)
+        grads[mode] = torch.cat([t.flatten().double() for t in g])
+    a, b = grads["forward_difference"], grads["exact"]
+    adalfl._apply_meta_gradient(g, scalars)
+    adalfl.diffopt.commit(new_params, new_state)
+    adalfl.steps += 1
+    return (float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300)),
+            float((a - b).norm() / b.norm().clamp_min(1e-300)))
+
+
 def fidelity(model_name: str, device: torch.device, steps: int) -> dict[str, float]:
-    """The fast mode's meta-gradient against the exact one along a real trajectory: at each of
-    ``steps`` steps both are computed from the same state (no dropout/BatchNorm in these models,
-    so the two calls see the same forward), the exact one is applied, and the cosine similarity
-    and relative error ‖fast − exact‖ / ‖exact‖ of ∇φ are recorded."""
+    """The fast mode's meta-gradient against the exact one along a trajectory of the exact method
+    (:func:`fast_vs_exact_step` at each of ``steps`` steps; no dropout/BatchNorm in these models,
+    so the two calls see the same forward)."""
     torch.manual_seed(0)
     model = create_model(model_name, (1, 28, 28), 10).to(device)
     adalfl = AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.01), initialized=True)
     train, meta = stream(device, 4), stream(device, 5)
-    cos, rel = [], []
-    for _ in range(steps):
-        batch, meta_batch = next(train), next(meta)
-        grads = {}
-        for mode in ("forward_difference", "exact"):
-            adalfl.meta_gradient = mode
-            new_params, new_state, scalars, g = adalfl._meta_step(model, adalfl.diffopt, batch, meta_batch,
-                                                                   ratio=False)
-            grads[mode] = torch.cat([t.flatten().double() for t in g])
-        a, b = grads["forward_difference"], grads["exact"]
-        cos.append(float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300)))
-        rel.append(float((a - b).norm() / b.norm().clamp_min(1e-300)))
-        adalfl._apply_meta_gradient(g, scalars)  # the exact one (computed last)
-        adalfl.diffopt.commit(new_params, new_state)
+    cos, rel = zip(*(fast_vs_exact_step(adalfl, next(train), next(meta)) for _ in range(steps)))
     return {"cosine_median": statistics.median(cos), "cosine_min": min(cos),
             "relative_error_median": statistics.median(rel), "relative_error_max": max(rel), "steps": steps}
 

@@ -87,13 +87,13 @@ def run(config: str, variants: list[str], seeds: list[int], data_dir: str | None
         compare(cfg, methods=[method], seeds=todo, out_dir=root / folder)
 
 
-def _finals(folder: Path, method: str, stored: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+def _finals(folder: Path, method: str, stored: dict[str, dict[str, Any]], commit: str) -> dict[int, dict[str, Any]]:
     out = {int(seed): final for seed, final in stored.items()}
     for seed in SEEDS:
         summary = folder / method / f"seed{seed}" / "summary.json"
         if summary.exists():
             data = json.loads(summary.read_text())
-            out[seed] = {**data["final"], "wall_time_s": data["wall_time_s"], "report_commit": _commit()}
+            out[seed] = {**data["final"], "wall_time_s": data["wall_time_s"], "report_commit": commit}
     return {s: out[s] for s in sorted(out) if s in SEEDS}
 
 
@@ -112,7 +112,8 @@ def report(config: str) -> None:
     base_lr = _base(config, None, 1).lr
     folders = {name: method for name, (method, _) in VARIANTS.items()}
     folders.update({f"ce_lr{lr}": "ce" for lr in LR_GRID if lr != base_lr})
-    finals = {f: _finals(root / f, m, stored.get(f, {})) for f, m in folders.items()}
+    commit = _commit()
+    finals = {f: _finals(root / f, m, stored.get(f, {}), commit) for f, m in folders.items()}
     kept = {f: {str(s): r for s, r in rows.items()} for f, rows in finals.items() if rows}
     if not kept:
         raise SystemExit(f"no finished runs for {config} under {root} or in {_store(config)}; nothing to report")

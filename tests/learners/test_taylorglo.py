@@ -91,23 +91,10 @@ def test_a_diverging_candidate_raises_and_the_search_survives(tmp_path: Path, ca
     assert "TrainingDiverged" in caplog.text
 
 
-def test_killed_search_resumes_at_its_last_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_search_resumes_at_its_last_generation(tmp_path: Path, search_killed_after) -> None:  # type: ignore[no-untyped-def]
     full = train(_config(tmp_path, "full", generations=3))
-    import adaloss.learners.search as search
-
-    original = search._write_state
-    calls = {"n": 0}
-
-    def write_then_die(path, state):  # type: ignore[no-untyped-def]
-        original(path, state)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed after generation 2 of 3
-
-    monkeypatch.setattr(search, "_write_state", write_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with search_killed_after(2):  # killed after generation 2 of 3
         train(_config(tmp_path, "part", generations=3))
-    monkeypatch.setattr(search, "_write_state", original)
     assert (tmp_path / "part" / SEARCH_STATE_FILE).exists()
     resumed = train(_config(tmp_path, "part", generations=3), resume=True)
     assert resumed["final"] == full["final"]

@@ -105,7 +105,7 @@ def test_a_higher_is_better_metric_is_negated() -> None:
 
 
 def test_search_over_dataloaders_does_not_depend_on_workers_and_resumes(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                        search_killed_after) -> None:  # type: ignore[no-untyped-def]
     train, valid = _data()
     fitness = adaloss.TrainingFitness(
         functools.partial(create_model, "mlp", (6,), 3, hidden=[8]), functools.partial(torch.optim.SGD, lr=0.1),
@@ -117,22 +117,9 @@ def test_search_over_dataloaders_does_not_depend_on_workers_and_resumes(tmp_path
     two.search()
     assert torch.equal(one.loss.theta, two.loss.theta) and one.result.fitness == two.result.fitness  # type: ignore[union-attr]
 
-    import adaloss.learners.search as search
-
-    original = search._write_state
-    calls = {"n": 0}
-
-    def write_then_die(path, state):  # type: ignore[no-untyped-def]
-        original(path, state)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed after generation 2 of 3
-
-    monkeypatch.setattr(search, "_write_state", write_then_die)
     state = tmp_path / "search.json"
-    with pytest.raises(KeyboardInterrupt):
+    with search_killed_after(2):  # killed after generation 2 of 3
         adaloss.TaylorGLO(fitness, state_path=state, **settings).search()
-    monkeypatch.setattr(search, "_write_state", original)
     resumed = adaloss.TaylorGLO(fitness, state_path=state, **settings)
     resumed.search()
     assert resumed.result is not None and resumed.result.resumed_from == 2

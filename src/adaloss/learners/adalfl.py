@@ -47,9 +47,9 @@ def _adam_1e3(params: Iterable[nn.Parameter]) -> Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
 
 
-def _group_hyper(opt: Optimizer) -> dict[str, object]:
-    """The first param group's hyper-parameters (current LR included), to build a fresh optimiser."""
-    group = opt.param_groups[0]
+def _group_hyper(opt: Optimizer, index: int = 0) -> dict[str, object]:
+    """A param group's hyper-parameters (current LR included), to build a fresh optimiser."""
+    group = opt.param_groups[index]
     return {k: v for k, v in group.items() if k in opt.defaults and k != "params"}
 
 
@@ -474,7 +474,7 @@ class AdaLFL:
                 "`optimizer`'s param groups cannot be mirrored onto it; build the same architecture or pass "
                 "`optimizer_factory=`."
             )
-        hyper = [{k: v for k, v in g.items() if k in opt.defaults and k != "params"} for g in opt.param_groups]
+        hyper = [_group_hyper(opt, i) for i in range(len(opt.param_groups))]
         groups: list[dict[str, Any]] = [{**h, "params": []} for h in hyper]
         index = self.diffopt.group_index
         for name, p in named:
