@@ -14,7 +14,11 @@ backward, and the tangent half of the Jacobian-vector product (its primal half r
 forward, and its products with an all-zero tangent change nothing: ``model_jvp − forward −
 zeros``); the loss network's double backward is included.
 ``all_zero_operand_ratio_to_ce``: FLOPs spent on an operand that is all zeros (torch's forward-mode
-formula for the first layer multiplies a dense zero tangent of the input). Deterministic: the same
+formula for the first layer multiplies a dense zero tangent of the input).
+What the FLOPs leave out, counted the same way: ``ops_per_step`` (aten ops dispatched: each costs a
+fixed few microseconds on a CPU, whatever its size) and ``elementwise_mib`` (bytes read and
+written by the ops that are neither matmuls nor convolutions and make new storage: activations,
+the optimiser update and its VJP, parameter copies; views are free). Deterministic: the same
 figures on any machine.
 
     python benchmarks/step_flops.py [--models mlp lenet5]     # prints one JSON object
@@ -37,20 +41,28 @@ from step_cost import make, phases
 
 class MatmulFlops(TorchDispatchMode):
     """FLOPs of the ops ``torch.utils.flop_counter`` has formulas for (mm, addmm, bmm, convolution
-    and their backward), by op. A dispatch mode, not ``FlopCounterMode``: the latter's module hooks
-    refuse ``torch.autograd.grad``, which every AdaLFL step calls."""
+    and their backward), by op; and of every other op, the count and the bytes it moves. A dispatch
+    mode, not ``FlopCounterMode``: the latter's module hooks refuse ``torch.autograd.grad``, which
+    every AdaLFL step calls."""
 
     def __init__(self) -> None:
         super().__init__()
         self.by_op: Counter[str] = Counter()
         #: FLOPs of those ops with an all-zero tensor operand (work that changes nothing)
         self.on_zeros = 0
+        #: every aten op dispatched
+        self.ops = 0
+        #: bytes read and written by the non-matmul ops whose outputs are new storage (not views)
+        self.elementwise_bytes = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         packet = func._overloadpacket
-        if packet in flop_registry:
+        self.ops += 1
+        if packet not in flop_registry:
+            self.elementwise_bytes += _moved_bytes(func, args, kwargs, out)
+        else:
             flops = int(flop_registry[packet](*args, **kwargs, out_val=out))
             self.by_op[str(packet)] += flops
             factors = args[1:3] if str(packet) in ("aten.addmm", "aten.baddbmm") else args[:2]  # not the added bias
@@ -61,6 +73,22 @@ class MatmulFlops(TorchDispatchMode):
     @property
     def total(self) -> int:
         return sum(self.by_op.values())
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+def _moved_bytes(func: Any, args: Any, kwargs: Any, out: Any) -> int:
+    """Bytes of the inputs read and the outputs written by one op; 0 for a view (its schema says
+    every return aliases an input without writing to it: ``t``, ``view``, ``detach``, …) and for a
+    metadata query that returns no tensor (``is_same_size``)."""
+    schema = func._schema
+    outs = _tensors(out)
+    if not schema.is_mutable and (not outs or all(
+            r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)):
+        return 0
+    return sum(t.numel() * t.element_size() for t in [*_tensors((args, kwargs)), *outs])
 
 
 def count(fn: Callable[[], object]) -> MatmulFlops:
@@ -94,6 +122,10 @@ def main() -> None:
             "all_zero_operand_ratio_to_ce": {**{k: c.on_zeros / ce for k, c in steps.items()},
                                              **{f"phase:{k}": v.on_zeros / ce for k, v in parts.items()}},
             "minimum_exact_ratio": minimum / ce,
+            "ops_per_step": {k: c.ops for k, c in steps.items()},
+            "phase_ops": {k: v.ops for k, v in parts.items()},
+            "elementwise_mib": {k: c.elementwise_bytes / 2**20 for k, c in steps.items()},
+            "phase_elementwise_mib": {k: v.elementwise_bytes / 2**20 for k, v in parts.items()},
         }
     print(json.dumps({"benchmark": "step_flops", "torch": torch.__version__, "batch_size": 128,
                       "results": results}, indent=2))
