@@ -33,7 +33,7 @@ from make_results import write_section  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4)
 #: the cross-entropy LR grid of ``ce_tuned`` (around the protocol's 0.01)
-LR_GRID = (0.003, 0.01, 0.03, 0.1)
+LR_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 #: variant -> (method, method_args)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ce": ("ce", {}),
@@ -104,6 +104,15 @@ def _commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
+def _edge(picked: dict[int, float]) -> str:
+    """A warning when validation picked an end of the grid: the tuned baseline could do better beyond it."""
+    ends = [lr for lr in picked.values() if lr in (LR_GRID[0], LR_GRID[-1])]
+    if not ends:
+        return ""
+    return (f"; an end of the grid was picked for {len(ends)} of {len(picked)} seeds ({sorted(set(ends))}), so "
+            "cross-entropy might do better still beyond it")
+
+
 def report(config: str) -> None:
     from adaloss.training.compare import welch_p_value
 
@@ -147,7 +156,7 @@ def report(config: str) -> None:
         f"Protocol `experiments/configs/{config}.yaml`, seeds {','.join(map(str, SEEDS))}; mean ± sample std over "
         "seeds; p: two-sided Welch t-test of the test error. `ce_tuned`: cross-entropy at each LR of "
         f"{list(LR_GRID)} (same steps), the LR with the lowest validation error picked per seed "
-        f"(picked: {[picked.get(s) for s in SEEDS]}). `learned_lr`: AdaLFL with `learn_lr=global`; "
+        f"(picked: {[picked.get(s) for s in SEEDS]}){_edge(picked)}. `learned_lr`: AdaLFL with `learn_lr=global`; "
         "`fast`: AdaLFL with `meta_gradient=forward_difference`.",
         "",
         "| variant | seeds | valid_error (%) | test_error (%) | wall time (s) | p vs ce | p vs ce_tuned | p vs adalfl |",
