@@ -143,6 +143,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if dist.is_available() and dist.is_initialized():  # under torchrun: rank 0 reports
         rank = dist.get_rank()
+        # every rank past its last collective before any tears down (a rank leaving while its peer
+        # is still inside a gloo collective can abort the peer: "terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
         if rank != 0:
             return 0
