@@ -17,8 +17,8 @@ zeros``); the loss network's double backward is included.
 formula for the first layer multiplies a dense zero tangent of the input).
 What the FLOPs leave out, counted the same way: ``ops_per_step`` (aten ops dispatched: each costs a
 fixed few microseconds on a CPU, whatever its size) and ``elementwise_mib`` (bytes read and
-written by the ops that are neither matmuls nor convolutions and make new storage: activations,
-the optimiser update and its VJP, parameter copies; views are free). Deterministic: the same
+written by the ops that are neither matmuls nor convolutions nor views: activations, the
+optimiser update and its VJP, parameter copies and in-place writes). Deterministic: the same
 figures on any machine.
 
     python benchmarks/step_flops.py [--models mlp lenet5]     # prints one JSON object
@@ -52,7 +52,7 @@ class MatmulFlops(TorchDispatchMode):
         self.on_zeros = 0
         #: every aten op dispatched
         self.ops = 0
-        #: bytes read and written by the non-matmul ops whose outputs are new storage (not views)
+        #: bytes read and written by the non-matmul ops that are not views (in-place ops included)
         self.elementwise_bytes = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
