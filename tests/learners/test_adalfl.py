@@ -170,6 +170,17 @@ def test_adalfl_resume_is_exact(kill_and_resume, meta_gradient: str) -> None:  #
     assert kill_and_resume(base).killed_at == 10  # killed right after the step-10 checkpoint
 
 
+@pytest.mark.parametrize("kill", ["raise", "subprocess"])
+def test_meta_every_resume_mid_window_is_exact(kill_and_resume, kill: str) -> None:  # type: ignore[no-untyped-def]
+    """meta_every=4, killed after the step-10 checkpoint: steps 8–11 are one window (a meta step at 8,
+    plain steps after it), so the run resumes between two meta steps, and ends on the same bits."""
+    base = TrainConfig(method="adalfl", steps=20, batch_size=32, log_every=5, checkpoint_every=10,
+                       model_args={"hidden": [16]}, progress="off", momentum=0.9,
+                       method_args={"init_steps": 3, "meta_every": 4})
+    run = kill_and_resume(base, kill=kill)
+    assert run.killed_at == 10 and 10 % 4 != 0
+
+
 def test_frozen_loss_after_offline_init_is_ml3(tmp_path: Path) -> None:
     """ml3 = online=False: φ changes only in prepare(); each step is an ordinary step on the frozen loss."""
     from adaloss.training import build_trainer

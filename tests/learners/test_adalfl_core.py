@@ -429,3 +429,69 @@ def test_loss_network_inside_the_model_is_refused() -> None:
     model.add_module("loss", loss)
     with pytest.raises(ValueError, match="kept out of `model`"):
         adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), loss=loss)
+
+
+# ---------------------------------------------------------------------------- amortised meta-updates
+
+
+def test_meta_every_takes_plain_steps_with_the_learned_loss_between_exact_meta_steps_float64() -> None:
+    """meta_every=3: steps 0 and 3 are the exact one-step meta-update (a create_graph reference),
+    steps 1, 2 and 4 ordinary SGD steps on the current learned loss (autograd + torch.optim), φ fixed."""
+    x, y = _data()
+    model, ref_model = _mlp(), _mlp()
+    torch.manual_seed(1)
+    loss_net = adaloss.LossNetwork(task="classification").double()
+    ref_loss = copy.deepcopy(loss_net)
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), loss=loss_net, meta_every=3,
+                            meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0), initialized=True)
+    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.1)
+    due = []
+    for step in range(5):
+        batch, meta = (x[16 * (step % 3):16 * (step % 3 + 1)], y[16 * (step % 3):16 * (step % 3 + 1)]), (x[48:], y[48:])
+        due.append(adalfl.meta_due)
+        if step % 3 == 0:
+            phi_grad, theta1 = _naive_phi_grad(ref_model, ref_loss, 0.1, batch, meta)
+            with torch.no_grad():
+                for p, g in zip(ref_loss.parameters(), phi_grad):
+                    p.sub_(g)
+                for n, p in ref_model.named_parameters():
+                    p.copy_(theta1[n])
+            out = adalfl.step(batch, meta)
+            assert "meta_loss" in out
+        else:
+            ref_opt.zero_grad()
+            ref_loss(ref_model(batch[0]), batch[1]).backward()
+            ref_opt.step()
+            phi = [p.detach().clone() for p in loss_net.parameters()]
+            out = adalfl.step(batch)  # no meta batch needed between meta steps
+            assert "meta_loss" not in out
+            assert all(torch.equal(a, b) for a, b in zip(phi, loss_net.parameters()))
+            assert all(p.grad is None for p in model.parameters())
+        for p, q in zip(model.parameters(), ref_model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+        for p, q in zip(loss_net.parameters(), ref_loss.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+    assert due == [True, False, False, True, False] and adalfl.steps == 5
+
+
+def test_meta_every_one_is_every_step_and_bad_values_are_named() -> None:
+    model = _mlp()
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), initialized=True)
+    assert adalfl.meta_every == 1 and adalfl.meta_due
+    with pytest.raises(ValueError, match="`meta_batch`.*meta step"):
+        adalfl.step(_data(8)[0:2])
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match="meta_every"):
+            adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), meta_every=bad)
+    with pytest.raises(TypeError, match="meta_every"):
+        adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), meta_every=2.0)  # type: ignore[arg-type]
+
+
+def test_the_trainer_draws_a_meta_batch_on_meta_steps_only(tmp_path: Path) -> None:
+    cfg = TrainConfig(dataset="digits", model="mlp", model_args={"hidden": [16]}, method="adalfl",
+                      method_args={"init_steps": 0, "meta_every": 4, "grad_ratio_every": 0}, steps=10, batch_size=32,
+                      log_every=0, eval_every=0, progress="off", run_dir=str(tmp_path))
+    trainer = build_trainer(cfg)
+    trainer.fit()
+    assert trainer.learner.core.meta_every == 4  # type: ignore[attr-defined]
+    assert trainer.meta_loader.state_dict()["position"] == 3  # steps 0, 4 and 8

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -20,10 +21,10 @@ from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.batches import apply_model, cycle, move_to, split_batch
 from adaloss.distributed import Collective, LocalCollective
 from adaloss.functional.clip import clip_by_global_norm, clip_by_global_norm_vjp, global_norm
-from adaloss.functional.meta import call_at, capture_rng, loss_meta_gradient, model_forward_difference, model_jvp
+from adaloss.functional.meta import call_at, capture_rng, model_forward_difference, model_jvp
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged, loss_step
 from adaloss.learners.differentiable import DifferentiableOptimizer
-from adaloss.losses.network import LossNetwork
+from adaloss.losses.network import LossGradCache, LossNetwork
 from adaloss.typing import BatchForward, BatchTarget, Criterion, Params, StateDict, Task
 
 __all__ = ["AdaLFL", "AdaLFLLearner", "task_loss_for"]
@@ -36,6 +37,21 @@ ExtraLoss = Callable[[Tensor, Any], Tensor]
 #: how the model's Jacobian-vector product of the meta-gradient is computed (see :class:`AdaLFL`)
 MetaGradient = Literal["exact", "double_backward", "forward_difference"]
 META_GRADIENTS: tuple[str, ...] = ("exact", "double_backward", "forward_difference")
+
+
+@dataclass
+class _BaseGradient:
+    """The base forward/backward of one step, and what the meta-gradient reuses from it."""
+
+    inputs: Any
+    y: Tensor
+    z: Tensor
+    grads: list[Tensor]
+    scalars: dict[str, Tensor]
+    cache: LossGradCache
+    rng: tuple[Tensor, Tensor | None] | None
+    s_leaf: Tensor | None
+    through: list[Tensor] | None
 
 
 def task_loss_for(task: Task) -> Criterion:
@@ -113,6 +129,10 @@ class AdaLFL:
             ``"forward_difference"``: ``(f(θ + h v) − f(θ)) / h`` by one extra forward pass that
             reuses the base forward's outputs (cheaper, approximate; its fidelity is measured by
             ``benchmarks/step_cost.py``).
+        meta_every: update φ on every ``meta_every``-th step only (amortised meta-updates); the
+            steps between are plain base steps with the current learned loss (no meta batch, no
+            meta forward, no Jacobian-vector product: about the cost of a cross-entropy step).
+            1 (default): every step, the paper's method. See :attr:`meta_due`.
         initialized: the loss is already fitted (loaded, or deliberately used from its random
             initialisation); otherwise the first :meth:`step` before :meth:`initialize` warns.
         collective: under torchrun, averages gradients over the ranks (default: one process).
@@ -135,6 +155,7 @@ class AdaLFL:
         learn_lr: Literal["off", "global", "per_group"] = "off",
         lr_meta_optimizer: MetaOptimizerFactory | None = None,
         meta_gradient: MetaGradient = "exact",
+        meta_every: int = 1,
         initialized: bool = False,
         collective: Collective | None = None,
     ) -> None:
@@ -165,6 +186,7 @@ class AdaLFL:
         self.initialized = bool(initialized)
         self.learn_lr = check_choice("learn_lr", learn_lr, ("off", "global", "per_group"))
         self.meta_gradient = check_choice("meta_gradient", meta_gradient, META_GRADIENTS)
+        self.meta_every = check_int("meta_every", meta_every, minimum=1)
         n_groups = len(optimizer.param_groups)
         #: ρ: the learned log-multiplier of the base LR, one (global) or one per param group
         self.log_lr = nn.Parameter(torch.zeros(1 if self.learn_lr == "global" else n_groups, dtype=torch.float64))
@@ -207,6 +229,12 @@ class AdaLFL:
         """The learned loss the base model is trained with."""
         return self.loss
 
+    @property
+    def meta_due(self) -> bool:
+        """Whether the next :meth:`step` updates φ (and so needs a meta batch): online, on every
+        ``meta_every``-th step counting from the first."""
+        return self.online and self.steps % self.meta_every == 0
+
     def lr_scale(self, optimizer: Optimizer | None = None) -> list[float] | None:
         """The learned factor ``exp(ρ)`` on each param group's LR (``None`` when ``learn_lr="off"``)."""
         if self.learn_lr == "off":
@@ -216,6 +244,45 @@ class AdaLFL:
         return scale * groups if self.learn_lr == "global" else scale
 
     # ------------------------------------------------------------------ the one-step meta-gradient
+    def _base_gradient(
+        self, model: nn.Module, names: list[str], batch: Any, *, ratio: bool, keep: bool
+    ) -> _BaseGradient:
+        """The base forward on ``batch`` and ``g = ∇_θ (M_φ + extra)`` of the trainable ``names``.
+
+        ``M_φ`` and ``s = ∂M_φ/∂z`` come in closed form from the loss network; ``g = J_θᵀ s`` is one
+        backward through the model (plus the extra loss's own gradient). ``keep``: also keep what
+        the meta-gradient needs (the loss network's cache, the RNG state before the forward and, for
+        ``double_backward``, ``J_θᵀ s`` as a differentiable function of ``s``).
+        """
+        forward = self.forward
+        inputs, y = split_batch(model, batch, forward, self.target)
+        params = dict(model.named_parameters())
+        param_list = [params[n] for n in names]
+        rng = capture_rng(y.device) if keep else None
+        z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm running statistics
+        m, s, cache = self.loss.value_and_grad(z, y)
+        self._check_finite(m)
+        scalars: dict[str, Tensor] = {"loss": m}
+        direct: list[Tensor | None] = [None] * len(names)
+        if self.extra_loss is not None:  # autograd for the user's term: its z-part joins s, the rest is direct
+            zb = z.detach().requires_grad_(True)
+            extra = self.extra_loss(zb, batch)
+            scalars["extra_loss"] = extra.detach()
+            s_extra, *direct = torch.autograd.grad(extra, [zb, *param_list], allow_unused=True)
+            if s_extra is not None:
+                s = s + s_extra
+        reverse = keep and self.meta_gradient == "double_backward"
+        s_leaf = s.requires_grad_(True) if reverse else s
+        through = torch.autograd.grad(z, param_list, grad_outputs=s_leaf, create_graph=reverse,
+                                      retain_graph=reverse or ratio)
+        g_list = [t.detach() if d is None else t.detach() + d for t, d in zip(through, direct)]
+        if ratio:  # logged from this rank's shard
+            ce = torch.autograd.grad(self.task_loss(z, y), param_list, retain_graph=reverse)
+            scalars["grad_norm_ratio"] = (global_norm(g_list, dtype=torch.float64)
+                                          / global_norm(ce, dtype=torch.float64).clamp_min(1e-30))
+        return _BaseGradient(inputs, y, z.detach(), g_list, scalars, cache, rng, s_leaf if reverse else None,
+                             list(through) if reverse else None)
+
     def _meta_step(
         self, model: nn.Module, diffopt: DifferentiableOptimizer, batch: Any, meta_batch: Any, *, ratio: bool
     ) -> tuple[Params, dict[str, dict[str, Tensor]], dict[str, Tensor], tuple[Tensor, ...]]:
@@ -223,37 +290,11 @@ class AdaLFL:
         ``learn_lr``, also ∇_ρ, appended as the last meta-gradient)."""
         forward, sync = self.forward, self.collective
         lr_scale = self.lr_scale(diffopt.optimizer)
-        inputs, y = split_batch(model, batch, forward, self.target)
-        trainable = set(diffopt.names)
-        params = {n: p for n, p in model.named_parameters() if n in trainable}
-        device = y.device
-        rng = capture_rng(device)
-        z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm running statistics
-        reverse = self.meta_gradient == "double_backward"
-        # double_backward cuts the graph at z: s = ∂(base)/∂z is then a leaf that J^T s is a function of
-        zb = z.detach().requires_grad_(True) if reverse else z
-        m = self._checked_loss(zb, y)
-        scalars: dict[str, Tensor] = {"loss": m.detach()}
-        base = m
-        if self.extra_loss is not None:
-            extra = self.extra_loss(zb, batch)
-            scalars["extra_loss"] = extra.detach()
-            base = m + extra
-        names = list(params)
-        param_list = [params[n] for n in names]
-        if reverse:
-            s, *direct = torch.autograd.grad(base, [zb, *param_list], allow_unused=True)
-            s_leaf = s.detach().requires_grad_(True)
-            # J^T s with its graph kept (and so the base forward's, alive through the meta pass below):
-            # J v is later its derivative with respect to s, along v (reverse-over-reverse)
-            through = torch.autograd.grad(z, param_list, grad_outputs=s_leaf, create_graph=True)
-            g_list = [t.detach() if d is None else t.detach() + d for t, d in zip(through, direct)]
-        else:
-            g_list = list(torch.autograd.grad(base, param_list, retain_graph=ratio))
-        if ratio:  # logged from this rank's shard
-            ce = torch.autograd.grad(self.task_loss(z, y), param_list, retain_graph=reverse)
-            scalars["grad_norm_ratio"] = (global_norm(g_list, dtype=torch.float64)
-                                          / global_norm(ce, dtype=torch.float64).clamp_min(1e-30))
+        names = diffopt.names
+        base = self._base_gradient(model, names, batch, ratio=ratio, keep=True)
+        scalars = base.scalars
+        params = {n: p.detach() for n, p in model.named_parameters() if n in diffopt.group_index}
+        g_list = base.grads
         sync.mean_(g_list)  # data parallel: every rank takes the global-batch base gradient
         raw = g_list
         if self.max_grad_norm is not None:
@@ -261,8 +302,7 @@ class AdaLFL:
             scalars["grad_norm"] = norm.detach()
         grads = dict(zip(names, g_list))
         with torch.no_grad():
-            new_params, new_state = diffopt.update({n: p.detach() for n, p in params.items()}, grads,
-                                                   lr_scale=lr_scale)
+            new_params, new_state = diffopt.update(params, grads, lr_scale=lr_scale)
 
         meta_inputs, ym = split_batch(model, meta_batch, forward, self.target)
         theta1 = {n: t.detach().requires_grad_(True) for n, t in new_params.items()}
@@ -271,25 +311,60 @@ class AdaLFL:
         g_meta = list(torch.autograd.grad(meta_loss, [theta1[n] for n in names]))
         sync.mean_(g_meta)  # ∇θ' of the global meta batch: v (and so φ's update) is the same on every rank
         scalars["meta_loss"] = meta_loss.detach()
-        v = diffopt.vjp_grads({n: p.detach() for n, p in params.items()}, grads, dict(zip(names, g_meta)),
-                              lr_scale=lr_scale)
-        if self.max_grad_norm is not None:  # pull v back through the clipping as well
-            v = dict(zip(names, clip_by_global_norm_vjp(raw, [v[n] for n in names], self.max_grad_norm)))
-        if reverse:  # J v = ∂⟨J^T s, v⟩/∂s; frees the kept graphs
-            (u,) = torch.autograd.grad(through, s_leaf, grad_outputs=[v[n] for n in names])
-            del through
-        elif self.meta_gradient == "exact":
-            u = model_jvp(model, params, v, inputs, rng_state=rng, forward=forward, device=device)
+        g_meta_named = dict(zip(names, g_meta))
+        # v = (∂θ'/∂g)ᵀ ∇θ'L; where that Jacobian is one scalar c for all parameters (SGD), J v = c·J ∇θ'L
+        # is taken instead, so no parameter-sized v is formed (not for the forward difference: its one-sided
+        # step would then go along ±∇θ'L by c's sign, not along the update's own direction)
+        exact = self.max_grad_norm is None and self.meta_gradient != "forward_difference"
+        factor = diffopt.vjp_factor(lr_scale=lr_scale) if exact else None
+        if factor is not None:
+            v = g_meta_named
         else:
-            u = model_forward_difference(model, params, v, inputs, z, rng_state=rng, forward=forward, device=device)
-        phi = list(self.loss.parameters())
-        meta_grads = loss_meta_gradient(self.loss, z, y, u, phi)
-        meta_grads = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(phi, meta_grads))
+            v = diffopt.vjp_grads(params, grads, g_meta_named, lr_scale=lr_scale)
+            if self.max_grad_norm is not None:  # pull v back through the clipping as well
+                v = dict(zip(names, clip_by_global_norm_vjp(raw, [v[n] for n in names], self.max_grad_norm)))
+        if base.through is not None:  # J v = ∂⟨J^T s, v⟩/∂s; frees the kept graphs
+            (u,) = torch.autograd.grad(base.through, base.s_leaf, grad_outputs=[v[n] for n in names])
+        elif self.meta_gradient == "exact":
+            u = model_jvp(model, params, v, base.inputs, rng_state=base.rng, forward=forward, device=base.y.device)
+        else:
+            u = model_forward_difference(model, params, v, base.inputs, base.z, rng_state=base.rng, forward=forward,
+                                         device=base.y.device)
+        if factor is not None:
+            u = u * factor
+        meta_grads = self.loss.mixed_grad(base.cache, u)
         # ∇φ is a sum over the training rows (through g): each rank holds its shard's share
         sync.mean_(meta_grads)
         if lr_scale is not None:  # θ' − θ = −lr·D(g, s) for every supported update, so ∂θ'/∂ρ = θ' − θ
-            meta_grads = (*meta_grads, self._lr_meta_gradient(diffopt, params, new_params, dict(zip(names, g_meta))))
+            meta_grads = (*meta_grads, self._lr_meta_gradient(diffopt, params, new_params, g_meta_named))
         return new_params, new_state, scalars, meta_grads
+
+    def _plain_step(self, batch: Any, *, ratio: bool) -> dict[str, Tensor]:
+        """A base step with the current learned loss and no meta-update (``meta_every > 1``): the
+        closed-form ``∇_z M_φ``, one backward, ``optimizer.step()`` (learned LR, clipping and the
+        extra loss applied as in a meta step)."""
+        names = self.diffopt.names
+        base = self._base_gradient(self.model, names, batch, ratio=ratio, keep=False)
+        g_list = base.grads
+        self.collective.mean_(g_list)
+        if self.max_grad_norm is not None:
+            g_list, norm = clip_by_global_norm(g_list, self.max_grad_norm)
+            base.scalars["grad_norm"] = norm.detach()
+        params = dict(self.model.named_parameters())
+        for n, g in zip(names, g_list):
+            params[n].grad = g
+        scale = self.lr_scale()
+        saved = [group["lr"] for group in self.optimizer.param_groups]
+        if scale is not None:  # the learned LR for this step only; the user's schedule keeps its own value
+            for group, factor in zip(self.optimizer.param_groups, scale):
+                group["lr"] = group["lr"] * factor
+        try:
+            self.optimizer.step()
+        finally:
+            for group, lr in zip(self.optimizer.param_groups, saved):
+                group["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+        return base.scalars
 
     def _lr_meta_gradient(self, diffopt: DifferentiableOptimizer, params: Params, new_params: Params,
                           g_meta: Params) -> Tensor:
@@ -304,12 +379,15 @@ class AdaLFL:
 
     def _checked_loss(self, z: Tensor, y: Tensor) -> Tensor:
         m = self.loss(z, y)
+        self._check_finite(m)
+        return m
+
+    def _check_finite(self, m: Tensor) -> None:
         if not torch.isfinite(m):
             raise TrainingDiverged(
                 f"The learned loss became {m.item()} at step {self.steps} (non-finite loss-network output); "
                 "the last checkpoint is kept."
             )
-        return m
 
     def _apply_meta_gradient(self, meta_grads: tuple[Tensor, ...], scalars: dict[str, Tensor]) -> None:
         finite = bool(torch.stack([torch.isfinite(g).all() for g in meta_grads]).all())  # one sync, not one per tensor
@@ -338,13 +416,15 @@ class AdaLFL:
         Args:
             batch: a training batch, ``(inputs, targets)`` unless ``forward``/``target`` say otherwise.
             meta_batch: a batch the meta-objective is measured on — the paper draws it from a
-                validation split; the training batch itself also works. Required online;
-                ignored with ``online=False``.
+                validation split; the training batch itself also works. Required on the steps
+                that update φ (:attr:`meta_due`: every step with ``meta_every=1``); ignored on the
+                others and with ``online=False``.
 
         Returns:
             Detached scalar tensors (no device synchronisation): ``loss`` (the learned loss),
-            ``meta_loss`` (L_T at θ'), ``meta_skipped`` (1 when a non-finite meta-gradient was
-            skipped), and ``extra_loss``, ``grad_norm`` (before clipping), ``grad_norm_ratio`` when on.
+            ``meta_loss`` (L_T at θ') and ``meta_skipped`` (1 when a non-finite meta-gradient was
+            skipped) on meta steps, and ``extra_loss``, ``grad_norm`` (before clipping),
+            ``grad_norm_ratio`` when on.
         """
         if not self.initialized and not self._warned:
             self._warned = True
@@ -360,10 +440,13 @@ class AdaLFL:
         ratio = self.grad_ratio_every > 0 and self.steps % self.grad_ratio_every == 0
         if not self.online:
             scalars = self._frozen_step(batch, ratio=ratio)
+        elif not self.meta_due:
+            scalars = self._plain_step(batch, ratio=ratio)
         else:
             if meta_batch is None:
                 raise ValueError("Expected `meta_batch` (a batch to measure the meta-objective on, e.g. from a "
-                                 "validation split, or the training batch itself) for online AdaLFL, but got None.")
+                                 "validation split, or the training batch itself) for online AdaLFL, but got None "
+                                 f"at step {self.steps} (a meta step: `adalfl.meta_due` is True).")
             new_params, new_state, scalars, meta_grads = self._meta_step(
                 self.model, self.diffopt, batch, move_to(meta_batch, device), ratio=ratio
             )
@@ -553,6 +636,8 @@ class AdaLFLLearner(Learner):
         grad_ratio_every: every this many steps also log ‖∇_θ M_φ‖ / ‖∇_θ CE‖ (0 = never).
         learn_lr, lr_meta_optimizer: the learned base LR (see :class:`AdaLFL`).
         meta_gradient: ``"exact"``, ``"double_backward"`` or ``"forward_difference"`` (see :class:`AdaLFL`).
+        meta_every: update φ on every this many steps only (see :class:`AdaLFL`); a meta batch is
+            drawn from the validation stream on those steps only.
         task: classification or regression (set by the method registry).
     """
 
@@ -569,9 +654,11 @@ class AdaLFLLearner(Learner):
         learn_lr: Literal["off", "global", "per_group"] = "off",
         lr_meta_optimizer: MetaOptimizerFactory | None = None,
         meta_gradient: MetaGradient = "exact",
+        meta_every: int = 1,
     ) -> None:
         self.task: Task = task
         self.meta_gradient = check_choice("meta_gradient", meta_gradient, META_GRADIENTS)
+        self.meta_every = check_int("meta_every", meta_every, minimum=1)
         self.learn_lr = check_choice("learn_lr", learn_lr, ("off", "global", "per_group"))
         self.lr_meta_optimizer = lr_meta_optimizer
         self.loss = loss if loss is not None else LossNetwork(task=task)
@@ -601,6 +688,7 @@ class AdaLFLLearner(Learner):
             task=self.task, online=self.online, grad_ratio_every=self.grad_ratio_every,  # type: ignore[arg-type]
             initialized=self.init_steps == 0, collective=context.collective, learn_lr=self.learn_lr,
             lr_meta_optimizer=self.lr_meta_optimizer, meta_gradient=self.meta_gradient,  # type: ignore[arg-type]
+            meta_every=self.meta_every,
         )
 
     def prepare(self) -> dict[str, float]:
@@ -631,7 +719,7 @@ class AdaLFLLearner(Learner):
     def step(self, batch: Any) -> dict[str, Tensor]:
         core = self.core
         assert core is not None, "bind() first"
-        if not self.online:
+        if not core.meta_due:
             return core.step(batch)
         meta = batch if self.meta_batch == "train" else next(self.context.meta_batches)  # type: ignore[arg-type]
         return core.step(batch, meta)

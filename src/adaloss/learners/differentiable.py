@@ -204,6 +204,29 @@ class DifferentiableOptimizer:
         # a commit warns that the optimiser was never stepped (an error under -W error)
         self.optimizer._opt_called = True  # type: ignore[attr-defined]
 
+    def _sgd_factor(self, name: str, lr_scale: Sequence[float] | None) -> float:
+        """The scalar ``∂θ'/∂g`` of SGD for parameter ``name`` (see :meth:`vjp_grads`)."""
+        group = self.optimizer.param_groups[self._group_index[name]]
+        momentum, dampening = group["momentum"], group["dampening"]
+        if momentum == 0:
+            factor = 1.0
+        elif group["nesterov"]:
+            factor = 1.0 + momentum * (1.0 - dampening)
+        elif self._state(name).get("momentum_buffer") is None:
+            factor = 1.0
+        else:
+            factor = 1.0 - dampening
+        lr = self._lr(self._group_index[name], lr_scale)
+        return lr * factor if group["maximize"] else -lr * factor
+
+    def vjp_factor(self, *, lr_scale: Sequence[float] | None = None) -> float | None:
+        """``c`` when ``∂θ'/∂g = c·I`` for every trainable parameter at this step (SGD whose param
+        groups agree on the factor: then ``(∂θ'/∂g)ᵀ u = c·u`` for any cotangent ``u``); else ``None``."""
+        if not isinstance(self.optimizer, torch.optim.SGD) or not self._params:
+            return None
+        factors = {self._sgd_factor(name, lr_scale) for name in self._params}
+        return factors.pop() if len(factors) == 1 else None
+
     def vjp_grads(
         self, params: Params, grads: Params, cotangent: Params, *, lr_scale: Sequence[float] | None = None
     ) -> Params:
@@ -237,21 +260,7 @@ class DifferentiableOptimizer:
                     f"Expected `{argument}` to hold every name in `grads`, but got {absent!r} missing."
                 )
         if isinstance(self.optimizer, torch.optim.SGD):
-            out: Params = {}
-            for name in names:
-                group = self.optimizer.param_groups[self._group_index[name]]
-                momentum, dampening = group["momentum"], group["dampening"]
-                if momentum == 0:
-                    factor = 1.0
-                elif group["nesterov"]:
-                    factor = 1.0 + momentum * (1.0 - dampening)
-                elif self._state(name).get("momentum_buffer") is None:
-                    factor = 1.0
-                else:
-                    factor = 1.0 - dampening
-                lr = self._lr(self._group_index[name], lr_scale)
-                out[name] = cotangent[name] * (lr * factor if group["maximize"] else -lr * factor)
-            return out
+            return {name: cotangent[name] * self._sgd_factor(name, lr_scale) for name in names}
         leaves = {n: grads[n].detach().requires_grad_() for n in names}
         with torch.enable_grad():
             stepped, _ = self.update({n: params[n].detach() for n in names}, leaves, lr_scale=lr_scale)

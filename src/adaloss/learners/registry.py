@@ -92,14 +92,15 @@ def _adalfl(
     learn_lr: str = "off",
     lr_meta_lr: float = 1e-3,
     meta_gradient: str = "exact",
+    meta_every: int = 1,
     **loss_options: Any,
 ) -> Learner:
     """AdaLFL with Adam(meta_lr) on φ; ``loss_options`` go to :class:`~adaloss.losses.LossNetwork`."""
     from adaloss.learners.adalfl import AdaLFLLearner
     from adaloss.losses import LossNetwork
 
-    learner_options = ["grad_ratio_every", "init_steps", "learn_lr", "lr_meta_lr", "meta_batch", "meta_gradient",
-                       "meta_lr", "online"]
+    learner_options = ["grad_ratio_every", "init_steps", "learn_lr", "lr_meta_lr", "meta_batch", "meta_every",
+                       "meta_gradient", "meta_lr", "online"]
     try:
         loss = call_with_options("the AdaLFL loss network", functools.partial(LossNetwork, task=task), loss_options)
     except TypeError as e:
@@ -110,7 +111,7 @@ def _adalfl(
         task=task, loss=loss, meta_optimizer=lambda p: torch.optim.Adam(p, lr=meta_lr), init_steps=init_steps,
         online=online, meta_batch=meta_batch, grad_ratio_every=grad_ratio_every,  # type: ignore[arg-type]
         learn_lr=learn_lr, lr_meta_optimizer=lambda p: torch.optim.Adam(p, lr=lr_meta_lr),  # type: ignore[arg-type]
-        meta_gradient=meta_gradient,  # type: ignore[arg-type]
+        meta_gradient=meta_gradient, meta_every=meta_every,  # type: ignore[arg-type]
     )
 
 

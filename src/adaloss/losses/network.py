@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -12,9 +13,10 @@ from torch import Tensor, nn
 from adaloss._validation import check_choice, check_int_list, check_positive
 from adaloss.functional.activations import smooth_leaky_relu
 from adaloss.functional.losses import target_prediction_pairs
+from adaloss.functional.pairwise_mlp import PairwiseMLPCache, pairwise_mlp_mixed_grad, pairwise_mlp_value_and_grad
 from adaloss.typing import Task
 
-__all__ = ["LossNetwork", "SmoothLeakyReLU"]
+__all__ = ["LossGradCache", "LossNetwork", "SmoothLeakyReLU"]
 
 OutputActivation = Literal["smooth_leaky_relu", "softplus", "identity"]
 Init = Literal["kaiming_normal", "xavier_uniform"]
@@ -35,6 +37,15 @@ class SmoothLeakyReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, gamma={self.gamma}"
+
+
+@dataclass
+class LossGradCache:
+    """What :meth:`LossNetwork.mixed_grad` reuses from :meth:`LossNetwork.value_and_grad`."""
+
+    network: PairwiseMLPCache
+    #: the predictions the network saw (softmax probabilities for classification)
+    p: Tensor
 
 
 class LossNetwork(nn.Module):
@@ -127,6 +138,35 @@ class LossNetwork(nn.Module):
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         y, p = self.inputs(prediction, target)
         return self.pointwise(y, p).mean()
+
+    @torch.no_grad()
+    def value_and_grad(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor, LossGradCache]:
+        """The loss and its gradient w.r.t. ``prediction`` in closed form (no autograd graph), and a
+        cache for :meth:`mixed_grad`; the values of ``self(prediction, target)`` and of its autograd
+        gradient, to rounding (see :mod:`adaloss.functional.pairwise_mlp`)."""
+        y, p = self.inputs(prediction.detach(), target)
+        pairs = torch.stack((y, p), dim=-1).reshape(-1, 2)
+        value, grad_p, cache = pairwise_mlp_value_and_grad(
+            [layer.weight.detach() for layer in self.layers],
+            [None if layer.bias is None else layer.bias.detach() for layer in self.layers],
+            pairs, beta=self.act.beta, gamma=self.act.gamma, output=self.output_activation,  # type: ignore[arg-type]
+        )
+        grad_p = grad_p.view_as(p)
+        if self.task == "classification":  # back through the softmax: Jᵀq = p ⊙ (q − ⟨q, p⟩)
+            grad_p = p * (grad_p - (grad_p * p).sum(-1, keepdim=True))
+        return value, grad_p.view_as(prediction), LossGradCache(cache, p)
+
+    @torch.no_grad()
+    def mixed_grad(self, cache: LossGradCache, direction: Tensor) -> tuple[Tensor, ...]:
+        """``∂/∂φ ⟨direction, ∇_prediction M_φ⟩`` at the batch of ``cache``, one tensor per entry of
+        ``self.parameters()``: the second-order term of the exact one-step meta-gradient (AdaLFL,
+        Raymond et al. 2023, Alg. 2), in closed form. ``cache`` must come from :meth:`value_and_grad`
+        with the current φ."""
+        p = cache.p
+        direction = direction.detach().reshape(p.shape)
+        if self.task == "classification":  # the softmax Jacobian is symmetric: ⟨u, Jᵀq⟩ = ⟨J u, q⟩
+            direction = p * (direction - (direction * p).sum(-1, keepdim=True))
+        return pairwise_mlp_mixed_grad(cache.network, direction.reshape(-1))
 
     @torch.no_grad()
     def curves(self, num: int = 101) -> dict[str, Any]:

@@ -1,0 +1,156 @@
+"""Closed-form first and mixed second derivatives of the learned loss network of ML3 / AdaLFL.
+
+The network ``ℓ_φ`` is a small MLP applied row-wise to ``R`` pairs ``h₀ = (y_r, p_r)``
+(Bechtle et al., ICPR 2021; Raymond et al., "Meta-Learning Adaptive Loss Functions", 2023):
+``A_l = H_{l-1} W_lᵀ + b_l``, ``H_l = σ(A_l)`` with the smooth leaky ReLU ``σ`` in the hidden
+layers, and the output ``τ(A_L)``; the loss is ``M = (1/R) Σ_r τ(A_L)_r``.
+
+AdaLFL's online step needs two derivatives of ``M``:
+
+* ``q = ∂M/∂p`` (the base step's gradient, before the softmax), and
+* the meta-gradient ``∂/∂φ ⟨w, q⟩`` for a fixed direction ``w`` over the pairs (Alg. 2's
+  second-order term, ``w`` being the model's Jacobian-vector product pulled through the softmax).
+
+Autograd gets the second one by a double backward through the network, a few hundred small
+dispatches for a network of a few thousand weights. Here both are a handful of matrix products:
+``⟨w, q⟩`` is the forward-mode derivative of ``M`` along the input tangent ``(0, w)``
+(``dA_1 = w W_1[:, 1]ᵀ``, ``dA_l = (σ'(A_{l-1}) ⊙ dA_{l-1}) W_lᵀ``, ``⟨w, q⟩ = (1/R) Σ τ'(A_L) dA_L``),
+and its gradient w.r.t. ``W_l, b_l`` is one reverse pass over that forward-mode computation, whose
+adjoint of ``dA_l`` is exactly the ``δ_l = ∂M/∂A_l`` of the first-order backward (reused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from adaloss.functional.activations import smooth_leaky_relu
+
+__all__ = ["PairwiseMLPCache", "pairwise_mlp_mixed_grad", "pairwise_mlp_value_and_grad"]
+
+#: the output activation ``τ`` of the loss network
+Output = Literal["smooth_leaky_relu", "softplus", "identity"]
+
+
+@dataclass
+class PairwiseMLPCache:
+    """What :func:`pairwise_mlp_mixed_grad` reuses from :func:`pairwise_mlp_value_and_grad`."""
+
+    weights: list[Tensor]
+    biases: list[Tensor | None]
+    #: ``H_0, …, H_{L-1}``: the pairs and the hidden activations
+    post: list[Tensor]
+    #: ``σ'(A_l)`` for the hidden layers and ``τ'(A_L)`` last
+    slope: list[Tensor]
+    #: ``σ''(A_l)`` for the hidden layers and ``τ''(A_L)`` last (``None`` where it is 0)
+    curvature: list[Tensor | None]
+    #: ``δ_l = ∂M/∂A_l`` for every layer
+    delta: list[Tensor]
+    beta: float
+    gamma: float
+    output: str
+
+
+def _derivatives(a: Tensor, kind: str, beta: float, gamma: float) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(f(a), f'(a), f''(a))`` of one activation."""
+    if kind == "smooth_leaky_relu":
+        sig = torch.sigmoid(beta * a)
+        return (smooth_leaky_relu(a, beta=beta, gamma=gamma), gamma + (1.0 - gamma) * sig,
+                ((1.0 - gamma) * beta) * sig * (1.0 - sig))
+    if kind == "softplus":
+        sig = torch.sigmoid(a)
+        return F.softplus(a), sig, sig * (1.0 - sig)
+    return a, torch.ones_like(a), None
+
+
+def pairwise_mlp_value_and_grad(
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor | None],
+    pairs: Tensor,
+    *,
+    beta: float,
+    gamma: float,
+    output: Output,
+) -> tuple[Tensor, Tensor, PairwiseMLPCache]:
+    """``M = mean_r ℓ_φ(pairs_r)`` and ``∂M/∂p`` (the pairs' second column), without autograd.
+
+    Args:
+        weights: ``W_1 … W_L`` (``W_1`` of shape ``(H_1, 2)``, ``W_L`` of shape ``(1, H_{L-1})``).
+        biases: ``b_1 … b_L`` (``None`` for a layer without bias).
+        pairs: ``(R, 2)`` rows ``(target, prediction)``.
+        beta, gamma: the smooth leaky ReLU's parameters.
+        output: the output activation ``τ``.
+
+    Returns:
+        ``M`` (a scalar), ``∂M/∂p`` of shape ``(R,)``, and the cache for :func:`pairwise_mlp_mixed_grad`.
+    """
+    weights, biases = list(weights), list(biases)
+    n_layers = len(weights)
+    post, slope, curvature = [pairs], [], []
+    h = pairs
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        a = F.linear(h, w, b)
+        kind = output if i == n_layers - 1 else "smooth_leaky_relu"
+        h, d1, d2 = _derivatives(a, kind, beta, gamma)
+        slope.append(d1)
+        curvature.append(d2)
+        if i < n_layers - 1:
+            post.append(h)
+    rows = pairs.shape[0]
+    value = h.mean()
+    delta = [slope[-1] / rows]  # ∂M/∂A_L, shape (R, 1)
+    for i in range(n_layers - 1, 0, -1):
+        delta.append((delta[-1] @ weights[i]) * slope[i - 1])
+    delta.reverse()
+    grad_p = delta[0] @ weights[0][:, 1]
+    cache = PairwiseMLPCache(weights, biases, post, slope, curvature, delta, beta, gamma, output)
+    return value, grad_p, cache
+
+
+def pairwise_mlp_mixed_grad(cache: PairwiseMLPCache, direction: Tensor) -> tuple[Tensor, ...]:
+    """``∂/∂φ ⟨direction, ∂M/∂p⟩`` at the pairs of ``cache``: the gradients of ``W_1, b_1, …, W_L, b_L``
+    in that order (biases left out where the layer has none), as ``torch.autograd.grad`` of the
+    double backward would give them.
+
+    Args:
+        cache: from :func:`pairwise_mlp_value_and_grad` (the weights as they were then).
+        direction: ``(R,)`` tangent of the predictions ``p``.
+    """
+    weights, slope, curvature, delta, post = cache.weights, cache.slope, cache.curvature, cache.delta, cache.post
+    n_layers = len(weights)
+    # forward-mode tangents dA_l of the pre-activations along the input tangent (0, w)
+    tangent = [direction[:, None] * weights[0][:, 1]]
+    dpost: list[Tensor | None] = [None]  # dH_0 = (0, w) is handled in closed form below
+    for i in range(1, n_layers):
+        dh = slope[i - 1] * tangent[-1]
+        dpost.append(dh)
+        tangent.append(dh @ weights[i].T)
+    # reverse pass over the forward-mode computation; the adjoint of dA_l is δ_l
+    abar = curvature[-1] * tangent[-1] / post[0].shape[0] if curvature[-1] is not None else None
+    grads: list[Tensor] = []
+    for i in range(n_layers - 1, -1, -1):
+        d = delta[i]
+        g_w = d.T @ dpost[i] if i > 0 else torch.cat(
+            (torch.zeros_like(d[:1].T), (d.T @ direction)[:, None]), dim=1)  # dH_0 = (0, w)
+        g_b = None
+        if abar is not None:
+            g_w = g_w + abar.T @ post[i]
+            g_b = abar.sum(0)
+        elif cache.biases[i] is not None:
+            g_b = torch.zeros_like(cache.biases[i])  # type: ignore[arg-type]
+        if cache.biases[i] is not None:
+            grads.append(g_b)  # type: ignore[arg-type]
+        grads.append(g_w)
+        if i > 0:
+            dbar = d @ weights[i]  # adjoint of dH_{i}: reaches dA_{i} as δ_{i} (already cached)
+            back = curvature[i - 1] * dbar * tangent[i - 1]
+            if abar is not None:
+                back = back + (abar @ weights[i]) * slope[i - 1]
+            abar = back
+    grads.reverse()
+    return tuple(grads)

@@ -1,0 +1,69 @@
+"""``model_jvp`` (forward mode with plain-op tangents for linear layers and convolutions) against
+``torch.func.jvp`` and against a central finite difference, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, jvp
+
+from adaloss.functional import capture_rng, model_jvp
+from adaloss.models import create_model
+
+
+class _Mixed(nn.Module):
+    """Conv with and without bias, a 1-d conv, BatchNorm, dropout, pooling and a functional linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.conv_nb = nn.Conv2d(4, 3, 3, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+        self.conv1d = nn.Conv1d(3, 2, 2)
+        self.drop = nn.Dropout(0.3)
+        self.w = nn.Parameter(torch.randn(5, 2 * 15))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x))
+        h = torch.nn.functional.avg_pool2d(self.bn(self.conv_nb(h)), 1)
+        h = self.conv1d(h.flatten(2))
+        return torch.nn.functional.linear(self.drop(h).flatten(1), self.w)
+
+
+@pytest.mark.parametrize("name", ["logistic", "mlp", "lenet5", "mixed"])
+def test_jvp_equals_torch_func_jvp_and_a_finite_difference(name: str) -> None:
+    torch.manual_seed(0)
+    if name == "mixed":
+        model, x = _Mixed().double(), torch.randn(6, 2, 6, 6, dtype=torch.float64)
+    else:
+        model = create_model(name, (1, 28, 28), 10).double()
+        x = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    model.train()
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    tangents = {k: torch.randn_like(p) for k, p in params.items()}
+    rng = capture_rng(x.device)
+    running = {k: b.clone() for k, b in model.named_buffers()}
+    got = model_jvp(model, params, tangents, x, rng_state=rng)
+    for k, b in model.named_buffers():
+        assert torch.equal(b, running[k]), "the JVP must not move BatchNorm's running statistics"
+
+    def f(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        torch.set_rng_state(rng[0])
+        return functional_call(model, (p, {k: b.clone() for k, b in model.named_buffers()}), (x,))
+
+    reference = jvp(f, (params,), (tangents,))[1]
+    torch.testing.assert_close(got, reference, rtol=1e-10, atol=1e-12)
+    h = 1e-6
+    plus = f({k: p + h * tangents[k] for k, p in params.items()})
+    minus = f({k: p - h * tangents[k] for k, p in params.items()})
+    torch.testing.assert_close(got, (plus - minus) / (2 * h), rtol=1e-5, atol=1e-6)
+
+
+def test_jvp_without_tangents_on_some_parameters_is_zero_there() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    zero = {k: torch.zeros_like(p) for k, p in params.items()}
+    assert torch.equal(model_jvp(model, params, zero, x), torch.zeros(5, 2, dtype=torch.float64))
