@@ -7,6 +7,16 @@ memory figure (bytes saved for backward, bytes allocated; ``step_memory``), a na
 implementation of the same step (SGD), for reference, and the
 drop-in object ``adaloss.AdaLFL`` stepped from a plain loop against the trainer's learner
 (``core_vs_learner_ratio_median``: the object's step over the learner's, per round).
+
+Cost of the amortised method and of a whole run: the mean step cost of ``meta_every=k`` over whole
+windows (``amortized_time_ratio_median_by_k``, and ``amortized_time_ratio_median`` for the
+recommended k), and ``cost_model``, the three step kinds of a run in CE steps (an exact meta step,
+a plain step with the learned loss, one unroll of the offline initialisation from a freshly
+initialised model) from which ``experiments/adalfl_variants.py`` prices runs end to end.
+
+Peers in the same run: the same one-step meta-gradient written with ``higher`` and with
+``torchopt``'s ``MetaSGD`` (``pip install -e ".[bench]"``; a peer that does not import is reported
+as skipped, with the reason); ``exact_over_peer_median`` < 1 means adaloss's exact step is faster.
 Batch 128 of MNIST-shaped random inputs (1×28×28, 10 classes), SGD lr 0.01, meta batch from a
 separate stream, Adam 1e-3 on φ. Times are measured interleaved in one process (rounds alternate
 which goes first; median over rounds). Peak memory is measured in a fresh subprocess per
@@ -14,7 +24,7 @@ configuration: the peak RSS of the process over the measured steps (VmHWM, reset
 and one step), and the step's working memory = that peak minus the RSS before the steps (CPU);
 on a GPU ``torch.cuda.max_memory_allocated`` and its growth over the allocated memory.
 
-    python benchmarks/step_cost.py [--models mlp lenet5] [--rounds 7] [--steps 20] [--device cpu]
+    python benchmarks/step_cost.py [--models logistic mlp lenet5] [--rounds 7] [--steps 20] [--device cpu]
 
 prints one JSON object.
 """
@@ -22,6 +32,7 @@ prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -89,22 +100,107 @@ class CoreLoop:
         return self.adalfl.step(batch, next(self.meta))
 
 
+class InitLoop:
+    """One unroll of Algorithm 1 per ``step``: a freshly initialised model (its initialisation timed
+    too), one base step with the learned loss, φ updated along the exact meta-gradient."""
+
+    def __init__(self, adalfl: AdaLFL, factory: Callable[[], torch.nn.Module],
+                 meta: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.adalfl, self.factory, self.meta = adalfl, factory, meta
+
+    def step(self, batch):  # type: ignore[no-untyped-def]
+        return self.adalfl.initialize(self.factory, [batch], [next(self.meta)], steps=self.adalfl.init_done + 1)
+
+
+class HigherLoop:
+    """The same one-step meta-gradient written with ``higher`` (Grefenstette et al. 2019): a
+    differentiable SGD step inside ``innerloop_ctx``, the task loss at θ' backpropagated to φ
+    through the unrolled step (create_graph), θ' written back."""
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                 meta: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        import higher
+
+        self.higher, self.model, self.opt, self.meta = higher, model, opt, meta
+        self.loss = LossNetwork().to(next(model.parameters()).device)
+        self.meta_opt = torch.optim.Adam(self.loss.parameters(), lr=1e-3)
+
+    def step(self, batch):  # type: ignore[no-untyped-def]
+        x, y = batch
+        xm, ym = next(self.meta)
+        with self.higher.innerloop_ctx(self.model, self.opt, copy_initial_weights=False) as (fmodel, diffopt):
+            m = self.loss(fmodel(x), y)
+            diffopt.step(m)
+            task = F.cross_entropy(fmodel(xm), ym)
+            grads = torch.autograd.grad(task, list(self.loss.parameters()))
+            with torch.no_grad():
+                for p, q in zip(self.model.parameters(), fmodel.parameters()):
+                    p.copy_(q)
+        for p, g in zip(self.loss.parameters(), grads):
+            p.grad = g
+        self.meta_opt.step()
+        return {"loss": m.detach()}
+
+
+class TorchoptLoop:
+    """The same one-step meta-gradient written with ``torchopt``'s ``MetaSGD`` (Ren et al., JMLR
+    2023): a differentiable in-place SGD step on the module, the task loss at θ' backpropagated to
+    φ, then ``stop_gradient`` on the module and the optimiser (the documented pattern)."""
+
+    def __init__(self, model: torch.nn.Module, lr: float, meta: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        import torchopt
+
+        self.torchopt, self.model, self.meta = torchopt, model, meta
+        self.inner = torchopt.MetaSGD(model, lr=lr)
+        self.loss = LossNetwork().to(next(model.parameters()).device)
+        self.meta_opt = torch.optim.Adam(self.loss.parameters(), lr=1e-3)
+
+    def step(self, batch):  # type: ignore[no-untyped-def]
+        x, y = batch
+        xm, ym = next(self.meta)
+        m = self.loss(self.model(x), y)
+        self.inner.step(m)
+        task = F.cross_entropy(self.model(xm), ym)
+        grads = torch.autograd.grad(task, list(self.loss.parameters()))
+        self.torchopt.stop_gradient(self.model)
+        self.torchopt.stop_gradient(self.inner)
+        for p, g in zip(self.loss.parameters(), grads):
+            p.grad = g
+        self.meta_opt.step()
+        return {"loss": m.detach()}
+
+
+#: the peers timed beside the exact step, and the packages they need (``pip install -e ".[bench]"``)
+PEERS = {"higher": "higher", "torchopt": "torchopt"}
+#: ``meta_every`` values whose mean step cost over whole windows is timed
+AMORTISED_K = (2, 4, 8, 16)
+
+
 def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = create_model(model_name, (1, 28, 28), 10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    train, meta = stream(device, 1), stream(device, 2)
     if kind == "core":
-        train, meta = stream(device, 1), stream(device, 2)
         return CoreLoop(AdaLFL(model, opt, initialized=True), meta), train
+    if kind == "init":
+        factory = functools.partial(create_model, model_name, (1, 28, 28), 10)
+        return InitLoop(AdaLFL(model, opt), lambda: factory().to(device), meta), train
+    if kind == "higher":
+        return HigherLoop(model, opt, meta), train
+    if kind == "torchopt":
+        return TorchoptLoop(model, 0.01, meta), train
     learners = {
         "ce": lambda: FixedLossLearner(torch.nn.CrossEntropyLoss()),
         "adalfl": lambda: AdaLFLLearner(init_steps=0),
         "fast": lambda: AdaLFLLearner(init_steps=0, meta_gradient="forward_difference"),
         "double_backward": lambda: AdaLFLLearner(init_steps=0, meta_gradient="double_backward"),
+        # every step after the first (taken in the warm-up) a plain step with the learned loss
+        "plain": lambda: AdaLFLLearner(init_steps=0, meta_every=10**9),
+        **{f"k{k}": functools.partial(AdaLFLLearner, init_steps=0, meta_every=k) for k in AMORTISED_K},
         "naive": NaiveAdaLFL,
     }
     learner = learners[kind]()
-    train, meta = stream(device, 1), stream(device, 2)
     learner.bind(TrainContext(model=model, optimizer=opt, scheduler=None, task="classification",
                               meta_batches=meta, train_batches=train, device=device))
     return learner, train
@@ -280,7 +376,9 @@ def memory_child(kind: str, model_name: str, device_name: str, steps: int) -> No
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["mlp", "lenet5"])
+    p.add_argument("--models", nargs="+", default=["logistic", "mlp", "lenet5"])
+    p.add_argument("--recommended-k", type=int, default=8, choices=AMORTISED_K,
+                   help="the meta_every reported as amortized_time_ratio_median")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cpu")
@@ -296,34 +394,34 @@ def main() -> None:
         return
     device = torch.device(args.device)
     results = {}
+    window = 16 * -(-args.steps // 16)  # whole windows of every k in AMORTISED_K
     for model_name in args.models:
-        ce, ce_batches = make("ce", model_name, device)
-        ada, ada_batches = make("adalfl", model_name, device)
-        naive, naive_batches = make("naive", model_name, device)
-        core, core_batches = make("core", model_name, device)
-        fast, fast_batches = make("fast", model_name, device)
-        rev, rev_batches = make("double_backward", model_name, device)
-        runs = [(ce, ce_batches), (ada, ada_batches), (naive, naive_batches), (core, core_batches),
-                (fast, fast_batches), (rev, rev_batches)]
-        for learner, batches in runs:
+        kinds = ["ce", "adalfl", "naive", "core", "fast", "double_backward", "plain", "init",
+                 *(f"k{k}" for k in AMORTISED_K)]
+        peers: dict[str, object] = {}
+        for peer, package in PEERS.items():
+            try:
+                __import__(package)
+            except ImportError as e:  # a column left empty, with the reason
+                peers[peer] = {"skipped": f"{package} not importable ({e}); pip install -e '.[bench]'"}
+            else:
+                kinds.append(peer)
+        runs = {kind: make(kind, model_name, device) for kind in kinds}
+        for learner, batches in runs.values():
             timed(learner, batches, 3, device)  # warm-up
-        t_ce, t_ada, t_naive, t_core, ratios, naive_ratios, core_ratios = [], [], [], [], [], [], []
-        t_fast, fast_ratios, t_rev, rev_ratios = [], [], [], []
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
         for r in range(args.rounds):
-            order = runs if r % 2 == 0 else runs[::-1]
-            times = {id(l): timed(l, b, args.steps, device) for l, b in order}
-            a, b, c, d = times[id(ce)], times[id(ada)], times[id(naive)], times[id(core)]
-            t_core.append(d)
-            core_ratios.append(d / b)
-            t_fast.append(times[id(fast)])
-            fast_ratios.append(times[id(fast)] / a)
-            t_rev.append(times[id(rev)])
-            rev_ratios.append(times[id(rev)] / a)
-            t_ce.append(a)
-            t_ada.append(b)
-            t_naive.append(c)
-            ratios.append(b / a)
-            naive_ratios.append(c / a)
+            order = kinds if r % 2 == 0 else kinds[::-1]
+            for kind in order:
+                steps = window if kind.startswith("k") else args.steps
+                times[kind].append(timed(*runs[kind], steps, device))
+
+        def ratios(kind: str, over: str = "ce") -> list[float]:
+            return [a / b for a, b in zip(times[kind], times[over])]
+
+        def median_ms(kind: str) -> float:
+            return 1000 * statistics.median(times[kind])
+
         mem = {}
         for kind in ("ce", "adalfl"):
             cmd = [sys.executable, __file__, "--device", args.device, "--memory-child", kind, model_name, "10"]
@@ -331,26 +429,39 @@ def main() -> None:
                 cmd += ["--threads", str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             mem[kind] = json.loads(out.strip().splitlines()[-1])
+        amortised = {k: statistics.median(ratios(f"k{k}")) for k in AMORTISED_K}
+        for peer in PEERS:
+            if peer in times:
+                peers[peer] = {"step_ms_median": median_ms(peer), "time_ratio_median": statistics.median(ratios(peer)),
+                               "time_ratios": [round(v, 3) for v in ratios(peer)],
+                               "exact_over_peer_median": statistics.median(ratios("adalfl", peer))}
         results[model_name] = {
-            "ce_step_ms_median": 1000 * statistics.median(t_ce),
-            "adalfl_step_ms_median": 1000 * statistics.median(t_ada),
-            "time_ratio_median": statistics.median(ratios),
-            "time_ratios": [round(v, 3) for v in ratios],
+            "ce_step_ms_median": median_ms("ce"),
+            "adalfl_step_ms_median": median_ms("adalfl"),
+            "time_ratio_median": statistics.median(ratios("adalfl")),
+            "time_ratios": [round(v, 3) for v in ratios("adalfl")],
+            "amortized_meta_every": args.recommended_k,
+            "amortized_time_ratio_median": amortised[args.recommended_k],
+            "amortized_time_ratio_median_by_k": {str(k): v for k, v in amortised.items()},
+            "cost_model": {"meta_step": statistics.median(ratios("adalfl")),
+                           "plain_step": statistics.median(ratios("plain")),
+                           "init_unroll": statistics.median(ratios("init"))},
+            "peers": peers,
             "adalfl_phase_ms_median": phase_times(model_name, device, args.steps),
-            "naive_create_graph_step_ms_median": 1000 * statistics.median(t_naive),
-            "fast_step_ms_median": 1000 * statistics.median(t_fast),
-            "fast_time_ratio_median": statistics.median(fast_ratios),
-            "fast_time_ratios": [round(v, 3) for v in fast_ratios],
+            "naive_create_graph_step_ms_median": median_ms("naive"),
+            "fast_step_ms_median": median_ms("fast"),
+            "fast_time_ratio_median": statistics.median(ratios("fast")),
+            "fast_time_ratios": [round(v, 3) for v in ratios("fast")],
             "fast_fidelity": fidelity(model_name, device, args.fidelity_steps),
-            "double_backward_step_ms_median": 1000 * statistics.median(t_rev),
-            "double_backward_time_ratio_median": statistics.median(rev_ratios),
-            "double_backward_time_ratios": [round(v, 3) for v in rev_ratios],
+            "double_backward_step_ms_median": median_ms("double_backward"),
+            "double_backward_time_ratio_median": statistics.median(ratios("double_backward")),
+            "double_backward_time_ratios": [round(v, 3) for v in ratios("double_backward")],
             "step_memory": {kind: step_memory(kind, model_name, device)
                             for kind in ("ce", "adalfl", "fast", "double_backward")},
-            "core_object_step_ms_median": 1000 * statistics.median(t_core),
-            "core_vs_learner_ratio_median": statistics.median(core_ratios),
-            "core_vs_learner_ratios": [round(v, 3) for v in core_ratios],
-            "naive_time_ratio_median": statistics.median(naive_ratios),
+            "core_object_step_ms_median": median_ms("core"),
+            "core_vs_learner_ratio_median": statistics.median(ratios("core", "adalfl")),
+            "core_vs_learner_ratios": [round(v, 3) for v in ratios("core", "adalfl")],
+            "naive_time_ratio_median": statistics.median(ratios("naive")),
             "ce_peak_mem_mib": mem["ce"]["peak_bytes"] / 2**20,
             "adalfl_peak_mem_mib": mem["adalfl"]["peak_bytes"] / 2**20,
             "peak_memory_ratio": mem["adalfl"]["peak_bytes"] / mem["ce"]["peak_bytes"],

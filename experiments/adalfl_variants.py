@@ -20,6 +20,7 @@ and the report merges both. The ``ce_tuned`` grid's entry at the protocol's own 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import sys
@@ -34,13 +35,22 @@ from make_results import write_section  # noqa: E402
 SEEDS = (0, 1, 2, 3, 4)
 #: the cross-entropy LR grid of ``ce_tuned`` (around the protocol's 0.01)
 LR_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
+#: the amortised meta-update intervals measured (``meta_every``; k = 1 is the ``adalfl`` row)
+META_EVERY = (2, 4, 8, 16)
+#: the offline-initialisation budgets measured with ``meta_every=INIT_SWEEP_K`` (2500, the paper's, is ``k8``)
+INIT_STEPS = (0, 250, 1000)
+INIT_SWEEP_K = 8
 #: variant -> (method, method_args)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ce": ("ce", {}),
     "adalfl": ("adalfl", {}),
     "learned_lr": ("adalfl", {"learn_lr": "global"}),
     "fast": ("adalfl", {"meta_gradient": "forward_difference"}),
+    **{f"k{k}": ("adalfl", {"meta_every": k}) for k in META_EVERY},
+    **{f"k{INIT_SWEEP_K}_init{n}": ("adalfl", {"meta_every": INIT_SWEEP_K, "init_steps": n}) for n in INIT_STEPS},
 }
+#: the variants of the amortisation section (``adalfl_meta_every_<config>``), in table order
+AMORTISED = ("adalfl", *(f"k{k}" for k in META_EVERY), *(f"k{INIT_SWEEP_K}_init{n}" for n in INIT_STEPS))
 
 
 def _base(config: str, data_dir: str | None, threads: int) -> Any:
@@ -173,6 +183,79 @@ def report(config: str) -> None:
               f"python experiments/adalfl_variants.py --data-dir ../shared/datasets --config {config} --threads 1",
               f"python experiments/adalfl_variants.py --config {config} --report", "```", ""]
     write_section(f"adalfl_variants_{config}", "\n".join(lines))
+    if any(rows[name] for name in AMORTISED[1:]):
+        _report_amortised(config, rows, stats, p)
+
+
+def _cost_model(model: str) -> dict[str, float] | None:
+    """Step costs in CE steps (``benchmarks/results/step_cost_cpu.json``, one idle interleaved run)."""
+    path = HERE.parent / "benchmarks" / "results" / "step_cost_cpu.json"
+    if not path.exists():
+        return None
+    entry = json.loads(path.read_text())["results"].get(model, {})
+    return entry.get("cost_model")
+
+
+def run_cost(steps: int, init_steps: int, meta_every: int, cost: dict[str, float]) -> float:
+    """One AdaLFL run's cost in CE runs of the same length: ``init_steps`` unrolls of Alg. 1, then
+    ``steps`` online steps of which every ``meta_every``-th is a meta step and the rest plain steps."""
+    meta = -(-steps // meta_every)
+    return (init_steps * cost["init_unroll"] + meta * cost["meta_step"] + (steps - meta) * cost["plain_step"]) / steps
+
+
+def _report_amortised(config: str, rows: dict[str, dict[int, dict[str, Any]]], stats: Any, p: Any) -> None:
+    """The section ``adalfl_meta_every_<config>``: test error against k = 1 and ``ce_tuned``, and what
+    each run costs end to end (offline initialisation included) in CE runs."""
+    base = _base(config, None, 1)
+    cost = _cost_model(base.model)
+    from adaloss.learners.adalfl import AdaLFLLearner
+
+    init_default = int(inspect.signature(AdaLFLLearner).parameters["init_steps"].default)
+    ce_wall = [r["wall_time_s"] for r in rows["ce"].values()]
+
+    def settings(name: str) -> tuple[int, int]:
+        args = VARIANTS[name][1]
+        return int(args.get("meta_every", 1)), int(args.get("init_steps", init_default))
+
+    lines = [
+        f"## AdaLFL with amortised meta-updates: {config} (`experiments/adalfl_variants.py`)",
+        "",
+        f"Protocol `experiments/configs/{config}.yaml` ({base.steps} steps), seeds {','.join(map(str, SEEDS))}; "
+        "mean ± sample std over seeds; p: two-sided Welch t-test of the test error. `k`: `meta_every` (φ updated on "
+        "every k-th step, plain steps with the current learned loss between); `init`: the offline initialisation's "
+        "unrolls (Alg. 1). **cost**: one run end to end (initialisation + training) in cross-entropy runs of the "
+        "same length, from the per-step costs that `benchmarks/step_cost.py` measured in one idle interleaved run "
+        + (f"(CE steps: init unroll {cost['init_unroll']:.2f}, meta step {cost['meta_step']:.2f}, plain step "
+           f"{cost['plain_step']:.2f})" if cost else "(not measured for this model)")
+        + "; `ce_tuned` costs its 5-run sweep. **wall ratio**: mean wall time of a run over the mean of the `ce` "
+        "runs (runs made two at a time at one thread each, so indicative; the k = 1 row's runs predate the "
+        "leaner exact step, see its commit in the JSON).",
+        "",
+        "| variant | k | init | seeds | test_error (%) | p vs k=1 | p vs ce_tuned | cost (CE runs) | wall (s) | "
+        "wall ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("ce", "ce_tuned"):
+        if rows[name] and ce_wall:
+            sweep = len(LR_GRID) if name == "ce_tuned" else 1
+            lines.append(f"| {name} | — | — | {len(rows[name])} | {stats(name, 'test_error')} | {p(name, 'adalfl')} | "
+                         f"{p(name, 'ce_tuned')} | {sweep} | {sweep * statistics.mean(ce_wall):.1f} | {sweep:.2f} |")
+    for name in AMORTISED:
+        if not rows[name]:
+            continue
+        k, init = settings(name)
+        times = [r["wall_time_s"] for r in rows[name].values()]
+        run = f"{run_cost(base.steps, init, k, cost):.2f}" if cost else "—"
+        ratio = f"{statistics.mean(times) / statistics.mean(ce_wall):.2f}" if ce_wall else "—"
+        lines.append(f"| {name} | {k} | {init} | {len(rows[name])} | {stats(name, 'test_error')} | {p(name, 'adalfl')} | "
+                     f"{p(name, 'ce_tuned')} | {run} | {statistics.mean(times):.1f} | {ratio} |")
+    lines += ["", "Generated by:", "", "```",
+              f"python benchmarks/step_cost.py > benchmarks/results/step_cost_cpu.json",
+              f"python experiments/adalfl_variants.py --data-dir ../shared/datasets --config {config} --threads 1 "
+              f"--variants {' '.join(AMORTISED[1:])}",
+              f"python experiments/adalfl_variants.py --config {config} --report", "```", ""]
+    write_section(f"adalfl_meta_every_{config}", "\n".join(lines))
+
 
 
 def main() -> None:
@@ -181,7 +264,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", nargs="+", default=["ce", "ce_tuned", "adalfl", "learned_lr", "fast"],
-                    choices=["ce", "ce_tuned", "adalfl", "learned_lr", "fast"])
+                    choices=["ce", "ce_tuned", *VARIANTS], help="the k<K> and k8_init<N> rows are the amortised "
+                    "meta-updates (meta_every=K) and the offline-initialisation budgets (init_steps=N)")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), choices=SEEDS,
                     help="train only these seeds (to split one protocol over processes or sessions)")
     ap.add_argument("--report", action="store_true", help="only write the section from finished runs")

@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from adaloss.functional import capture_rng, model_jvp
+from adaloss.functional.meta import LinearRecord
 from adaloss.models import create_model
 
 
@@ -26,8 +27,9 @@ class _Mixed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.tanh(self.conv(x))
-        h = torch.nn.functional.avg_pool2d(self.bn(self.conv_nb(h)), 1)
-        h = self.conv1d(h.flatten(2))
+        h = torch.nn.functional.avg_pool2d(self.bn(self.conv_nb(h)), 1).sigmoid()
+        h = torch.nn.functional.adaptive_avg_pool2d(torch.relu(h), (4, 4))
+        h = self.conv1d(h.flatten(2)).tanh()
         return torch.nn.functional.linear(self.drop(h).flatten(1), self.w)
 
 
@@ -54,6 +56,21 @@ def test_jvp_equals_torch_func_jvp_and_a_finite_difference(name: str) -> None:
 
     reference = jvp(f, (params,), (tangents,))[1]
     torch.testing.assert_close(got, reference, rtol=1e-10, atol=1e-12)
+    # with the primal outputs recorded from the forward at the same point: the same tangent
+    record = LinearRecord()
+    torch.set_rng_state(rng[0])
+    with record:
+        functional_call(model, (params, {k: b.clone() for k, b in model.named_buffers()}), (x,))
+    assert len(record.calls) >= 1
+    torch.testing.assert_close(model_jvp(model, params, tangents, x, rng_state=rng, record=record), reference,
+                               rtol=1e-10, atol=1e-12)
+    # a record of another forward (other inputs: the ops match by shape, not by value) is caught only
+    # through its shapes; one of another batch size is left at its first call
+    other = LinearRecord()
+    with other:
+        model(torch.cat([x, x]))
+    torch.testing.assert_close(model_jvp(model, params, tangents, x, rng_state=rng, record=other), reference,
+                               rtol=1e-10, atol=1e-12)
     h = 1e-6
     plus = f({k: p + h * tangents[k] for k, p in params.items()})
     minus = f({k: p - h * tangents[k] for k, p in params.items()})

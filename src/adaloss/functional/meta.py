@@ -26,7 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from adaloss.typing import Params
 
-__all__ = ["call_at", "capture_rng", "loss_meta_gradient", "model_forward_difference", "model_jvp"]
+__all__ = ["LinearRecord", "call_at", "capture_rng", "loss_meta_gradient", "model_forward_difference", "model_jvp"]
 
 #: ``forward(model, batch) -> outputs``: how a model is applied to one batch (``None``: ``model(batch)``)
 Forward = Callable[[nn.Module, Any], Tensor]
@@ -55,44 +55,117 @@ def call_at(model: nn.Module, params: Params, buffers: Params, inputs: Any, forw
     return functional_call(wrapper, (named, named_buffers), (inputs,))
 
 
-#: ops whose forward-mode rule is replaced by two plain calls of the op (see :class:`_LinearTangents`)
-_LINEAR_IN_EACH_ARGUMENT = (F.linear, F.conv1d, F.conv2d, F.conv3d)
+#: ops linear in their input and in their weight: ``f(x, W, b)`` has the tangent ``f(ẋ, W) + f(x, Ẇ) + ḃ``
+_BILINEAR = (F.linear, F.conv1d, F.conv2d, F.conv3d)
+#: ops linear in their input alone: the tangent is the op applied to ``ẋ``
+_LINEAR = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+           F.adaptive_avg_pool3d)
+_aten = torch.ops.aten
+#: elementwise activations whose tangent is a function of ``ẋ`` and the output ``y`` (one fused op)
+_ELEMENTWISE: dict[Any, Callable[[Tensor, Tensor], Tensor]] = {
+    torch.tanh: _aten.tanh_backward.default, Tensor.tanh: _aten.tanh_backward.default,
+    torch.sigmoid: _aten.sigmoid_backward.default, Tensor.sigmoid: _aten.sigmoid_backward.default,
+    torch.relu: lambda t, y: _aten.threshold_backward.default(t, y, 0),
+    Tensor.relu: lambda t, y: _aten.threshold_backward.default(t, y, 0),
+    F.relu: lambda t, y: _aten.threshold_backward.default(t, y, 0),
+}
 
 
-class _LinearTangents(TorchFunctionMode):
-    """Forward mode for ops that are linear in their input and in their weight (``linear``,
-    ``conv{1,2,3}d``): ``f(x, W, b)`` has the tangent ``f(ẋ, W) + f(x, Ẇ) + ḃ``, computed here by plain
-    calls of ``f`` on the primal and tangent tensors.
+def _ruled(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether :class:`_RuledTangents` takes ``func``'s tangent itself (in-place forms keep torch's)."""
+    if func in _BILINEAR or func in _LINEAR:
+        return True
+    if func in _ELEMENTWISE:
+        return not (kwargs.get("inplace") or (func is F.relu and len(args) > 1 and args[1]))
+    return False
 
-    Two reasons: torch's own forward-mode formula for convolutions runs the convolution through a
-    slow path on CPU (≈ 11× two plain convolutions for LeNet-5's first layer, torch 2.13), and its
-    ``addmm`` formula multiplies a materialised all-zero input tangent in a model's first layer.
-    Here a term whose tangent is absent is skipped. Every other op keeps torch's forward mode.
+
+def _shapes(args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[torch.Size, ...]:
+    given = [*args, *(kwargs or {}).values()]
+    return tuple(a.shape for a in given if isinstance(a, Tensor))
+
+
+class LinearRecord(TorchFunctionMode):
+    """Records the outputs of the linear layers, convolutions, average pools and elementwise
+    activations (tanh, sigmoid, ReLU) of a forward pass run inside it (``with record: z = model(x)``),
+    so that :func:`model_jvp` at the same parameters and inputs reuses them instead of recomputing
+    them: its pass then computes tangents only.
+
+    Each call is recorded with its op and argument shapes; the JVP's pass checks them call by
+    call and computes the op itself from the first one that differs (a forward that does not
+    replay the recorded one), so a record never changes a result, only its cost.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, tuple[torch.Size, ...], Tensor]] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
-        if func not in _LINEAR_IN_EACH_ARGUMENT:
+        out = func(*args, **kwargs)
+        if _ruled(func, args, kwargs):
+            self.calls.append((func, _shapes(args, kwargs), out.detach()))
+        return out
+
+
+class _RuledTangents(TorchFunctionMode):
+    """Forward mode with the tangents of :data:`_BILINEAR`, :data:`_LINEAR` and :data:`_ELEMENTWISE` ops
+    taken by plain calls, and their primal outputs taken from ``record`` where it holds the same call.
+
+    Besides the record: torch's own forward-mode formula for convolutions runs the convolution
+    through a slow path on CPU (≈ 11× two plain convolutions for LeNet-5's first layer, torch
+    2.13), and its ``addmm`` formula multiplies a materialised all-zero input tangent in a model's
+    first layer; here a term whose tangent is absent is skipped. Every other op keeps torch's
+    forward mode.
+    """
+
+    def __init__(self, record: LinearRecord | None = None) -> None:
+        super().__init__()
+        self.recorded = list(record.calls) if record is not None else []
+        self.index = 0
+
+    def _primal(self, func: Any, shapes: tuple[torch.Size, ...]) -> Tensor | None:
+        if self.index < len(self.recorded):
+            recorded_func, recorded_shapes, recorded_out = self.recorded[self.index]
+            if recorded_func is func and recorded_shapes == shapes:
+                self.index += 1
+                return recorded_out
+            self.recorded = []  # the pass left the recorded one: compute everything from here on
+        return None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs or {})
+        if not _ruled(func, args, kwargs):
             return func(*args, **kwargs)
-        x, w, *rest = args
-        b = rest.pop(0) if rest else kwargs.pop("bias", None)
+        out = self._primal(func, _shapes(args, kwargs))
+        x, *rest = args
         x_p, x_t = fwAD.unpack_dual(x)
-        w_p, w_t = fwAD.unpack_dual(w)
-        b_p, b_t = fwAD.unpack_dual(b) if b is not None else (None, None)
-        out = func(x_p, w_p, b_p, *rest, **kwargs)
-        terms = []
-        if x_t is not None:
-            terms.append(func(x_t, w_p, None, *rest, **kwargs))
-        if w_t is not None:
-            terms.append(func(x_p, w_t, None, *rest, **kwargs))
-        if b_t is not None:
-            terms.append(b_t if func is F.linear else b_t.view(-1, *([1] * (out.dim() - 2))))
-        if not terms:
+        if func in _BILINEAR:
+            w, *rest = rest
+            b = rest.pop(0) if rest else kwargs.pop("bias", None)
+            w_p, w_t = fwAD.unpack_dual(w)
+            b_p, b_t = fwAD.unpack_dual(b) if b is not None else (None, None)
+            if out is None:
+                out = func(x_p, w_p, b_p, *rest, **kwargs)
+            terms = []
+            if x_t is not None:
+                terms.append(func(x_t, w_p, None, *rest, **kwargs))
+            if w_t is not None:
+                terms.append(func(x_p, w_t, None, *rest, **kwargs))
+            if b_t is not None:
+                terms.append(b_t if func is F.linear else b_t.view(-1, *([1] * (out.dim() - 2))))
+            if not terms:
+                return out
+            tangent = terms[0]
+            for term in terms[1:]:
+                tangent = tangent + term
+            return fwAD.make_dual(out, tangent.expand_as(out))
+        if out is None:
+            out = func(x_p, *rest, **kwargs)
+        if x_t is None:
             return out
-        tangent = terms[0]
-        for term in terms[1:]:
-            tangent = tangent + term
-        return fwAD.make_dual(out, tangent.expand_as(out))
+        tangent = func(x_t, *rest, **kwargs) if func in _LINEAR else _ELEMENTWISE[func](x_t, out)
+        return fwAD.make_dual(out, tangent)
 
 
 def model_jvp(
@@ -104,6 +177,7 @@ def model_jvp(
     rng_state: tuple[Tensor, Tensor | None] | None = None,
     forward: Forward | None = None,
     device: torch.device | None = None,
+    record: LinearRecord | None = None,
 ) -> Tensor:
     """``J_θ v``: the directional derivative of ``model(x)`` (``forward(model, x)``) at ``params``
     along ``tangents``, by forward-mode autodiff (one forward pass carrying primal and tangent).
@@ -113,12 +187,14 @@ def model_jvp(
     running statistics. With ``rng_state`` (from :func:`capture_rng`) the generators are set to it
     for the call and restored afterwards, so dropout replays the masks of the forward pass that
     ``rng_state`` preceded. Linear layers and convolutions take their tangents by plain calls of
-    the op (:class:`_LinearTangents`); the result equals ``torch.func.jvp``'s to rounding.
+    the op (:class:`_RuledTangents`); the result equals ``torch.func.jvp``'s to rounding. With
+    ``record`` (a :class:`LinearRecord` of the forward pass at the same ``params`` and ``x``, with
+    the same RNG state) their primal outputs are reused rather than recomputed.
     """
     buffers = {k: b.clone() for k, b in model.named_buffers()}
     primals = {k: v.detach() for k, v in params.items()}
     first = next(iter(primals.values()))
-    with _replaying(rng_state, device or first.device), torch.no_grad(), fwAD.dual_level(), _LinearTangents():
+    with _replaying(rng_state, device or first.device), torch.no_grad(), fwAD.dual_level(), _RuledTangents(record):
         duals = {k: fwAD.make_dual(p, tangents[k].detach()) for k, p in primals.items()}
         primal, tangent = fwAD.unpack_dual(call_at(model, duals, buffers, x, forward))
         return torch.zeros_like(primal) if tangent is None else tangent

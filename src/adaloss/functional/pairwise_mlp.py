@@ -94,7 +94,11 @@ def pairwise_mlp_value_and_grad(
     post, slope, curvature = [pairs], [], []
     h = pairs
     for i, (w, b) in enumerate(zip(weights, biases)):
-        a = F.linear(h, w, b)
+        if i == 0:  # two input columns: a matrix product with an inner size of 2 is slow on CPU (≈ 0.5 ms)
+            a = torch.addcmul(pairs[:, :1] * w[:, 0], pairs[:, 1:], w[:, 1])
+            a = a if b is None else a + b
+        else:
+            a = F.linear(h, w, b)
         kind = output if i == n_layers - 1 else "smooth_leaky_relu"
         h, d1, d2 = _derivatives(a, kind, beta, gamma)
         slope.append(d1)

@@ -6,6 +6,7 @@ the trainer (``method=adalfl`` / ``method=ml3``).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.batches import apply_model, cycle, move_to, split_batch
 from adaloss.distributed import Collective, LocalCollective
 from adaloss.functional.clip import clip_by_global_norm, clip_by_global_norm_vjp, global_norm
-from adaloss.functional.meta import call_at, capture_rng, model_forward_difference, model_jvp
+from adaloss.functional.meta import LinearRecord, call_at, capture_rng, model_forward_difference, model_jvp
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged, loss_step
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.losses.network import LossGradCache, LossNetwork
@@ -52,6 +53,7 @@ class _BaseGradient:
     rng: tuple[Tensor, Tensor | None] | None
     s_leaf: Tensor | None
     through: list[Tensor] | None
+    record: LinearRecord | None
 
 
 def task_loss_for(task: Task) -> Criterion:
@@ -259,7 +261,9 @@ class AdaLFL:
         params = dict(model.named_parameters())
         param_list = [params[n] for n in names]
         rng = capture_rng(y.device) if keep else None
-        z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm running statistics
+        record = LinearRecord() if keep and self.meta_gradient == "exact" else None
+        with record if record is not None else contextlib.nullcontext():
+            z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm running statistics
         m, s, cache = self.loss.value_and_grad(z, y)
         self._check_finite(m)
         scalars: dict[str, Tensor] = {"loss": m}
@@ -281,7 +285,7 @@ class AdaLFL:
             scalars["grad_norm_ratio"] = (global_norm(g_list, dtype=torch.float64)
                                           / global_norm(ce, dtype=torch.float64).clamp_min(1e-30))
         return _BaseGradient(inputs, y, z.detach(), g_list, scalars, cache, rng, s_leaf if reverse else None,
-                             list(through) if reverse else None)
+                             list(through) if reverse else None, record)
 
     def _meta_step(
         self, model: nn.Module, diffopt: DifferentiableOptimizer, batch: Any, meta_batch: Any, *, ratio: bool
@@ -326,7 +330,8 @@ class AdaLFL:
         if base.through is not None:  # J v = ∂⟨J^T s, v⟩/∂s; frees the kept graphs
             (u,) = torch.autograd.grad(base.through, base.s_leaf, grad_outputs=[v[n] for n in names])
         elif self.meta_gradient == "exact":
-            u = model_jvp(model, params, v, base.inputs, rng_state=base.rng, forward=forward, device=base.y.device)
+            u = model_jvp(model, params, v, base.inputs, rng_state=base.rng, forward=forward, device=base.y.device,
+                          record=base.record)
         else:
             u = model_forward_difference(model, params, v, base.inputs, base.z, rng_state=base.rng, forward=forward,
                                          device=base.y.device)
