@@ -207,8 +207,8 @@ def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-u
 
 
 def phases(model_name: str, device: torch.device) -> dict[str, Callable[[], object]]:
-    """Each part of an AdaLFL step as a callable run on its own (plus the plain ``forward``)."""
-    from adaloss.functional.meta import loss_meta_gradient, model_jvp
+    """Each part of an exact AdaLFL step as a callable run on its own (plus the plain ``forward``)."""
+    from adaloss.functional.meta import LinearRecord, model_jvp
 
     torch.manual_seed(0)
     model = create_model(model_name, (1, 28, 28), 10).to(device)
@@ -216,28 +216,34 @@ def phases(model_name: str, device: torch.device) -> dict[str, Callable[[], obje
     x, y = next(stream(device, 3))
     params = dict(model.named_parameters())
     tangent = {k: torch.randn_like(p) for k, p in params.items()}
-    z = model(x).detach()
+    record = LinearRecord()
+    with record:
+        z = model(x).detach()
     u = torch.randn_like(z)
+    _, _, cache = loss.value_and_grad(z, y)
 
-    def base() -> object:  # forward + backward with the learned loss (what a CE step costs, plus the loss net)
-        return torch.autograd.grad(loss(model(x), y), list(params.values()))
+    def base() -> object:  # recorded forward, the loss network's closed-form gradient, one backward
+        with LinearRecord():
+            out = model(x)
+        _, s, _ = loss.value_and_grad(out, y)
+        return torch.autograd.grad(out, list(params.values()), grad_outputs=s)
 
     def meta() -> object:  # forward + backward of the task loss at θ' (cloned buffers, functional_call)
         theta = {k: p.detach().requires_grad_(True) for k, p in params.items()}
         out = functional_call(model, (theta, {k: b.clone() for k, b in model.named_buffers()}), (x,))
         return torch.autograd.grad(F.cross_entropy(out, y), list(theta.values()))
 
-    def jvp() -> object:
-        return model_jvp(model, params, tangent, x)
+    def jvp() -> object:  # the tangent pass only: the primal outputs come from the base forward's record
+        return model_jvp(model, params, tangent, x, record=record)
 
-    def double_backward() -> object:
-        return loss_meta_gradient(loss, z, y, u, list(loss.parameters()))
+    def mixed() -> object:
+        return loss.mixed_grad(cache, u)
 
     def forward() -> object:
         with torch.no_grad():
             return model(x)
 
-    return {"base_fwd_bwd": base, "meta_fwd_bwd": meta, "model_jvp": jvp, "loss_double_bwd": double_backward,
+    return {"base_fwd_bwd": base, "meta_fwd_bwd": meta, "model_jvp": jvp, "loss_mixed_grad": mixed,
             "forward": forward}
 
 

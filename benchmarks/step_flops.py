@@ -6,13 +6,13 @@ Counts the FLOPs of every matrix multiply and convolution (forward and backward;
 learners and batches as ``step_cost.py``: cross-entropy, exact AdaLFL (forward-mode JVP, the
 default, and reverse-over-reverse, ``meta_gradient="double_backward"``), the fast mode
 (``meta_gradient="forward_difference"``) and the naive create_graph unroll; and per phase of the
-default exact step. Elementwise work (activations, the optimiser update, the loss network's own layers
+default exact step (its JVP phase is the tangent pass alone: the exact step records the base
+forward's primal outputs and reuses them). Elementwise work (activations, the optimiser update, the loss network's own layers
 are matmuls and counted) is not in these figures, so a measured time ratio above the FLOP ratio
 is overhead outside the matmuls. ``minimum_exact_ratio``: what the exact one-step meta-gradient
 needs at least, given the passes it is made of — base forward + backward, meta forward +
-backward, and the tangent half of the Jacobian-vector product (its primal half repeats the base
-forward, and its products with an all-zero tangent change nothing: ``model_jvp − forward −
-zeros``); the loss network's double backward is included.
+backward, and the tangent pass of the Jacobian-vector product (less any product with an all-zero
+tangent, which changes nothing); the loss network's closed-form mixed gradient is included.
 ``all_zero_operand_ratio_to_ce``: FLOPs spent on an operand that is all zeros (torch's forward-mode
 formula for the first layer multiplies a dense zero tangent of the input).
 What the FLOPs leave out, counted the same way: ``ops_per_step`` (aten ops dispatched: each costs a
@@ -21,7 +21,7 @@ written by the ops that are neither matmuls nor convolutions nor views: activati
 optimiser update and its VJP, parameter copies and in-place writes). Deterministic: the same
 figures on any machine.
 
-    python benchmarks/step_flops.py [--models mlp lenet5]     # prints one JSON object
+    python benchmarks/step_flops.py [--models logistic mlp lenet5]     # prints one JSON object
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def count(fn: Callable[[], object]) -> MatmulFlops:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["mlp", "lenet5"])
+    p.add_argument("--models", nargs="+", default=["logistic", "mlp", "lenet5"])
     args = p.parse_args()
     device = torch.device("cpu")
     results: dict[str, Any] = {}
@@ -111,8 +111,8 @@ def main() -> None:
             steps[kind] = count(lambda: learner.step(next(batches)))  # noqa: B023 - called at once
         parts = {name: count(fn) for name, fn in phases(model_name, device).items()}
         ce = steps["ce"].total
-        minimum = sum(parts[k].total for k in ("base_fwd_bwd", "meta_fwd_bwd", "model_jvp", "loss_double_bwd")) \
-            - parts["forward"].total - parts["model_jvp"].on_zeros
+        minimum = sum(parts[k].total for k in ("base_fwd_bwd", "meta_fwd_bwd", "model_jvp", "loss_mixed_grad")) \
+            - parts["model_jvp"].on_zeros
         results[model_name] = {
             "step_gflop": {k: c.total / 1e9 for k, c in steps.items()},
             "step_gflop_by_op": {k: {op: v / 1e9 for op, v in sorted(c.by_op.items())} for k, c in steps.items()},

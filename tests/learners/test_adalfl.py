@@ -170,15 +170,23 @@ def test_adalfl_resume_is_exact(kill_and_resume, meta_gradient: str) -> None:  #
     assert kill_and_resume(base).killed_at == 10  # killed right after the step-10 checkpoint
 
 
-@pytest.mark.parametrize("kill", ["raise", "subprocess"])
-def test_meta_every_resume_mid_window_is_exact(kill_and_resume, kill: str) -> None:  # type: ignore[no-untyped-def]
+_META_EVERY_RUN = TrainConfig(method="adalfl", steps=20, batch_size=32, log_every=5, checkpoint_every=10,
+                             model_args={"hidden": [16]}, progress="off", momentum=0.9,
+                             method_args={"init_steps": 3, "meta_every": 4})
+
+
+def test_meta_every_resume_mid_window_is_exact(kill_and_resume) -> None:  # type: ignore[no-untyped-def]
     """meta_every=4, killed after the step-10 checkpoint: steps 8–11 are one window (a meta step at 8,
     plain steps after it), so the run resumes between two meta steps, and ends on the same bits."""
-    base = TrainConfig(method="adalfl", steps=20, batch_size=32, log_every=5, checkpoint_every=10,
-                       model_args={"hidden": [16]}, progress="off", momentum=0.9,
-                       method_args={"init_steps": 3, "meta_every": 4})
-    run = kill_and_resume(base, kill=kill)
+    run = kill_and_resume(_META_EVERY_RUN)
     assert run.killed_at == 10 and 10 % 4 != 0
+
+
+@pytest.mark.slow
+def test_meta_every_resume_after_a_real_kill_mid_window_is_exact(kill_and_resume) -> None:  # type: ignore[no-untyped-def]
+    """The same with ``adaloss train`` in a child process SIGKILLed as soon as a checkpoint exists."""
+    run = kill_and_resume(_META_EVERY_RUN, kill="subprocess")
+    assert run.killed_at % 4 != 0
 
 
 def test_frozen_loss_after_offline_init_is_ml3(tmp_path: Path) -> None:
