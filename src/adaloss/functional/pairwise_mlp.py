@@ -51,20 +51,27 @@ class PairwiseMLPCache:
     curvature: list[Tensor | None]
     #: ``δ_l = ∂M/∂A_l`` for every layer
     delta: list[Tensor]
+    #: ``δ_l W_l = ∂M/∂H_{l-1}`` for the layers after the first (``None`` first)
+    upstream: list[Tensor | None]
     beta: float
     gamma: float
     output: str
+    #: whether ``curvature`` was kept (only then can the cache serve :func:`pairwise_mlp_mixed_grad`)
+    has_curvature: bool = True
 
 
-def _derivatives(a: Tensor, kind: str, beta: float, gamma: float) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(f(a), f'(a), f''(a))`` of one activation."""
+def _derivatives(a: Tensor, kind: str, beta: float, gamma: float,
+                 curvature: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(f(a), f'(a), f''(a))`` of one activation (``f''`` only with ``curvature``), in few ops."""
     if kind == "smooth_leaky_relu":
-        sig = torch.sigmoid(beta * a)
-        return (smooth_leaky_relu(a, beta=beta, gamma=gamma), gamma + (1.0 - gamma) * sig,
-                ((1.0 - gamma) * beta) * sig * (1.0 - sig))
+        # f = γa + (1−γ)·softplus_β(a) = lerp(softplus_β(a), a, γ); f' = γ + (1−γ)·s; f'' = (1−γ)β·s(1−s)
+        sig = torch.sigmoid(a * beta if beta != 1.0 else a)
+        second = torch.addcmul(sig, sig, sig, value=-1.0).mul_((1.0 - gamma) * beta) if curvature else None
+        value = torch.lerp(F.softplus(a, beta=beta), a, gamma)
+        return value, sig.mul(1.0 - gamma).add_(gamma), second
     if kind == "softplus":
         sig = torch.sigmoid(a)
-        return F.softplus(a), sig, sig * (1.0 - sig)
+        return F.softplus(a), sig, torch.addcmul(sig, sig, sig, value=-1.0) if curvature else None
     return a, torch.ones_like(a), None
 
 
@@ -76,6 +83,7 @@ def pairwise_mlp_value_and_grad(
     beta: float,
     gamma: float,
     output: Output,
+    curvature: bool = True,
 ) -> tuple[Tensor, Tensor, PairwiseMLPCache]:
     """``M = mean_r ℓ_φ(pairs_r)`` and ``∂M/∂p`` (the pairs' second column), without autograd.
 
@@ -85,13 +93,17 @@ def pairwise_mlp_value_and_grad(
         pairs: ``(R, 2)`` rows ``(target, prediction)``.
         beta, gamma: the smooth leaky ReLU's parameters.
         output: the output activation ``τ``.
+        curvature: also keep the activations' second derivatives, which
+            :func:`pairwise_mlp_mixed_grad` needs (``False``: the cache cannot serve it).
 
     Returns:
         ``M`` (a scalar), ``∂M/∂p`` of shape ``(R,)``, and the cache for :func:`pairwise_mlp_mixed_grad`.
     """
     weights, biases = list(weights), list(biases)
     n_layers = len(weights)
-    post, slope, curvature = [pairs], [], []
+    post: list[Tensor] = [pairs]
+    slope: list[Tensor] = []
+    second: list[Tensor | None] = []
     h = pairs
     for i, (w, b) in enumerate(zip(weights, biases)):
         if i == 0:  # two input columns: a matrix product with an inner size of 2 is slow on CPU (≈ 0.5 ms)
@@ -100,19 +112,23 @@ def pairwise_mlp_value_and_grad(
         else:
             a = F.linear(h, w, b)
         kind = output if i == n_layers - 1 else "smooth_leaky_relu"
-        h, d1, d2 = _derivatives(a, kind, beta, gamma)
+        h, d1, d2 = _derivatives(a, kind, beta, gamma, curvature)
         slope.append(d1)
-        curvature.append(d2)
+        second.append(d2)
         if i < n_layers - 1:
             post.append(h)
     rows = pairs.shape[0]
     value = h.mean()
     delta = [slope[-1] / rows]  # ∂M/∂A_L, shape (R, 1)
+    upstream: list[Tensor] = []  # ∂M/∂H_{l-1} = δ_l W_l, for l = L … 2
     for i in range(n_layers - 1, 0, -1):
-        delta.append((delta[-1] @ weights[i]) * slope[i - 1])
+        upstream.append(delta[-1] @ weights[i])
+        delta.append(upstream[-1] * slope[i - 1])
     delta.reverse()
+    upstream.reverse()
     grad_p = delta[0] @ weights[0][:, 1]
-    cache = PairwiseMLPCache(weights, biases, post, slope, curvature, delta, beta, gamma, output)
+    cache = PairwiseMLPCache(weights, biases, post, slope, second, delta, [None, *upstream], beta, gamma, output,
+                             curvature)
     return value, grad_p, cache
 
 
@@ -125,6 +141,9 @@ def pairwise_mlp_mixed_grad(cache: PairwiseMLPCache, direction: Tensor) -> tuple
         cache: from :func:`pairwise_mlp_value_and_grad` (the weights as they were then).
         direction: ``(R,)`` tangent of the predictions ``p``.
     """
+    if not cache.has_curvature:
+        raise ValueError("Expected a cache with the second derivatives (pairwise_mlp_value_and_grad(..., "
+                         "curvature=True)), but got one made with curvature=False.")
     weights, slope, curvature, delta, post = cache.weights, cache.slope, cache.curvature, cache.delta, cache.post
     n_layers = len(weights)
     # forward-mode tangents dA_l of the pre-activations along the input tangent (0, w)
@@ -139,22 +158,17 @@ def pairwise_mlp_mixed_grad(cache: PairwiseMLPCache, direction: Tensor) -> tuple
     grads: list[Tensor] = []
     for i in range(n_layers - 1, -1, -1):
         d = delta[i]
-        g_w = d.T @ dpost[i] if i > 0 else torch.cat(
-            (torch.zeros_like(d[:1].T), (d.T @ direction)[:, None]), dim=1)  # dH_0 = (0, w)
-        g_b = None
-        if abar is not None:
-            g_w = g_w + abar.T @ post[i]
-            g_b = abar.sum(0)
-        elif cache.biases[i] is not None:
-            g_b = torch.zeros_like(cache.biases[i])  # type: ignore[arg-type]
+        if i > 0:
+            g_w = d.T @ dpost[i] if abar is None else torch.addmm(d.T @ dpost[i], abar.T, post[i])
+        else:  # dH_0 = (0, w): only the prediction column gets the tangent term
+            g_w = torch.zeros_like(weights[0]) if abar is None else abar.T @ post[0]
+            g_w[:, 1] += d.T @ direction
         if cache.biases[i] is not None:
-            grads.append(g_b)  # type: ignore[arg-type]
+            grads.append(abar.sum(0) if abar is not None else torch.zeros_like(cache.biases[i]))  # type: ignore[arg-type]
         grads.append(g_w)
         if i > 0:
-            dbar = d @ weights[i]  # adjoint of dH_{i}: reaches dA_{i} as δ_{i} (already cached)
-            back = curvature[i - 1] * dbar * tangent[i - 1]
-            if abar is not None:
-                back = back + (abar @ weights[i]) * slope[i - 1]
-            abar = back
+            # the adjoint of dH_{i} is ∂M/∂H_{i} (cached), reaching A_{i} through σ'' along dA_{i}
+            back = curvature[i - 1] * tangent[i - 1] * cache.upstream[i]  # type: ignore[operator]
+            abar = back if abar is None else torch.addcmul(back, abar @ weights[i], slope[i - 1])
     grads.reverse()
     return tuple(grads)

@@ -264,7 +264,7 @@ class AdaLFL:
         record = LinearRecord() if keep and self.meta_gradient == "exact" else None
         with record if record is not None else contextlib.nullcontext():
             z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm running statistics
-        m, s, cache = self.loss.value_and_grad(z, y)
+        m, s, cache = self.loss.value_and_grad(z, y, mixed=keep)
         self._check_finite(m)
         scalars: dict[str, Tensor] = {"loss": m}
         direct: list[Tensor | None] = [None] * len(names)
@@ -638,7 +638,9 @@ class AdaLFLLearner(Learner):
         online: adapt φ after every base step (``False`` = ML3: frozen after initialisation).
         meta_batch: where the meta batch comes from: the validation split (paper) or the
             training batch of the same step.
-        grad_ratio_every: every this many steps also log ‖∇_θ M_φ‖ / ‖∇_θ CE‖ (0 = never).
+        grad_ratio_every: every this many steps also log ‖∇_θ M_φ‖ / ‖∇_θ CE‖ (0 = never). It costs
+            one extra backward, so the default, 100, samples it once per log row of the default
+            ``log_every`` rather than averaging it over the row.
         learn_lr, lr_meta_optimizer: the learned base LR (see :class:`AdaLFL`).
         meta_gradient: ``"exact"``, ``"double_backward"`` or ``"forward_difference"`` (see :class:`AdaLFL`).
         meta_every: update φ on every this many steps only (see :class:`AdaLFL`); a meta batch is
@@ -655,7 +657,7 @@ class AdaLFLLearner(Learner):
         init_steps: int = 2500,
         online: bool = True,
         meta_batch: Literal["valid", "train"] = "valid",
-        grad_ratio_every: int = 10,
+        grad_ratio_every: int = 100,
         learn_lr: Literal["off", "global", "per_group"] = "off",
         lr_meta_optimizer: MetaOptimizerFactory | None = None,
         meta_gradient: MetaGradient = "exact",

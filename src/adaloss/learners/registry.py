@@ -88,7 +88,7 @@ def _adalfl(
     online: bool = True,
     meta_lr: float = 1e-3,
     meta_batch: str = "valid",
-    grad_ratio_every: int = 10,
+    grad_ratio_every: int = 100,
     learn_lr: str = "off",
     lr_meta_lr: float = 1e-3,
     meta_gradient: str = "exact",

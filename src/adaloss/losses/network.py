@@ -140,9 +140,12 @@ class LossNetwork(nn.Module):
         return self.pointwise(y, p).mean()
 
     @torch.no_grad()
-    def value_and_grad(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor, LossGradCache]:
+    def value_and_grad(
+        self, prediction: Tensor, target: Tensor, *, mixed: bool = True
+    ) -> tuple[Tensor, Tensor, LossGradCache]:
         """The loss and its gradient w.r.t. ``prediction`` in closed form (no autograd graph), and a
-        cache for :meth:`mixed_grad`; the values of ``self(prediction, target)`` and of its autograd
+        cache for :meth:`mixed_grad` (``mixed=False``: a cache that cannot serve it, for a step that
+        only needs the gradient); the values of ``self(prediction, target)`` and of its autograd
         gradient, to rounding (see :mod:`adaloss.functional.pairwise_mlp`)."""
         y, p = self.inputs(prediction.detach(), target)
         pairs = torch.stack((y, p), dim=-1).reshape(-1, 2)
@@ -150,6 +153,7 @@ class LossNetwork(nn.Module):
             [layer.weight.detach() for layer in self.layers],
             [None if layer.bias is None else layer.bias.detach() for layer in self.layers],
             pairs, beta=self.act.beta, gamma=self.act.gamma, output=self.output_activation,  # type: ignore[arg-type]
+            curvature=mixed,
         )
         grad_p = grad_p.view_as(p)
         if self.task == "classification":  # back through the softmax: Jᵀq = p ⊙ (q − ⟨q, p⟩)
