@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,42 @@ def test_adalfl_manual_optimisation_moves_phi_logs_and_resumes(tmp_path: Path) -
     assert before_resume["steps"] == 24
     assert all(torch.equal(a, b) for a, b in zip(phi_saved, before_resume["phi"]))
     assert resumed.adalfl.steps == 30 and resumed.adalfl.initialized
+
+
+def test_amortised_adalfl_steps_like_a_plain_loop_under_lightning() -> None:
+    """meta_every=3 under Lightning: plain steps run optimizer.step() inside Lightning's closure; the
+    trajectory is the one a plain loop over the same AdaLFL settings takes."""
+
+    class Amortised(AdaLFLModule):
+        def configure_adalfl(self) -> adaloss.AdaLFL:
+            return adaloss.AdaLFL(self, self.optimizers().optimizer, loss=self.loss_network[0], initialized=True,
+                                  meta_every=3)
+
+        def training_step(self, batch: Any, batch_idx: int) -> None:
+            seen.append([t.clone() for t in batch])
+            self.adalfl_step(batch, self.meta_batch if self.adalfl.meta_due else None)
+
+    seen: list[list[torch.Tensor]] = []
+
+    torch.manual_seed(0)
+    loss = adaloss.LossNetwork(task="classification")
+    reference_loss = copy.deepcopy(loss)
+    module = Amortised(loss, _data(32, 1))
+    reference = copy.deepcopy(module.net)
+    logger = RecordingLogger()
+    trainer = _trainer(8, logger)
+    trainer.fit(module, _loader())
+    assert trainer.global_step == 8 and module.adalfl.steps == 8
+
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    plain = adaloss.AdaLFL(reference, optimizer, loss=reference_loss, initialized=True, meta_every=3)
+    for batch in seen:  # the batches Lightning fed
+        plain.step(batch, _data(32, 1) if plain.meta_due else None)
+    for p, q in zip(module.net.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    for p, q in zip(loss.parameters(), reference_loss.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert {"loss", "meta_loss"} <= logger.keys()
 
 
 def test_adalfl_training_step_needs_manual_optimisation_and_the_raw_optimiser() -> None:

@@ -72,3 +72,13 @@ def test_mixed_gradient_is_a_finite_difference_of_the_first_order_one() -> None:
     numeric = (inner(1.0) - inner(-1.0)) / (2 * h)
     analytic = float(sum((m * d).sum() for m, d in zip(mixed, direction)))
     assert abs(numeric - analytic) <= 1e-7 * max(1.0, abs(analytic))
+
+
+def test_a_cache_without_curvature_cannot_serve_the_mixed_gradient() -> None:
+    net = _net("classification", None, False, (4,))
+    z, y = torch.randn(3, 2, dtype=torch.float64), torch.tensor([0, 1, 1])
+    value, grad, cache = net.value_and_grad(z, y, mixed=False)
+    full = net.value_and_grad(z, y)
+    assert torch.equal(value, full[0]) and torch.equal(grad, full[1])
+    with pytest.raises(ValueError, match="curvature=True"):
+        net.mixed_grad(cache, torch.ones(3, 2, dtype=torch.float64))

@@ -495,3 +495,30 @@ def test_the_trainer_draws_a_meta_batch_on_meta_steps_only(tmp_path: Path) -> No
     trainer.fit()
     assert trainer.learner.core.meta_every == 4  # type: ignore[attr-defined]
     assert trainer.meta_loader.state_dict()["position"] == 3  # steps 0, 4 and 8
+
+
+@pytest.mark.parametrize("options", [{"max_grad_norm": 1e-3}, {"learn_lr": "global"},
+                                     {"extra_loss": lambda z, batch: 0.1 * (z**2).mean()}])
+def test_plain_steps_clip_scale_and_add_terms_like_the_meta_steps_base_update(options: dict) -> None:
+    """A plain step (meta_every > 1) takes the same base update as a meta step's θ' from the same state:
+    clipping, the learned LR and the extra loss included."""
+    x, y = _data()
+    batch, meta = (x[:16], y[:16]), (x[48:], y[48:])
+    results = []
+    for meta_every in (1, 2):
+        model = _mlp()
+        torch.manual_seed(1)
+        adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                                loss=adaloss.LossNetwork(task="classification").double(), meta_every=meta_every,
+                                initialized=True, **options)
+        adalfl.step(batch, meta)  # a meta step for both: φ, ρ and the momentum buffers move alike
+        phi = [p.detach().clone() for p in adalfl.loss.parameters()]
+        if meta_every == 1:  # the base update of a meta step, without its φ update: θ' from _meta_step
+            new, _, _, _ = adalfl._meta_step(model, adalfl.diffopt, batch, meta, ratio=False)
+            results.append([new[n] for n, _ in model.named_parameters()])
+        else:
+            adalfl.step(batch)
+            results.append([p.detach() for p in model.parameters()])
+            assert all(torch.equal(a, b) for a, b in zip(phi, adalfl.loss.parameters()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
