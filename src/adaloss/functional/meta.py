@@ -148,18 +148,16 @@ class _RuledTangents(TorchFunctionMode):
             if out is None:
                 out = func(x_p, w_p, b_p, *rest, **kwargs)
             terms = []
+            if w_t is not None:  # ḃ rides along as this call's bias
+                terms.append(func(x_p, w_t, b_t, *rest, **kwargs))
+            elif b_t is not None:
+                terms.append((b_t if func is F.linear else b_t.view(-1, *([1] * (out.dim() - 2)))).expand_as(out))
             if x_t is not None:
                 terms.append(func(x_t, w_p, None, *rest, **kwargs))
-            if w_t is not None:
-                terms.append(func(x_p, w_t, None, *rest, **kwargs))
-            if b_t is not None:
-                terms.append(b_t if func is F.linear else b_t.view(-1, *([1] * (out.dim() - 2))))
             if not terms:
                 return out
-            tangent = terms[0]
-            for term in terms[1:]:
-                tangent = tangent + term
-            return fwAD.make_dual(out, tangent.expand_as(out))
+            tangent = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+            return fwAD.make_dual(out, tangent)
         if out is None:
             out = func(x_p, *rest, **kwargs)
         if x_t is None:
