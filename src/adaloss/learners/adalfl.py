@@ -15,12 +15,13 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.batches import apply_model, cycle, move_to, split_batch
-from adaloss.distributed import Collective, LocalCollective
+from adaloss.distributed import Collective, LocalCollective, ProcessGroupCollective
 from adaloss.functional.clip import clip_by_global_norm, clip_by_global_norm_vjp, global_norm
 from adaloss.functional.meta import LinearRecord, call_at, capture_rng, model_forward_difference, model_jvp
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged, loss_step
@@ -137,7 +138,14 @@ class AdaLFL:
             1 (default): every step, the paper's method. See :attr:`meta_due`.
         initialized: the loss is already fitted (loaded, or deliberately used from its random
             initialisation); otherwise the first :meth:`step` before :meth:`initialize` warns.
-        collective: under torchrun, averages gradients over the ranks (default: one process).
+        collective: how gradients are averaged over data-parallel ranks. Default: over the process
+            group of a ``DistributedDataParallel`` ``model`` (which is unwrapped: its reducer only hooks
+            ``backward()``, which this step never calls, so AdaLFL does the one all-reduce per
+            gradient itself, and broadcasts rank 0's buffers before each base forward as DDP does), or
+            over the default process group when one is initialised with more than one rank; else one
+            process. Whenever there are several ranks, rank 0's φ, ρ and meta-optimiser state (and the
+            model, if not DDP-wrapped) are broadcast at construction and by :meth:`load_state_dict`.
+            Pass ``LocalCollective()`` to train each rank on its own.
     """
 
     def __init__(
@@ -175,6 +183,10 @@ class AdaLFL:
             raise ValueError("Expected `loss` to be kept out of `model` (its parameters are φ, trained by the "
                              f"meta-optimiser), but {len(shared)} of its parameters are also parameters of `model`; "
                              "do not register the loss network as a submodule of the model.")
+        #: a DistributedDataParallel wrapper's module: its reducer only hooks ``backward()``, which the
+        #: functional step never runs, so AdaLFL averages over the wrapper's process group itself
+        self.ddp = model if isinstance(model, DistributedDataParallel) else None
+        model = model.module if self.ddp is not None else model
         self.model = model
         self.optimizer = optimizer
         self.diffopt = DifferentiableOptimizer(optimizer, model)
@@ -193,7 +205,7 @@ class AdaLFL:
         #: ρ: the learned log-multiplier of the base LR, one (global) or one per param group
         self.log_lr = nn.Parameter(torch.zeros(1 if self.learn_lr == "global" else n_groups, dtype=torch.float64))
         self.lr_meta_optimizer = (lr_meta_optimizer or _adam_1e3)([self.log_lr])
-        self.collective = collective if collective is not None else LocalCollective()
+        self.collective = collective if collective is not None else _default_collective(self.ddp)
         self.task_loss = task_loss_for(self.task)
         self.steps = 0
         self.skipped_meta_steps = 0
@@ -203,6 +215,7 @@ class AdaLFL:
         self.init_loss_sum = 0.0
         self._warned = False
         self.to(self._device())
+        self._broadcast_state(model=self.ddp is None)
 
     # ------------------------------------------------------------------ device
     def _device(self) -> torch.device:
@@ -260,6 +273,9 @@ class AdaLFL:
         inputs, y = split_batch(model, batch, forward, self.target)
         params = dict(model.named_parameters())
         param_list = [params[n] for n in names]
+        if self.ddp is not None and self.ddp.broadcast_buffers and model is self.model:
+            # what DDP's forward does before each forward pass: every rank takes rank 0's buffers
+            self.collective.broadcast_([b for b in model.buffers() if b.is_floating_point()])
         rng = capture_rng(y.device) if keep else None
         record = LinearRecord() if keep and self.meta_gradient == "exact" else None
         with record if record is not None else contextlib.nullcontext():
@@ -606,6 +622,33 @@ class AdaLFL:
                 self.log_lr.copy_(state["log_lr"])
             self.lr_meta_optimizer.load_state_dict(state["lr_meta_optimizer"])
         self.to(self._device())
+        self._broadcast_state(model=False)
+
+    def _broadcast_state(self, *, model: bool) -> None:
+        """Data parallel: rank 0's φ, ρ and meta-optimiser state on every rank (and, with ``model``,
+        its parameters and buffers: nothing else synchronised a model that is not DDP-wrapped), so
+        ranks seeded differently, or restored from different files, still take one trajectory."""
+        if self.collective.world_size == 1:
+            return
+        tensors = [*self.loss.parameters(), self.log_lr]
+        for opt in (self.meta_optimizer, self.lr_meta_optimizer):
+            for entry in opt.state.values():
+                tensors += [v for k, v in entry.items() if isinstance(v, Tensor) and k != "step"]
+        if model:
+            tensors += [*self.model.parameters(), *self.model.buffers()]
+        with torch.no_grad():
+            self.collective.broadcast_([t.data for t in tensors if t.is_floating_point()])
+
+
+def _default_collective(ddp: DistributedDataParallel | None) -> Collective:
+    """The wrapper's process group, else the default group when it has several ranks, else one process."""
+    import torch.distributed as dist
+
+    if ddp is not None:
+        return ProcessGroupCollective(ddp.process_group)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return ProcessGroupCollective()
+    return LocalCollective()
 
 
 def _meta_optimizer(given: Optimizer | MetaOptimizerFactory | None, loss: LossNetwork) -> Optimizer:
