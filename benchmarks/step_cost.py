@@ -273,7 +273,7 @@ def fast_vs_exact_step(adalfl: AdaLFL, batch, meta_batch) -> tuple[float, float]
     grads = {}
     for mode in ("forward_difference", "exact"):  # the exact one last: it is the one applied
         adalfl.meta_gradient = mode
-        new_params, new_state, scalars, g = adalfl._meta_step(adalfl.model, adalfl.diffopt, batch, meta_batch,
+        new_params, new_state, scalars, g = adalfl._meta_step(adalfl.model, adalfl.diffopt, [batch], meta_batch,
                                                                ratio=False)
         grads[mode] = torch.cat([t.flatten().double() for t in g])
     a, b = grads["forward_difference"], grads["exact"]

@@ -179,6 +179,41 @@ def test_amortised_adalfl_steps_like_a_plain_loop_under_lightning() -> None:
     assert {"loss", "meta_loss"} <= logger.keys()
 
 
+def test_accumulated_adalfl_steps_take_one_optimiser_step_per_group_of_batches() -> None:
+    """The documented accumulation pattern: training_step collects two batches, then one adalfl_step with
+    accumulate=2; global_step counts optimiser steps, and the trajectory is a plain loop's on the same groups."""
+
+    class Accumulating(AdaLFLModule):
+        def configure_adalfl(self) -> adaloss.AdaLFL:
+            return adaloss.AdaLFL(self, self.optimizers().optimizer, loss=self.loss_network[0], initialized=True)
+
+        def training_step(self, batch: Any, batch_idx: int) -> None:
+            pending.append([t.clone() for t in batch])
+            if len(pending) == 2:
+                groups.append(list(pending))
+                self.adalfl_step(list(pending), self.meta_batch, accumulate=2)
+                pending.clear()
+
+    pending: list[list[torch.Tensor]] = []
+    groups: list[list[list[torch.Tensor]]] = []
+    torch.manual_seed(0)
+    loss = adaloss.LossNetwork(task="classification")
+    reference_loss = copy.deepcopy(loss)
+    module = Accumulating(loss, _data(32, 1))
+    reference = copy.deepcopy(module.net)
+    trainer = _trainer(3, RecordingLogger())
+    trainer.fit(module, _loader())
+    assert trainer.global_step == 3 and module.adalfl.steps == 3 and len(groups) == 3
+
+    plain = adaloss.AdaLFL(reference, torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9),
+                           loss=reference_loss, initialized=True)
+    for group in groups:
+        plain.step(group, _data(32, 1), accumulate=2)
+    for p, q in zip([*module.net.parameters(), *loss.parameters()],
+                    [*reference.parameters(), *reference_loss.parameters()]):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
 def test_adalfl_training_step_needs_manual_optimisation_and_the_raw_optimiser() -> None:
     class Automatic(L.LightningModule):
         def __init__(self) -> None:

@@ -49,7 +49,12 @@ registered as a submodule, so ``self.parameters()`` stays the base model's alone
         x, y = batch
         return self.ala.loss(self(x), y)
 
-Both run on one device (strategy ``"auto"`` on one CPU or GPU) in 32-bit precision.
+Precision: 32-bit, or ``precision="bf16-mixed"`` (autocast to bfloat16: the loss network, its
+derivatives and the meta-gradient stay float32); float16 autocast is refused by
+:meth:`adaloss.AdaLFL.step`, whose functional update has no ``GradScaler`` path.
+Gradient accumulation: Lightning's ``accumulate_grad_batches`` does not apply under manual
+optimisation; collect the batches in ``training_step`` and pass them to
+``adalfl_step(batches, meta_batch, accumulate=len(batches))`` (one optimiser step for all).
 """
 
 from __future__ import annotations
@@ -103,6 +108,7 @@ def adalfl_training_step(
     log_prefix: str = "",
     prog_bar: bool = False,
     batch_size: int | None = None,
+    accumulate: int = 1,
 ) -> dict[str, Tensor]:
     """One AdaLFL step inside a manually optimised ``training_step``, counted and logged by Lightning.
 
@@ -124,6 +130,9 @@ def adalfl_training_step(
         log_prefix: prepended to the logged names (e.g. ``"adalfl/"``).
         prog_bar: also show them in the progress bar.
         batch_size: passed to ``module.log`` (default: Lightning infers it from ``batch``).
+        accumulate: gradient accumulation (Lightning's ``accumulate_grad_batches`` does not apply
+            under manual optimisation): collect this many batches in ``training_step`` and pass them
+            as ``batch``, a list; one optimiser step (and one ``global_step``) is taken for them.
 
     Returns:
         The detached scalar tensors of :meth:`adaloss.AdaLFL.step`.
@@ -141,7 +150,7 @@ def adalfl_training_step(
     stats: dict[str, Tensor] = {}
 
     def closure() -> None:
-        stats.update(adalfl.step(batch, meta_batch))
+        stats.update(adalfl.step(batch, meta_batch, accumulate=accumulate))
 
     opt.step(closure=closure)
     if log and stats:

@@ -514,7 +514,7 @@ def test_plain_steps_clip_scale_and_add_terms_like_the_meta_steps_base_update(op
         adalfl.step(batch, meta)  # a meta step for both: φ, ρ and the momentum buffers move alike
         phi = [p.detach().clone() for p in adalfl.loss.parameters()]
         if meta_every == 1:  # the base update of a meta step, without its φ update: θ' from _meta_step
-            new, _, _, _ = adalfl._meta_step(model, adalfl.diffopt, batch, meta, ratio=False)
+            new, _, _, _ = adalfl._meta_step(model, adalfl.diffopt, [batch], meta, ratio=False)
             results.append([new[n] for n, _ in model.named_parameters()])
         else:
             adalfl.step(batch)
@@ -522,3 +522,72 @@ def test_plain_steps_clip_scale_and_add_terms_like_the_meta_steps_base_update(op
             assert all(torch.equal(a, b) for a, b in zip(phi, adalfl.loss.parameters()))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------- gradient accumulation
+
+
+@pytest.mark.parametrize("meta_every", [1, 2])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_accumulated_micro_batches_step_like_their_concatenation_float64(meta_every: int, momentum: float) -> None:
+    """accumulate=4 over four equal micro-batches: θ, φ and the optimiser state after three steps equal
+    those of single steps on the concatenated batches (the meta-gradient exact through the mean)."""
+    x, y = _data(n=96)
+    results = []
+    for accumulate in (1, 4):
+        model = _mlp()
+        torch.manual_seed(1)
+        loss = adaloss.LossNetwork(task="classification").double()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+        adalfl = adaloss.AdaLFL(model, optimizer, loss=loss, meta_every=meta_every, initialized=True,
+                                meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0), grad_ratio_every=1)
+        for step in range(3):
+            rows = slice(16 * step, 16 * step + 32)
+            batch = (x[rows], y[rows])
+            if accumulate > 1:
+                batch = [(x[rows][i::4], y[rows][i::4]) for i in range(4)]  # 8 rows each, in another order
+            stats = adalfl.step(batch, (x[64:], y[64:]) if adalfl.meta_due else None, accumulate=accumulate)
+        results.append(([p.detach().clone() for p in model.parameters()], [p.detach().clone() for p in loss.parameters()],
+                        stats))
+    (theta_a, phi_a, stats_a), (theta_b, phi_b, stats_b) = results
+    for a, b in zip([*theta_a, *phi_a], [*theta_b, *phi_b]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(stats_a["loss"], stats_b["loss"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(stats_a["grad_norm_ratio"], stats_b["grad_norm_ratio"], rtol=1e-10, atol=0)
+
+
+def test_accumulate_names_what_it_needs() -> None:
+    x, y = _data()
+    model = _mlp()
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), initialized=True,
+                            loss=adaloss.LossNetwork().double())
+    with pytest.raises(ValueError, match="sequence of accumulate=2 micro-batches, but got 3"):
+        adalfl.step([(x, y)] * 3, (x, y), accumulate=2)
+    with pytest.raises(ValueError, match="accumulate"):
+        adalfl.step((x, y), (x, y), accumulate=0)
+    reverse = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), initialized=True,
+                             meta_gradient="double_backward", loss=adaloss.LossNetwork().double())
+    with pytest.raises(ValueError, match="meta_gradient 'exact' or 'forward_difference'.*double_backward"):
+        reverse.step([(x, y)] * 2, (x, y), accumulate=2)
+
+
+# ---------------------------------------------------------------------------- mixed precision
+
+
+def test_bf16_autocast_keeps_the_meta_gradient_close_to_fp32_and_fp16_is_refused() -> None:
+    """Under torch.autocast("cpu", bfloat16) the model runs in bf16, the loss network and φ's gradient
+    in fp32: the meta-gradient's cosine to the fp32 one is ≥ 0.99, and φ stays fp32."""
+    x, y = _data(dtype=torch.float32)
+    grads = {}
+    for mode in ("fp32", "bf16"):
+        model = _mlp(dtype=torch.float32)
+        torch.manual_seed(1)
+        adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), initialized=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+            _, _, _, g = adalfl._meta_step(model, adalfl.diffopt, [(x[:32], y[:32])], (x[32:], y[32:]), ratio=False)
+        assert all(t.dtype == torch.float32 for t in g)
+        grads[mode] = torch.cat([t.flatten().double() for t in g])
+    cosine = torch.dot(grads["fp32"], grads["bf16"]) / (grads["fp32"].norm() * grads["bf16"].norm())
+    assert cosine >= 0.99
+    with torch.autocast("cpu", dtype=torch.float16), pytest.raises(ValueError, match="float16 autocast.*bfloat16"):
+        adalfl.step((x[:32], y[:32]), (x[32:], y[32:]))

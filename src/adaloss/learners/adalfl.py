@@ -42,19 +42,26 @@ META_GRADIENTS: tuple[str, ...] = ("exact", "double_backward", "forward_differen
 
 
 @dataclass
-class _BaseGradient:
-    """The base forward/backward of one step, and what the meta-gradient reuses from it."""
+class _Micro:
+    """What the meta-gradient reuses from the base forward of one (micro-)batch."""
 
     inputs: Any
     y: Tensor
     z: Tensor
-    grads: list[Tensor]
-    scalars: dict[str, Tensor]
     cache: LossGradCache
     rng: tuple[Tensor, Tensor | None] | None
     s_leaf: Tensor | None
     through: list[Tensor] | None
     record: LinearRecord | None
+
+
+@dataclass
+class _BaseGradient:
+    """The base gradient of one step (the mean over its micro-batches) and what each left behind."""
+
+    grads: list[Tensor]
+    scalars: dict[str, Tensor]
+    micro: list[_Micro]
 
 
 def task_loss_for(task: Task) -> Criterion:
@@ -260,58 +267,79 @@ class AdaLFL:
 
     # ------------------------------------------------------------------ the one-step meta-gradient
     def _base_gradient(
-        self, model: nn.Module, names: list[str], batch: Any, *, ratio: bool, keep: bool
+        self, model: nn.Module, names: list[str], batches: list[Any], *, ratio: bool, keep: bool
     ) -> _BaseGradient:
-        """The base forward on ``batch`` and ``g = ∇_θ (M_φ + extra)`` of the trainable ``names``.
+        """The base forwards on ``batches`` (micro-batches of one step; usually one) and the mean of
+        ``g = ∇_θ (M_φ + extra)`` over them for the trainable ``names``.
 
         ``M_φ`` and ``s = ∂M_φ/∂z`` come in closed form from the loss network; ``g = J_θᵀ s`` is one
-        backward through the model (plus the extra loss's own gradient). ``keep``: also keep what
-        the meta-gradient needs (the loss network's cache, the RNG state before the forward and, for
+        backward through the model (plus the extra loss's own gradient). With ``n`` micro-batches
+        each contributes ``∇_θ (M_φ + extra) / n``, as ``(loss / n).backward()`` in an accumulation
+        loop does. ``keep``: also keep what the meta-gradient needs (the loss network's cache, the
+        RNG state before the forward, the recorded primal outputs of a single batch and, for
         ``double_backward``, ``J_θᵀ s`` as a differentiable function of ``s``).
         """
-        forward = self.forward
-        inputs, y = split_batch(model, batch, forward, self.target)
+        forward, n = self.forward, len(batches)
         params = dict(model.named_parameters())
-        param_list = [params[n] for n in names]
+        param_list = [params[name] for name in names]
         if self.ddp is not None and self.ddp.broadcast_buffers and model is self.model:
             # what DDP's forward does before each forward pass: every rank takes rank 0's buffers
             self.collective.broadcast_([b for b in model.buffers() if b.is_floating_point()])
-        rng = capture_rng(y.device) if keep else None
-        record = LinearRecord() if keep and self.meta_gradient == "exact" else None
-        with record if record is not None else contextlib.nullcontext():
-            z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm running statistics
-        m, s, cache = self.loss.value_and_grad(z, y, mixed=keep)
-        self._check_finite(m)
-        scalars: dict[str, Tensor] = {"loss": m}
-        direct: list[Tensor | None] = [None] * len(names)
-        if self.extra_loss is not None:  # autograd for the user's term: its z-part joins s, the rest is direct
-            zb = z.detach().requires_grad_(True)
-            extra = self.extra_loss(zb, batch)
-            scalars["extra_loss"] = extra.detach()
-            s_extra, *direct = torch.autograd.grad(extra, [zb, *param_list], allow_unused=True)
-            if s_extra is not None:
-                s = s + s_extra
         reverse = keep and self.meta_gradient == "double_backward"
-        s_leaf = s.requires_grad_(True) if reverse else s
-        through = torch.autograd.grad(z, param_list, grad_outputs=s_leaf, create_graph=reverse,
-                                      retain_graph=reverse or ratio)
-        g_list = [t.detach() if d is None else t.detach() + d for t, d in zip(through, direct)]
-        if ratio:  # logged from this rank's shard
-            ce = torch.autograd.grad(self.task_loss(z, y), param_list, retain_graph=reverse)
+        g_list: list[Tensor] = []
+        ce_list: list[Tensor] = []
+        sums: dict[str, Tensor] = {}
+        micro: list[_Micro] = []
+        for batch in batches:
+            inputs, y = split_batch(model, batch, forward, self.target)
+            rng = capture_rng(y.device) if keep else None
+            # the record holds a batch's activations until the meta pass: not for micro-batches
+            record = LinearRecord() if keep and n == 1 and self.meta_gradient == "exact" else None
+            with record if record is not None else contextlib.nullcontext():
+                z = apply_model(model, inputs, forward)  # the one forward that updates BatchNorm statistics
+            m, s, cache = self.loss.value_and_grad(z, y, mixed=keep)
+            self._check_finite(m)
+            values = {"loss": m}
+            direct: list[Tensor | None] = [None] * len(names)
+            if self.extra_loss is not None:  # autograd for the user's term: its z-part joins s, the rest is direct
+                zb = z.detach().requires_grad_(True)
+                extra = self.extra_loss(zb, batch)
+                values["extra_loss"] = extra.detach()
+                s_extra, *direct = torch.autograd.grad(extra, [zb, *param_list], allow_unused=True)
+                if s_extra is not None:
+                    s = s + s_extra
+            s = s.to(z.dtype)
+            if n > 1:
+                s = s / n
+                direct = [None if d is None else d / n for d in direct]
+            s_leaf = s.requires_grad_(True) if reverse else s
+            through = torch.autograd.grad(z, param_list, grad_outputs=s_leaf, create_graph=reverse,
+                                          retain_graph=reverse or ratio)
+            g = [t.detach() if d is None else t.detach() + d for t, d in zip(through, direct)]
+            g_list = g if not g_list else [a.add_(b) for a, b in zip(g_list, g)]
+            if ratio:  # logged from this rank's shard
+                ce = torch.autograd.grad(self.task_loss(z, y) / n, param_list, retain_graph=reverse)
+                ce_list = list(ce) if not ce_list else [a.add_(b) for a, b in zip(ce_list, ce)]
+            for key, value in values.items():
+                sums[key] = value / n if key not in sums else sums[key] + value / n
+            if keep:
+                micro.append(_Micro(inputs, y, z.detach(), cache, rng, s_leaf if reverse else None,
+                                    list(through) if reverse else None, record))
+        scalars: dict[str, Tensor] = dict(sums)
+        if ratio:
             scalars["grad_norm_ratio"] = (global_norm(g_list, dtype=torch.float64)
-                                          / global_norm(ce, dtype=torch.float64).clamp_min(1e-30))
-        return _BaseGradient(inputs, y, z.detach(), g_list, scalars, cache, rng, s_leaf if reverse else None,
-                             list(through) if reverse else None, record)
+                                          / global_norm(ce_list, dtype=torch.float64).clamp_min(1e-30))
+        return _BaseGradient(g_list, scalars, micro)
 
     def _meta_step(
-        self, model: nn.Module, diffopt: DifferentiableOptimizer, batch: Any, meta_batch: Any, *, ratio: bool
+        self, model: nn.Module, diffopt: DifferentiableOptimizer, batches: list[Any], meta_batch: Any, *, ratio: bool
     ) -> tuple[Params, dict[str, dict[str, Tensor]], dict[str, Tensor], tuple[Tensor, ...]]:
-        """One base step θ → θ' with the learned loss, and the exact ∇_φ L_T(f_θ'(x_meta)) (with
-        ``learn_lr``, also ∇_ρ, appended as the last meta-gradient)."""
+        """One base step θ → θ' with the learned loss on ``batches`` (micro-batches; usually one), and
+        the exact ∇_φ L_T(f_θ'(x_meta)) (with ``learn_lr``, also ∇_ρ, appended as the last meta-gradient)."""
         forward, sync = self.forward, self.collective
         lr_scale = self.lr_scale(diffopt.optimizer)
         names = diffopt.names
-        base = self._base_gradient(model, names, batch, ratio=ratio, keep=True)
+        base = self._base_gradient(model, names, batches, ratio=ratio, keep=True)
         scalars = base.scalars
         params = {n: p.detach() for n, p in model.named_parameters() if n in diffopt.group_index}
         g_list = base.grads
@@ -343,29 +371,34 @@ class AdaLFL:
             v = diffopt.vjp_grads(params, grads, g_meta_named, lr_scale=lr_scale)
             if self.max_grad_norm is not None:  # pull v back through the clipping as well
                 v = dict(zip(names, clip_by_global_norm_vjp(raw, [v[n] for n in names], self.max_grad_norm)))
-        if base.through is not None:  # J v = ∂⟨J^T s, v⟩/∂s; frees the kept graphs
-            (u,) = torch.autograd.grad(base.through, base.s_leaf, grad_outputs=[v[n] for n in names])
-        elif self.meta_gradient == "exact":
-            u = model_jvp(model, params, v, base.inputs, rng_state=base.rng, forward=forward, device=base.y.device,
-                          record=base.record)
-        else:
-            u = model_forward_difference(model, params, v, base.inputs, base.z, rng_state=base.rng, forward=forward,
-                                         device=base.y.device)
-        if factor is not None:
-            u = u * factor
-        meta_grads = self.loss.mixed_grad(base.cache, u)
+        meta_grads: tuple[Tensor, ...] = ()
+        for mb in base.micro:  # ∂/∂φ of the mean over micro-batches: one Jacobian-vector product each
+            if mb.through is not None:  # J v = ∂⟨J^T s, v⟩/∂s; frees the kept graphs
+                (u,) = torch.autograd.grad(mb.through, mb.s_leaf, grad_outputs=[v[n] for n in names])
+            elif self.meta_gradient == "exact":
+                u = model_jvp(model, params, v, mb.inputs, rng_state=mb.rng, forward=forward, device=mb.y.device,
+                              record=mb.record)
+            else:
+                u = model_forward_difference(model, params, v, mb.inputs, mb.z, rng_state=mb.rng, forward=forward,
+                                             device=mb.y.device)
+            if factor is not None:
+                u = u * factor
+            part = self.loss.mixed_grad(mb.cache, u)
+            meta_grads = part if not meta_grads else tuple(a.add_(b) for a, b in zip(meta_grads, part))
+        if len(base.micro) > 1:
+            meta_grads = tuple(g / len(base.micro) for g in meta_grads)
         # ∇φ is a sum over the training rows (through g): each rank holds its shard's share
         sync.mean_(meta_grads)
         if lr_scale is not None:  # θ' − θ = −lr·D(g, s) for every supported update, so ∂θ'/∂ρ = θ' − θ
             meta_grads = (*meta_grads, self._lr_meta_gradient(diffopt, params, new_params, g_meta_named))
         return new_params, new_state, scalars, meta_grads
 
-    def _plain_step(self, batch: Any, *, ratio: bool) -> dict[str, Tensor]:
+    def _plain_step(self, batches: list[Any], *, ratio: bool) -> dict[str, Tensor]:
         """A base step with the current learned loss and no meta-update (``meta_every > 1``): the
         closed-form ``∇_z M_φ``, one backward, ``optimizer.step()`` (learned LR, clipping and the
         extra loss applied as in a meta step)."""
         names = self.diffopt.names
-        base = self._base_gradient(self.model, names, batch, ratio=ratio, keep=False)
+        base = self._base_gradient(self.model, names, batches, ratio=ratio, keep=False)
         g_list = base.grads
         self.collective.mean_(g_list)
         if self.max_grad_norm is not None:
@@ -427,7 +460,7 @@ class AdaLFL:
             self.lr_meta_optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ public
-    def step(self, batch: Any, meta_batch: Any = None) -> dict[str, Tensor]:
+    def step(self, batch: Any, meta_batch: Any = None, *, accumulate: int = 1) -> dict[str, Tensor]:
         """One base step on ``batch`` with the learned loss and, online, one update of φ on ``meta_batch``.
 
         Replaces ``loss.backward(); optimizer.step()`` (and ``zero_grad``): gradients are not
@@ -440,6 +473,12 @@ class AdaLFL:
                 validation split; the training batch itself also works. Required on the steps
                 that update φ (:attr:`meta_due`: every step with ``meta_every=1``); ignored on the
                 others and with ``online=False``.
+            accumulate: gradient accumulation: ``batch`` is then a sequence of this many micro-batches,
+                and the base gradient is the mean of their gradients, as ``(loss / n).backward()`` per
+                micro-batch would give it (with equal sizes: the gradient on their concatenation); the
+                meta-gradient is exact through it, one micro-batch's activations alive at a time
+                (one extra forward each for the Jacobian-vector products). Not with
+                ``meta_gradient="double_backward"`` (it keeps every micro-batch's graph) or ``online=False``.
 
         Returns:
             Detached scalar tensors (no device synchronisation): ``loss`` (the learned loss),
@@ -456,20 +495,37 @@ class AdaLFL:
                 UserWarning, stacklevel=2,
             )
         device = self._device()
+        if torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16:
+            raise ValueError(
+                "AdaLFL.step under float16 autocast is not supported: its functional update has no GradScaler "
+                "path, so an fp16 gradient can underflow or overflow unscaled. Use dtype=torch.bfloat16 (the loss "
+                "network and the meta-gradient stay float32) or float32."
+            )
+        accumulate = check_int("accumulate", accumulate, minimum=1)
+        if accumulate > 1:
+            if not self.online or self.meta_gradient == "double_backward":
+                raise ValueError("`accumulate` > 1 needs online AdaLFL and meta_gradient 'exact' or "
+                                 f"'forward_difference', but got online={self.online}, "
+                                 f"meta_gradient={self.meta_gradient!r}.")
+            if isinstance(batch, (str, bytes, dict)) or not hasattr(batch, "__len__") or len(batch) != accumulate:
+                got = len(batch) if hasattr(batch, "__len__") else type(batch).__name__
+                raise ValueError(f"Expected `batch` to be a sequence of accumulate={accumulate} micro-batches, "
+                                 f"but got {got}.")
         self._follow(device)
-        batch = move_to(batch, device)
+        batches = [move_to(b, device) for b in batch] if accumulate > 1 else [move_to(batch, device)]
+        batch = batches[0]
         ratio = self.grad_ratio_every > 0 and self.steps % self.grad_ratio_every == 0
         if not self.online:
             scalars = self._frozen_step(batch, ratio=ratio)
         elif not self.meta_due:
-            scalars = self._plain_step(batch, ratio=ratio)
+            scalars = self._plain_step(batches, ratio=ratio)
         else:
             if meta_batch is None:
                 raise ValueError("Expected `meta_batch` (a batch to measure the meta-objective on, e.g. from a "
                                  "validation split, or the training batch itself) for online AdaLFL, but got None "
                                  f"at step {self.steps} (a meta step: `adalfl.meta_due` is True).")
             new_params, new_state, scalars, meta_grads = self._meta_step(
-                self.model, self.diffopt, batch, move_to(meta_batch, device), ratio=ratio
+                self.model, self.diffopt, batches, move_to(meta_batch, device), ratio=ratio
             )
             self._apply_meta_gradient(meta_grads, scalars)
             self.diffopt.commit(new_params, new_state)  # θ' is the base update kept
@@ -550,7 +606,7 @@ class AdaLFL:
             diffopt = DifferentiableOptimizer(optimizer_factory(fresh), fresh)
             batch = move_to(next(train_iter), device)
             meta = move_to(next(meta_iter), device) if meta_iter is not None else batch
-            _, _, scalars, meta_grads = self._meta_step(fresh, diffopt, batch, meta, ratio=False)
+            _, _, scalars, meta_grads = self._meta_step(fresh, diffopt, [batch], meta, ratio=False)
             self._apply_meta_gradient(meta_grads, scalars)
             self.init_skipped += int(scalars["meta_skipped"])
             self.init_loss_sum += float(scalars["meta_loss"])

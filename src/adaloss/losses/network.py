@@ -147,14 +147,17 @@ class LossNetwork(nn.Module):
         cache for :meth:`mixed_grad` (``mixed=False``: a cache that cannot serve it, for a step that
         only needs the gradient); the values of ``self(prediction, target)`` and of its autograd
         gradient, to rounding (see :mod:`adaloss.functional.pairwise_mlp`)."""
-        y, p = self.inputs(prediction.detach(), target)
-        pairs = torch.stack((y, p), dim=-1).reshape(-1, 2)
-        value, grad_p, cache = pairwise_mlp_value_and_grad(
-            [layer.weight.detach() for layer in self.layers],
-            [None if layer.bias is None else layer.bias.detach() for layer in self.layers],
-            pairs, beta=self.act.beta, gamma=self.act.gamma, output=self.output_activation,  # type: ignore[arg-type]
-            curvature=mixed,
-        )
+        # in the network's own dtype, autocast off: under a bf16 autocast the loss and its derivatives stay fp32
+        weight = self.layers[0].weight
+        with torch.autocast(weight.device.type, enabled=False):
+            y, p = self.inputs(prediction.detach().to(weight.dtype), target)
+            pairs = torch.stack((y, p), dim=-1).reshape(-1, 2)
+            value, grad_p, cache = pairwise_mlp_value_and_grad(
+                [layer.weight.detach() for layer in self.layers],
+                [None if layer.bias is None else layer.bias.detach() for layer in self.layers],
+                pairs, beta=self.act.beta, gamma=self.act.gamma, output=self.output_activation,  # type: ignore[arg-type]
+                curvature=mixed,
+            )
         grad_p = grad_p.view_as(p)
         if self.task == "classification":  # back through the softmax: Jᵀq = p ⊙ (q − ⟨q, p⟩)
             grad_p = p * (grad_p - (grad_p * p).sum(-1, keepdim=True))
@@ -167,10 +170,11 @@ class LossNetwork(nn.Module):
         Raymond et al. 2023, Alg. 2), in closed form. ``cache`` must come from :meth:`value_and_grad`
         with the current φ."""
         p = cache.p
-        direction = direction.detach().reshape(p.shape)
-        if self.task == "classification":  # the softmax Jacobian is symmetric: ⟨u, Jᵀq⟩ = ⟨J u, q⟩
-            direction = p * (direction - (direction * p).sum(-1, keepdim=True))
-        return pairwise_mlp_mixed_grad(cache.network, direction.reshape(-1))
+        with torch.autocast(p.device.type, enabled=False):
+            direction = direction.detach().to(p.dtype).reshape(p.shape)
+            if self.task == "classification":  # the softmax Jacobian is symmetric: ⟨u, Jᵀq⟩ = ⟨J u, q⟩
+                direction = p * (direction - (direction * p).sum(-1, keepdim=True))
+            return pairwise_mlp_mixed_grad(cache.network, direction.reshape(-1))
 
     @torch.no_grad()
     def curves(self, num: int = 101) -> dict[str, Any]:
