@@ -30,7 +30,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import adaloss
-from adaloss.data.batches import cycle
 from adaloss.lightning import ALACallback, AdaLFLMixin
 
 
@@ -62,7 +61,7 @@ class AdaLFLClassifier(AdaLFLMixin, L.LightningModule):
         self.net = make_net()
         self.train_loader, self.valid_loader = train_loader, valid_loader
         self.lr, self.steps, self.init_steps = lr, steps, init_steps
-        self.meta_batches = cycle(valid_loader)
+        self.meta_batches = self.adalfl_meta_batches(valid_loader)   # resumed exactly from checkpoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 pytest.importorskip("lightning")
 
 import lightning.pytorch as L  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import Logger  # noqa: E402
 
 import adaloss  # noqa: E402
@@ -69,8 +70,9 @@ def _loader(seed: int = 0) -> DataLoader:
 
 
 def _trainer(max_steps: int, logger: Logger, **kwargs: Any) -> L.Trainer:
+    kwargs.setdefault("enable_checkpointing", False)
     return L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=logger, log_every_n_steps=1,
-                     enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, **kwargs)
+                     enable_progress_bar=False, enable_model_summary=False, **kwargs)
 
 
 def _net() -> nn.Module:
@@ -212,6 +214,51 @@ def test_accumulated_adalfl_steps_take_one_optimiser_step_per_group_of_batches()
     for p, q in zip([*module.net.parameters(), *loss.parameters()],
                     [*reference.parameters(), *reference_loss.parameters()]):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+# the checkpoint is wanted after the step (the state a resumed run continues from), which is what Lightning warns of
+@pytest.mark.filterwarnings("ignore:Using ModelCheckpoint with manual optimization:UserWarning")
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty:UserWarning")
+def test_the_documented_pattern_resumes_bit_identically(tmp_path: Path) -> None:
+    """``self.meta_batches = self.adalfl_meta_batches(valid_loader)``, shuffle off: 40 steps in one go
+    against a run resumed from its step-20 checkpoint (an epoch boundary; the meta stream of 6
+    batches is mid-cycle there): θ and φ bit-identical, the stream's position restored."""
+
+    def loader(rows: int, seed: int) -> DataLoader:
+        return DataLoader(TensorDataset(*_data(rows, seed)), batch_size=8, shuffle=False)
+
+    class Documented(AdaLFLMixin, L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+            torch.manual_seed(0)
+            self.net = _net()
+            self.loss_network = [adaloss.LossNetwork(task="classification")]
+            self.meta_batches = self.adalfl_meta_batches(loader(48, 3))  # 6 meta batches: mid-cycle at step 20
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+        def configure_adalfl(self) -> adaloss.AdaLFL:
+            return adaloss.AdaLFL(self.net, self.optimizers().optimizer, loss=self.loss_network[0],
+                                  initialized=True)
+
+        def training_step(self, batch: Any, batch_idx: int) -> None:
+            self.adalfl_step(batch, next(self.meta_batches))
+
+    full = Documented()  # uninterrupted, with a checkpoint at step 20 (the end of an epoch of 4 batches)
+    keep = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=20, save_top_k=-1)
+    _trainer(40, RecordingLogger(), callbacks=[keep], enable_checkpointing=True).fit(full, loader(32, 0))
+    (checkpoint,) = [c for c in tmp_path.glob("*.ckpt") if "20" in c.name]
+    assert torch.load(checkpoint, weights_only=False)["adalfl_meta_batches"] == {"drawn": 20}
+    resumed = Documented()
+    again = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=20, save_top_k=-1)  # as the run was made
+    _trainer(40, RecordingLogger(), callbacks=[again], enable_checkpointing=True).fit(
+        resumed, loader(32, 0), ckpt_path=checkpoint)
+    assert resumed.meta_batches.drawn == full.meta_batches.drawn == 40
+    for p, q in zip([*full.net.parameters(), *full.loss_network[0].parameters()],
+                    [*resumed.net.parameters(), *resumed.loss_network[0].parameters()]):
+        assert torch.equal(p, q)
 
 
 def test_adalfl_training_step_needs_manual_optimisation_and_the_raw_optimiser() -> None:

@@ -32,6 +32,12 @@ and call :meth:`AdaLFLMixin.adalfl_step` in ``training_step``::
         def training_step(self, batch, batch_idx):
             self.adalfl_step(batch, next(self.meta_batches))   # steps, logs loss/meta_loss/...
 
+with ``self.meta_batches = self.adalfl_meta_batches(valid_loader)`` in ``__init__``: a stream whose
+position the checkpoints carry, so a resumed run continues it exactly. Lightning itself restarts a
+plain DataLoader's epoch on a resume mid-epoch, so the training batches of a resumed run match an
+uninterrupted one's only when the checkpoint falls on an epoch boundary (or the loader is stateful,
+e.g. ``torchdata``'s ``StatefulDataLoader``) and the loader does not shuffle or is seeded.
+
 The mixin builds the AdaLFL once (lazily, at the first use of :attr:`AdaLFLMixin.adalfl`), writes
 ``adalfl.state_dict()`` into Lightning checkpoints and restores it on resume. Without the mixin,
 :func:`adalfl_training_step` is the step itself (and ``on_save_checkpoint`` /
@@ -75,6 +81,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
             "pip install 'adaloss[lightning]'"
         ) from exc
 
+from adaloss.data.batches import ResumableCycle
 from adaloss.distributed import LocalCollective
 
 if TYPE_CHECKING:
@@ -208,6 +215,19 @@ class AdaLFLMixin:
             self.__dict__["_adalfl"] = built
         return built
 
+    def adalfl_meta_batches(self, batches: Any) -> ResumableCycle:
+        """An endless stream of meta batches from ``batches`` (e.g. the validation DataLoader) whose
+        position the mixin saves in checkpoints and restores on resume, so a resumed run draws the
+        meta batches an uninterrupted one would have (``next(stream)`` in ``training_step``). Create it
+        once, e.g. in ``__init__``; the loader must replay the same order when rebuilt (no shuffling,
+        or a seeded ``generator``)."""
+        stream = ResumableCycle(batches, name="meta_batches")
+        pending = self.__dict__.pop("_adalfl_pending_stream", None)
+        if pending is not None:
+            stream.load_state_dict(pending)
+        self.__dict__["_adalfl_meta_stream"] = stream
+        return stream
+
     def adalfl_step(self, batch: Any, meta_batch: Any = None, **log_options: Any) -> dict[str, Tensor]:
         """:func:`adalfl_training_step` with this module's :attr:`adalfl`."""
         return adalfl_training_step(self, self.adalfl, batch, meta_batch, **log_options)  # type: ignore[arg-type]
@@ -218,9 +238,19 @@ class AdaLFLMixin:
         state = built.state_dict() if built is not None else self.__dict__.get("_adalfl_pending_state")
         if state is not None:
             checkpoint[self.adalfl_checkpoint_key] = state
+        stream = self.__dict__.get("_adalfl_meta_stream")
+        if stream is not None:
+            checkpoint[f"{self.adalfl_checkpoint_key}_meta_batches"] = stream.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        position = checkpoint.get(f"{self.adalfl_checkpoint_key}_meta_batches")
+        if position is not None:
+            stream = self.__dict__.get("_adalfl_meta_stream")
+            if stream is not None:
+                stream.load_state_dict(position)
+            else:  # the stream is made later (e.g. in on_fit_start): applied when it is
+                self.__dict__["_adalfl_pending_stream"] = position
         state = checkpoint.get(self.adalfl_checkpoint_key)
         if state is None:
             return

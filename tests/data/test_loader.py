@@ -168,3 +168,13 @@ def test_class_balanced_errors() -> None:
     other = ClassBalancedLoader(_split(50), batch_size=4, samples_per_class=1, seed=0)
     with pytest.raises(ValueError, match="classes of sizes"):
         loader.load_state_dict(other.state_dict())
+
+
+def test_resumable_cycle_continues_where_the_saved_one_stopped() -> None:
+    from adaloss.data.batches import ResumableCycle
+
+    stream = ResumableCycle([1, 2, 3])
+    assert [next(stream) for _ in range(4)] == [1, 2, 3, 1]
+    again = ResumableCycle([1, 2, 3])
+    again.load_state_dict(stream.state_dict())
+    assert [next(again) for _ in range(4)] == [2, 3, 1, 2] and again.drawn == 8

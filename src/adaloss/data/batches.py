@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from adaloss.typing import BatchForward, BatchTarget
 
-__all__ = ["apply_model", "cycle", "move_to", "split_batch"]
+__all__ = ["ResumableCycle", "apply_model", "cycle", "move_to", "split_batch"]
 
 T = TypeVar("T")
 
@@ -50,6 +50,39 @@ def cycle(batches: Iterable[T], *, name: str = "batches") -> Iterator[T]:
         if one_shot:
             raise ValueError(f"`{name}` is a one-shot iterator and ran out; pass a re-iterable (a DataLoader, a "
                              "list) or an endless iterator.")
+
+
+class ResumableCycle(Iterator[T]):
+    """:func:`cycle` that a checkpoint can resume: it counts the batches drawn (:meth:`state_dict`), and
+    after :meth:`load_state_dict` its first draw skips that many, so the stream continues where the
+    saved one stopped. The skip replays the batches (loading them, no compute), so it resumes exactly
+    when ``batches`` yields the same sequence again: a DataLoader without shuffling, or one whose
+    ``generator`` is seeded the same way when it is rebuilt.
+    """
+
+    def __init__(self, batches: Iterable[T], *, name: str = "batches") -> None:
+        self.batches, self.name = batches, name
+        self.drawn = 0
+        self._skip = 0
+        self._it: Iterator[T] | None = None
+
+    def __iter__(self) -> ResumableCycle[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._it is None:
+            self._it = cycle(self.batches, name=self.name)
+            for _ in range(self._skip):
+                next(self._it)
+        self.drawn += 1
+        return next(self._it)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"drawn": self.drawn}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.drawn = self._skip = int(state["drawn"])
+        self._it = None
 
 
 def split_batch(
