@@ -55,6 +55,8 @@ registered as a submodule, so ``self.parameters()`` stays the base model's alone
         x, y = batch
         return self.ala.loss(self(x), y)
 
+Devices: one, or ``strategy="ddp"``: the AdaLFL then averages its gradients over the process group and
+starts every rank from rank 0's φ and θ by itself (see :class:`adaloss.AdaLFL`'s ``collective``).
 Precision: 32-bit, or ``precision="bf16-mixed"`` (autocast to bfloat16: the loss network, its
 derivatives and the meta-gradient stay float32); float16 autocast is refused by
 :meth:`adaloss.AdaLFL.step`, whose functional update has no ``GradScaler`` path.
