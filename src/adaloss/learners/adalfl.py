@@ -531,6 +531,10 @@ class AdaLFL:
             self.diffopt.commit(new_params, new_state)  # θ' is the base update kept
         if self.learn_lr != "off":
             scalars["lr_scale"] = torch.exp(self.log_lr.detach()).mean()
+        if torch.is_autocast_enabled(device.type):
+            # autocast caches its low-precision copies of the parameters until its context exits, and θ was
+            # just written in place: with a context around several steps, the next forward would use stale copies
+            torch.clear_autocast_cache()
         self.steps += 1
         return scalars
 
