@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -407,16 +407,10 @@ class AdaLFL:
         params = dict(self.model.named_parameters())
         for n, g in zip(names, g_list):
             params[n].grad = g
-        scale = self.lr_scale()
-        saved = [group["lr"] for group in self.optimizer.param_groups]
-        if scale is not None:  # the learned LR for this step only; the user's schedule keeps its own value
-            for group, factor in zip(self.optimizer.param_groups, scale):
-                group["lr"] = group["lr"] * factor
         try:
-            self.optimizer.step()
+            with self._learned_lr():
+                self.optimizer.step()
         finally:
-            for group, lr in zip(self.optimizer.param_groups, saved):
-                group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
         return base.scalars
 
@@ -544,15 +538,21 @@ class AdaLFL:
             raise ValueError("`max_grad_norm` and `extra_loss` apply to online AdaLFL; with online=False clip and "
                              "add terms in your own loop around adalfl.criterion.")
         checked = self._checked_loss
-        scale = self.lr_scale()
-        saved = [group["lr"] for group in self.optimizer.param_groups]
-        if scale is not None:  # the learned LR for this step only; the user's schedule keeps its own value
-            for group, factor in zip(self.optimizer.param_groups, scale):
-                group["lr"] = group["lr"] * factor
-        try:
+        with self._learned_lr():
             return loss_step(self.model, self.optimizer, lambda z, y: checked(z, y), batch, forward=self.forward,
                              target=self.target, collective=self.collective,
                              reference=self.task_loss if ratio else None)
+
+    @contextlib.contextmanager
+    def _learned_lr(self) -> Iterator[None]:
+        """``optimizer.step()`` inside takes the learned LR factor; the user's schedule keeps its own value."""
+        scale = self.lr_scale()
+        saved = [group["lr"] for group in self.optimizer.param_groups]
+        if scale is not None:
+            for group, factor in zip(self.optimizer.param_groups, scale):
+                group["lr"] = group["lr"] * factor
+        try:
+            yield
         finally:
             for group, lr in zip(self.optimizer.param_groups, saved):
                 group["lr"] = lr
