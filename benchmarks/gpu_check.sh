@@ -43,7 +43,7 @@ part tests 90 "$OUT/tests.log" $PY -m pytest -p no:cacheprovider -rs \
     tests/learners/test_adalfl_core.py tests/learners/test_ala_core.py -k cuda
 
 part step_cost 200 "$OUT/step_cost_cuda.err" sh -c \
-    "$PY benchmarks/step_cost.py --device cuda > '$OUT/step_cost_cuda.json'"
+    "$PY benchmarks/step_cost.py --device cuda --models mlp lenet5 --rounds 5 > '$OUT/step_cost_cuda.json'"
 
 run_dir=/tmp/adaloss_gpu_check
 rm -rf "$run_dir" "$run_dir.b" /tmp/adaloss_gpu_nccl
