@@ -633,3 +633,25 @@ def test_a_bf16_autocast_digits_run_ends_within_noise_of_fp32() -> None:
             x, y = data.test.x, data.test.y
             errors[mode] = float((model(x).argmax(1) != y).float().mean())
     assert errors["fp32"] < 0.2 and abs(errors["bf16"] - errors["fp32"]) <= 0.03, errors
+
+
+@pytest.mark.parametrize("meta_gradient", ["exact", "double_backward", "forward_difference"])
+@pytest.mark.parametrize("meta_every", [1, 2])
+def test_only_the_base_forward_moves_batchnorm_running_statistics(meta_gradient: str, meta_every: int) -> None:
+    """After a step (meta or plain), BatchNorm's running statistics are those of one plain forward on the
+    training batch: the meta forward at θ', the Jacobian-vector product and the forward difference use
+    cloned buffers (a meta batch that moved them would leak the validation split into the model)."""
+    x, y = _data(dtype=torch.float32)
+    torch.manual_seed(0)
+    model = create_model("mlp", (6,), 4, hidden=[16], batch_norm=True)
+    reference = copy.deepcopy(model)
+    adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1), initialized=True,
+                            meta_gradient=meta_gradient, meta_every=meta_every)  # type: ignore[arg-type]
+    for step in range(2):
+        batch, meta = (x[16 * step:16 * step + 16], y[16 * step:16 * step + 16]), (x[40:] * 3 + 1, y[40:])
+        with torch.no_grad():  # the reference: one plain forward on the batch, with the model's current θ
+            reference.load_state_dict(model.state_dict())
+            reference(batch[0])
+        adalfl.step(batch, meta if adalfl.meta_due else None)
+        for (name, a), b in zip(model.named_buffers(), reference.buffers()):
+            assert torch.equal(a, b), f"step {step}: {name} moved beyond the base forward"
