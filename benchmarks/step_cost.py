@@ -24,7 +24,7 @@ configuration: the peak RSS of the process over the measured steps (VmHWM, reset
 and one step), and the step's working memory = that peak minus the RSS before the steps (CPU);
 on a GPU ``torch.cuda.max_memory_allocated`` and its growth over the allocated memory.
 
-    python benchmarks/step_cost.py [--models logistic mlp lenet5] [--rounds 7] [--steps 20] [--device cpu]
+    python benchmarks/step_cost.py [--models logistic mlp lenet5] [--rounds 11] [--steps 20] [--device cpu]
 
 prints one JSON object.
 """
@@ -385,7 +385,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["logistic", "mlp", "lenet5"])
     p.add_argument("--recommended-k", type=int, default=8, choices=AMORTISED_K,
                    help="the meta_every reported as amortized_time_ratio_median")
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
