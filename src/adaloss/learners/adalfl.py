@@ -98,8 +98,8 @@ class AdaLFL:
             stats = adalfl.step(batch, meta_batch)   # instead of loss.backward(); optimizer.step()
             scheduler.step()
 
-    The cost of a step (``benchmarks/step_cost.py``): an exact meta step is about 3× a
-    cross-entropy step on CPU (the base forward's outputs are recorded and reused by the model's
+    The cost of a step (measured by ``benchmarks/step_cost.py``): an exact meta step costs a few
+    cross-entropy steps (the base forward's outputs are recorded and reused by the model's
     Jacobian-vector product; the loss network's derivatives are closed-form); with
     ``meta_every=k`` the k − 1 steps between meta steps cost about one cross-entropy step each.
 
