@@ -326,11 +326,11 @@ class AdaLFL:
                 ce = torch.autograd.grad(self.task_loss(z, y) / n, param_list, retain_graph=reverse)
                 ce_list = list(ce) if not ce_list else [a.add_(b) for a, b in zip(ce_list, ce)]
             for key, value in values.items():
-                sums[key] = value / n if key not in sums else sums[key] + value / n
+                sums[key] = sums[key] + value if key in sums else value
             if keep:
                 micro.append(_Micro(inputs, y, z.detach(), cache, rng, s_leaf if reverse else None,
                                     list(through) if reverse else None, record))
-        scalars: dict[str, Tensor] = dict(sums)
+        scalars = {key: value / n for key, value in sums.items()} if n > 1 else sums
         if ratio:
             scalars["grad_norm_ratio"] = (global_norm(g_list, dtype=torch.float64)
                                           / global_norm(ce_list, dtype=torch.float64).clamp_min(1e-30))
@@ -346,7 +346,8 @@ class AdaLFL:
         names = diffopt.names
         base = self._base_gradient(model, names, batches, ratio=ratio, keep=True)
         scalars = base.scalars
-        params = {n: p.detach() for n, p in model.named_parameters() if n in diffopt.group_index}
+        trainable = set(names)
+        params = {n: p.detach() for n, p in model.named_parameters() if n in trainable}
         g_list = base.grads
         sync.mean_(g_list)  # data parallel: every rank takes the global-batch base gradient
         raw = g_list
