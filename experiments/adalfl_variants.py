@@ -94,7 +94,9 @@ def run(config: str, variants: list[str], seeds: list[int], data_dir: str | None
         if not todo:
             continue
         cfg = base.replace(lr=lr) if lr is not None else base.replace(method_args={method: VARIANTS[folder][1]})
-        compare(cfg, methods=[method], seeds=todo, out_dir=root / folder)
+        # this script's own folders: a run left by another configuration (e.g. other library defaults) is
+        # replaced; the finished seeds are kept in the JSON
+        compare(cfg, methods=[method], seeds=todo, out_dir=root / folder, overwrite=True)
 
 
 def _finals(folder: Path, method: str, stored: dict[str, dict[str, Any]], commit: str) -> dict[int, dict[str, Any]]:

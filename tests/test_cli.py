@@ -64,7 +64,7 @@ def test_compare_takes_per_method_args(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_compare_records_a_diverged_run_and_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["compare", "--methods", "ce", "--seeds", "0,1", "--out", str(tmp_path), "steps=20", "log_every=5",
-            "lr=1e30", "model_args.hidden=[8]", "progress=off"]
+            "lr=1e30", "model_args.hidden=[8]", "progress=off", "divergence_factor=null"]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert captured.err.count("diverged: Training loss became") == 2
@@ -110,7 +110,7 @@ def test_builtin_compare_job_runs_the_documented_methods_on_digits(monkeypatch: 
     class Stop(Exception):
         pass
 
-    def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None):  # type: ignore[no-untyped-def]
+    def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None, overwrite=False):  # type: ignore[no-untyped-def]
         seen.update(cfg=cfg, methods=list(methods), seeds=list(seeds), out=out_dir)
         raise Stop
 

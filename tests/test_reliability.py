@@ -1,5 +1,7 @@
-"""Reliability (issue 17): run directories with one writer, divergence caught at the source, named
-errors with exit status 2 for bad input, and kill -9 at random moments followed by ``--resume``.
+"""Reliability: run directories with one writer, divergence caught at the source (non-finite or
+past the divergence limit), named errors with exit status 2 for bad input and file-system faults,
+signals that stop after a step, comparisons that never replace a finished run, defaults that follow
+the data, and kill -9 at random moments followed by ``--resume``.
 
 Where nothing should change, the run directory is hashed file by file before and after.
 """
@@ -8,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -140,17 +145,23 @@ def test_stale_temp_files_are_cleaned_at_the_next_start(finished: Path, capsys: 
     before = _tree(finished)
     assert _train(finished, "checkpoint_every=10", "keep_checkpoints=true") == 2  # refused: nothing removed
     assert _tree(finished) == before
+    (finished / "summary.json").unlink()  # killed after its last checkpoint: --resume continues it
     assert _train(finished, "checkpoint_every=10", "keep_checkpoints=true", "--resume") == 0
     assert not any(p.exists() for p in stale)
     assert not list(finished.rglob("*.tmp"))
 
 
-def test_compare_resumes_its_runs_and_replaces_runs_of_another_configuration(
+def test_compare_resumes_its_runs_and_replaces_runs_of_another_configuration_only_on_request(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["compare", "--methods", "ce", "--seeds", "0", "--out", str(tmp_path), *TINY[1:]]
     assert main(args) == 0
-    assert main(args) == 0 and "reused" in capsys.readouterr().err
-    assert main([*args, "steps=12"]) == 0  # the folder's run of 20 steps is replaced
+    assert main(args) == 0 and "(reused)" in capsys.readouterr().err
+    before = _tree(tmp_path)
+    assert main([*args, "steps=12"]) == 2  # the folder holds a run of 20 steps: refused, nothing changed
+    err = capsys.readouterr().err
+    assert "1 run directory holds a run of another configuration" in err and "(steps)" in err and "--overwrite" in err
+    assert _tree(tmp_path) == before
+    assert main([*args, "steps=12", "--overwrite"]) == 0  # replaced on request
     assert json.loads((tmp_path / "ce" / "seed0" / "summary.json").read_text())["step"] == 12
     # a killed run (checkpoint, no summary) of this configuration is resumed
     assert main([*args, "steps=12", "checkpoint_every=4", "--out", str(tmp_path / "k")]) == 0
@@ -165,7 +176,7 @@ def test_compare_resumes_its_runs_and_replaces_runs_of_another_configuration(
 
 def test_divergence_without_logging_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    assert _train(run, "lr=1e30", "log_every=0") == 1
+    assert _train(run, "lr=1e30", "log_every=0", "divergence_factor=null") == 1
     err = capsys.readouterr().err
     assert "adaloss: training stopped: Training loss became nan by step 20 (first non-finite at step 2)" in err
     assert "no checkpoint was written" in err
@@ -174,13 +185,14 @@ def test_divergence_without_logging_exits_nonzero(tmp_path: Path, capsys: pytest
 
 def test_the_kept_checkpoint_is_the_last_finite_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    assert _train(run, "lr=1e30", "log_every=0", "checkpoint_every=1") == 1
+    assert _train(run, "lr=1e30", "log_every=0", "checkpoint_every=1", "divergence_factor=null") == 1
     assert "first non-finite at step 2); the last checkpoint" in capsys.readouterr().err
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values())
     before = _tree(run)
-    assert _train(run, "lr=1e30", "log_every=0", "checkpoint_every=1", "--resume") == 1  # the same step again
+    assert _train(run, "lr=1e30", "log_every=0", "checkpoint_every=1", "divergence_factor=null",
+                  "--resume") == 1  # the same step again
     after = _tree(run)
     assert after["checkpoints/last.pt"] == before["checkpoints/last.pt"]
 
@@ -402,3 +414,299 @@ def test_a_dataloader_given_to_the_trainer_is_a_named_error() -> None:
     with pytest.raises(TypeError, match=r"`train_loader` to be an adaloss.data.BatchLoader.*data=dataset"):
         Trainer(model, FixedLossLearner(nn.CrossEntropyLoss()), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                 train_loader=loader, task="classification", steps=1)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- compare keeps every finished run
+
+
+def test_compare_twice_with_one_key_changed_keeps_both_sets_of_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The default folder is keyed by the configuration: a changed key trains new runs beside the
+    old ones; running the first configuration again retrains nothing and changes no file."""
+    monkeypatch.chdir(tmp_path)
+    args = ["compare", "--methods", "ce,focal", "--seeds", "0,1", *TINY[1:]]
+    assert main(args) == 0
+    assert main([*args, "lr=0.02"]) == 0
+    folders = sorted((tmp_path / "runs" / "compare").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("digits-mlp-") for f in folders)
+    trees = {f: _tree(f) for f in folders}
+    lrs = set()
+    for folder in folders:
+        for method in ("ce", "focal"):
+            for seed in (0, 1):
+                summary = json.loads((folder / method / f"seed{seed}" / "summary.json").read_text())
+                lrs.add(summary["config"]["lr"])
+        assert "| ce | 2 |" in (folder / "summary.md").read_text()
+    assert lrs == {0.01, 0.02}
+    capsys.readouterr()
+    for extra in ([], ["lr=0.02"]):  # both configurations again: every run reused, no run file rewritten
+        assert main([*args, *extra]) == 0
+        err = capsys.readouterr().err
+        assert err.count("(reused)") == 4 and "0 runs to train, 4 already finished" in err
+    for folder in folders:
+        after = _tree(folder)
+        assert {k: v for k, v in after.items() if "/seed" in k} == {k: v for k, v in trees[folder].items()
+                                                                    if "/seed" in k}
+
+
+def test_a_run_made_under_other_library_defaults_is_neither_reused_nor_resumed(
+        finished: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    import adaloss.learners.registry as registry
+
+    before = _tree(finished)
+    for _ in range(2):  # --resume on a finished run: a no-op that says so, however often
+        with caplog.at_level("WARNING", logger="adaloss"):
+            assert _train(finished, "checkpoint_every=10", "keep_checkpoints=true", "--resume") == 0
+        assert "holds the finished run of this configuration: nothing to do" in caplog.text
+        caplog.clear()
+        assert _tree(finished) == before
+    real = registry.method_defaults
+    monkeypatch.setattr(registry, "method_defaults", lambda m: {**real(m), "a_new_default": 1})
+    (finished / "summary.json").unlink()
+    before = _tree(finished)
+    assert _train(finished, "checkpoint_every=10", "keep_checkpoints=true", "--resume") == 2
+    assert "different configuration (method_defaults:" in capsys.readouterr().err
+    assert _tree(finished) == before
+
+
+def test_overrides_modify_the_built_in_job_and_the_plan_is_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from adaloss.cli import BUILTIN_METHODS
+
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None, overwrite=False):  # type: ignore[no-untyped-def]
+        seen.update(cfg=cfg, methods=list(methods), out=out_dir)
+        raise Stop
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(importlib.import_module("adaloss.training.compare"), "compare", fake_compare)
+    with pytest.raises(Stop):
+        main(["compare", "threads=1"])
+    cfg = seen["cfg"]
+    assert seen["methods"] == list(BUILTIN_METHODS)  # the six cheap methods, not every method
+    assert (cfg.threads, cfg.steps, cfg.model_args, cfg.method_args) == (  # type: ignore[attr-defined]
+        1, 1000, {"hidden": [256, 256]}, {"adalfl": {"init_steps": 250}})
+    err = capsys.readouterr().err
+    assert "modified by: threads=1" in err
+    assert f"about to run 6 methods × 3 seeds × 1000 steps on digits / mlp: 18 runs to train" in err
+    assert f"folder: {seen['out']}" in err and str(seen["out"]).startswith("runs/compare/digits-mlp-")
+    with pytest.raises(Stop):
+        main(["compare", "threads=1", "steps=10"])
+    assert seen["out"] != Path(err.split("folder: ")[1].split()[0])  # another configuration, another folder
+
+
+# ---------------------------------------------------------------------------- finite divergence
+
+
+@pytest.mark.parametrize("method", ["ce", "adalfl"])
+@pytest.mark.parametrize("log_every", ["100", "0"])
+def test_exploding_but_finite_training_stops_with_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         method: str, log_every: str) -> None:
+    run = tmp_path / "run"
+    extra = ["method_args.init_steps=5"] if method == "adalfl" else []
+    assert _train(run, "lr=1e4", f"method={method}", *extra, f"log_every={log_every}", "checkpoint_every=1",
+                  "steps=40") == 1
+    err = capsys.readouterr().err
+    assert "adaloss: training stopped:" in err and "diverged:" in err and "past the divergence limit" in err
+    assert "divergence_factor=" in err and "the last checkpoint" in err and "Traceback" not in err
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] < 40 and all(torch.isfinite(t).all() for t in state["model"].values())
+    assert not (run / "summary.json").exists()
+
+
+def test_the_divergence_limit_is_configurable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a healthy run passes the default limit, and stops under a tight absolute bound at the first step past it
+    assert _train(tmp_path / "a", "log_every=5") == 0
+    losses = [r["train_loss"] for r in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "train_loss" in r]
+    assert _train(tmp_path / "b", "log_every=1", "divergence_bound=1e-3") == 1
+    err = capsys.readouterr().err
+    assert "Training loss diverged:" in err and "at step 1, past the divergence limit 0.001 (divergence_factor=1000 × " \
+        in err and ", at most divergence_bound=0.001)" in err, err
+    assert losses and all(math.isfinite(v) for v in losses)
+    for bad in ("divergence_factor=0", "divergence_bound=-1"):
+        assert _train(tmp_path / "c", bad) == 2
+        assert f"Expected `{bad.split('=')[0]}` to be a positive number or null" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- file-system faults and signals
+
+
+def test_an_unwritable_run_dir_is_a_named_error_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if os.geteuid() == 0:  # root writes anywhere: a path under a file cannot be created by anyone
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        run = blocker / "run"
+    else:
+        locked = tmp_path / "ro"
+        locked.mkdir()
+        locked.chmod(0o555)
+        run = locked / "run"
+    assert _train(run) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adaloss: error: Could not write") and str(run) in err and "choose another `run_dir`" in err
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_is_a_named_error_and_leaves_nothing_half_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import adaloss.checkpoint as checkpoint
+
+    real_save, calls = checkpoint.torch.save, []
+
+    def full_disk_after_the_first(obj: object, f: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            return real_save(obj, f)
+        f.write(b"part of a checkpoint")  # type: ignore[attr-defined]
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk_after_the_first)
+    run = tmp_path / "run"
+    assert _train(run, "checkpoint_every=10") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"adaloss: error: Could not write '{run / 'checkpoints' / 'last.pt'}'") and "Traceback" \
+        not in err
+    assert not list(run.rglob("*.tmp"))  # nothing half-written
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 10  # the last good one, intact
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)  # space freed: the run continues
+    assert _train(run, "checkpoint_every=10", "--resume") == 0
+
+
+def test_run_files_share_one_mode(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _train(run, "checkpoint_every=10") == 0
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.rglob("*") if p.is_file()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_a_resume_command(
+        tmp_path: Path, sig: int, code: int, compare_runs: Callable[[Path, Path], None]) -> None:
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_args = [*KILL_RUN, "checkpoint_every=100"]
+    assert main(["train", *run_args, f"run_dir={full}"]) == 0
+    command = [sys.executable, "-m", "adaloss", "train", *run_args, f"run_dir={part}"]
+    proc = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _logged_step(part) < 120 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    step = int(load_checkpoint(part / "checkpoints" / "last.pt")["step"])
+    assert 120 <= step < 1000
+    assert f"stopped by {signal.Signals(sig).name} after step {step}; the last checkpoint is " \
+           f"{part / 'checkpoints' / 'last.pt'} (step {step}); continue with: adaloss train" in err
+    assert err.rstrip().endswith("--resume") and "Traceback" not in err
+    resume = err.rstrip().split("continue with: adaloss ")[1]
+    assert main(shlex.split(resume)) == 0  # the printed command continues the run to the uninterrupted result
+    compare_runs(full, part)
+
+
+@pytest.mark.slow
+def test_sigint_before_the_first_step_leaves_the_directory_as_found(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "adaloss", "train", *INIT_RUN[:-3], "method_args.init_steps=100000",
+               f"run_dir={run}"]
+    proc = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # inside the offline initialisation, which keeps no checkpoint here
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # the second one stops at once
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert not run.exists()
+
+
+# ---------------------------------------------------------------------------- run-directory state
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_the_directory_as_found(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for existing in (False, True):
+        run = tmp_path / f"run{existing}"
+        run.mkdir()
+        (run / "taylorglo_search.json").write_text("{not json")  # a corrupt search state
+        if existing:
+            (run / "notes.txt").write_text("mine")
+        before = _tree(run)
+        assert _train(run, "method=taylorglo") == 2
+        assert "is not a readable CMA-ES search state" in capsys.readouterr().err
+        assert _tree(run) == before
+        (run / "taylorglo_search.json").unlink()  # the same command then starts: nothing claims the directory
+        assert _train(run, "method=taylorglo", "method_args.popsize=4", "method_args.generations=1",
+                      "method_args.partial_steps=5") == 0
+
+
+# ---------------------------------------------------------------------------- defaults that follow the data
+
+
+def _housing_csv(path: Path, rows: int) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 3))
+    medv = 20 + 3 * x[:, 0] - 2 * x[:, 1] + rng.normal(scale=0.5, size=rows)
+    lines = ["CRIM,RM,LSTAT,MEDV"] + [f"{a:.4f},{b:.4f},{c:.4f},{m:.2f}" for (a, b, c), m in zip(x, medv)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_default_method_follows_the_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _housing_csv(tmp_path / "housing.csv", 400)
+    for extra in (["task=regression"], []):  # given, and inferred from the numeric target
+        run = tmp_path / f"run{len(extra)}"
+        assert main(["train", "dataset=csv", f"data_path={data}", "target=MEDV", *extra, "steps=50",
+                     f"run_dir={run}", "progress=off"]) == 0
+        config = json.loads((run / "summary.json").read_text())["config"]
+        assert config["method"] == "mse"
+    assert main(["list", "keys"]) == 0
+    assert "method=None\t# unset: ce for classification, mse for regression, contrastive for embedding" in \
+        capsys.readouterr().out
+
+
+def test_a_batch_larger_than_the_split_is_clipped_with_one_warning(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    data = _housing_csv(tmp_path / "small.csv", 100)  # 80 rows after the test split, 72 for training
+    with caplog.at_level("WARNING", logger="adaloss"):
+        assert main(["train", "dataset=csv", f"data_path={data}", "target=MEDV", "steps=5", "log_every=1",
+                     f"run_dir={tmp_path / 'run'}", "progress=off"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "larger than the training split" in r.getMessage()]
+    assert warnings == ["batch_size=128 is larger than the training split (72 rows): using batches of 72"]
+
+
+def test_npz_accepts_string_labels_like_csv(tmp_path: Path) -> None:
+    from adaloss.data import DataFormatError
+    from adaloss.data.own import load_csv, load_npz
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 4)).astype(np.float32)
+    names = np.array(["setosa", "versicolor", "virginica"])[np.arange(90) % 3]
+    np.savez(tmp_path / "flowers.npz", x=x, y=names)
+    (tmp_path / "flowers.csv").write_text("a,b,c,d,species\n" + "".join(
+        f"{','.join(f'{v:.9g}' for v in row)},{n}\n" for row, n in zip(x, names)))
+    npz, csv_ = load_npz(tmp_path / "flowers.npz"), load_csv(tmp_path / "flowers.csv", target="species")
+    assert npz.task == csv_.task == "classification"
+    assert npz.class_names == csv_.class_names == ("setosa", "versicolor", "virginica")
+    assert torch.equal(npz.train.y, csv_.train.y) and torch.equal(npz.test.y, csv_.test.y)
+    assert main(["train", "dataset=npz", f"data_path={tmp_path / 'flowers.npz'}", "steps=5", "progress=off",
+                 f"run_dir={tmp_path / 'run'}"]) == 0
+    np.savez(tmp_path / "bad.npz", x=x, y=names, x_test=x[:3], y_test=np.array(["setosa", "rose", "setosa"]))
+    with pytest.raises(DataFormatError, match=r"array 'y_test' holds 'rose' at row 1, a class array 'y' does not have"):
+        load_npz(tmp_path / "bad.npz")
+    np.savez(tmp_path / "reg.npz", x=x, y=names)
+    with pytest.raises(DataFormatError, match=r"holds strings .* expected numbers for task='regression'"):
+        load_npz(tmp_path / "reg.npz", task="regression")

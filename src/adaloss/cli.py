@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +22,11 @@ Dotted keys set one option of a mapping key: model_args.hidden=[500,500]. `adalo
 prints every key with its default. `metric` names the metric a method optimises (ALA's reward,
 also evaluated), e.g. `adaloss train method=ala metric=aucpr`; `adaloss list metrics` lists them.
 
-Exit status: 0 done; 1 training stopped (non-finite loss, parameters or outputs) or a distributed
-job failed; 2 bad input (config, data, a run_dir that holds a run without --resume/--overwrite);
-3 the run_dir is in use by another adaloss process.
+Exit status: 0 done; 1 training stopped (a non-finite loss, parameters or outputs, or a loss past the
+divergence limit) or a distributed job failed; 2 bad input (config, data, a run_dir that holds a run
+without --resume/--overwrite) or a file that cannot be written (read-only folder, disk full);
+3 the run_dir is in use by another adaloss process; 130 / 143 stopped by Ctrl-C / SIGTERM (after the
+current step, with a final checkpoint when checkpoint_every is set; continue with --resume).
 """
 
 #: exit status when the run directory is locked by another writer
@@ -54,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     common(c)
     c.add_argument("--methods", metavar="M1,M2", help="methods to compare (default: every method for the task)")
     c.add_argument("--seeds", metavar="S1,S2", default="0,1,2", help="seeds (default: 0,1,2)")
-    c.add_argument("--out", metavar="DIR", help="output folder (default: runs/compare/<dataset>-<model>)")
+    c.add_argument("--out", metavar="DIR",
+                   help="output folder (default: runs/compare/<dataset>-<model>-<hash of the configuration>)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace runs in the output folder that were made with another configuration")
 
     from adaloss.plotting.cli import add_plot_parser
 
@@ -65,9 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-#: The built-in default job (`adaloss compare` with no config and no overrides): offline digits,
-#: an MLP sized for 8x8 inputs, every method runnable on defaults, AdaLFL with a shorter
-#: offline initialisation so that the whole job takes a few minutes on 2 CPU cores.
+#: The built-in default job (`adaloss compare` without a config file; key=value overrides modify
+#: it): offline digits, an MLP sized for 8x8 inputs, every method runnable on defaults, AdaLFL
+#: with a shorter offline initialisation so that the whole job takes a few minutes on 2 CPU cores.
 BUILTIN_COMPARE = ["dataset=digits", "model=mlp", "model_args.hidden=[256,256]", "steps=1000", "eval_every=200",
                    "method_args.adalfl.init_steps=250"]
 # TaylorGLO is left out of the built-in job: a search small enough for a demo (48 candidates × 100
@@ -98,10 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr,
     )
-    from adaloss.distributed import DistributedError
+    from adaloss.checkpoint import STORAGE_ERRNOS, CheckpointError, StorageError, storage_error
+    from adaloss.distributed import DistributedError, launched_by_torchrun
     from adaloss.learners.base import TrainingDiverged
-    from adaloss.checkpoint import CheckpointError
     from adaloss.training.config import ConfigError
+    from adaloss.training.interrupt import Interrupted, graceful_stop
     from adaloss.training.rundir import RunDirectoryBusy
 
     try:
@@ -111,8 +120,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             from adaloss.plotting.cli import run_plot
 
             return run_plot(args)
-        return _train(args) if args.command == "train" else _compare(args)
-    except (ConfigError, ValueError, TypeError, FileNotFoundError, CheckpointError) as e:
+        # a signal stops the run after its current step (under torchrun the ranks must stop together: default)
+        with contextlib.nullcontext() if launched_by_torchrun() else graceful_stop():
+            return _train(args) if args.command == "train" else _compare(args)
+    except Interrupted as e:
+        again = ("rerun the same command to continue (finished runs are reused)" if args.command == "compare"
+                 else f"continue with: {_resume_command(argv)}")
+        print(f"adaloss: {e}; {again}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("adaloss: interrupted; the run's last checkpoint, if it has one, is kept (continue with --resume)",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
+    except StorageError as e:
+        print(f"adaloss: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not isinstance(e, FileNotFoundError) and e.errno in STORAGE_ERRNOS:
+            print(f"adaloss: error: {storage_error(e.filename or '?', e)}", file=sys.stderr)
+            return 2
+        if not isinstance(e, FileNotFoundError):
+            raise
+        print(f"adaloss: error: {e}", file=sys.stderr)
+        return 2
+    except (ConfigError, ValueError, TypeError, CheckpointError) as e:
         print(f"adaloss: error: {e}", file=sys.stderr)
         return 2
     except RunDirectoryBusy as e:
@@ -126,6 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _resume_command(argv: Sequence[str] | None) -> str:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "--resume" not in words:
+        words = [w for w in words if w != "--overwrite"] + ["--resume"]
+    return "adaloss " + " ".join(shlex.quote(w) for w in words)
+
+
 def _load(args: argparse.Namespace):  # -> TrainConfig
     from adaloss.training.config import load_config
 
@@ -135,7 +173,7 @@ def _load(args: argparse.Namespace):  # -> TrainConfig
 
 
 def _train(args: argparse.Namespace) -> int:
-    from adaloss.training.experiment import default_run_dir, train
+    from adaloss.training.experiment import train
 
     cfg = _load(args)
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -149,8 +187,7 @@ def _train(args: argparse.Namespace) -> int:
         dist.destroy_process_group()
         if rank != 0:
             return 0
-    run_dir = cfg.run_dir or default_run_dir(cfg)
-    print(yaml.safe_dump({"run_dir": str(run_dir), "final": summary["final"],
+    print(yaml.safe_dump({"run_dir": summary["run_dir"], "final": summary["final"],
                           "wall_time_s": round(summary["wall_time_s"], 2)}, sort_keys=False), end="")
     return 0
 
@@ -158,35 +195,43 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from adaloss.learners import methods_for
     from adaloss.plotting import write_learning_curves
-    from adaloss.training.compare import compare, format_markdown, summarise, write_csv
+    from adaloss.training.compare import compare, compare_key, format_markdown, plan, summarise, write_csv
+    from adaloss.training.experiment import data_name, load_data, task_splits
+    from adaloss.training.rundir import write_text_atomic
 
-    builtin = args.config is None and not args.overrides
-    if builtin:
-        args.overrides = list(BUILTIN_COMPARE)
-        print(f"built-in default job: {' '.join(BUILTIN_COMPARE)}", file=sys.stderr)
+    builtin = args.config is None
+    if builtin:  # the user's key=value overrides modify the built-in job
+        print(f"built-in default job: {' '.join(BUILTIN_COMPARE)}"
+              + (f", modified by: {' '.join(args.overrides)}" if args.overrides else ""), file=sys.stderr)
+        args.overrides = [*BUILTIN_COMPARE, *args.overrides]
     cfg = _load(args)
-    if builtin and not args.methods:
-        methods = list(BUILTIN_METHODS)
-    elif args.methods:
+    if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    elif cfg.method is not None:  # a config's one method, over the seeds
+        methods = [cfg.method]
     else:
-        from adaloss.training.experiment import load_data, task_splits
-
-        task = task_splits(cfg, load_data(cfg, seed=0)).task
+        task = cfg.task or task_splits(cfg, load_data(cfg, seed=0)).task
         methods = methods_for(task, runnable_on_defaults=True)
+        if builtin and task == "classification":
+            methods = [m for m in BUILTIN_METHODS if m in methods]
     seeds = _int_list("--seeds", args.seeds)
-    from adaloss.training.experiment import data_name
-
-    out = Path(args.out) if args.out else Path("runs") / "compare" / f"{data_name(cfg)}-{cfg.model}"
+    out = (Path(args.out) if args.out
+           else Path("runs") / "compare" / f"{data_name(cfg)}-{cfg.model}-{compare_key(cfg)}")
+    todo = plan(cfg, methods=methods, seeds=seeds, out_dir=out)
+    print(f"about to run {len(methods)} methods × {len(seeds)} seeds × {cfg.steps} steps on {data_name(cfg)} / "
+          f"{cfg.model}: {len(todo['train'])} runs to train, {len(todo['reuse'])} already finished"
+          + (f", {len(todo['conflicts'])} of another configuration ({'replaced' if args.overwrite else 'refused'})"
+             if todo["conflicts"] else "") + f"\n  methods: {', '.join(methods)}; seeds: {seeds}\n  folder: {out}",
+          file=sys.stderr)
 
     def report(r) -> None:  # type: ignore[no-untyped-def]
         state = "reused" if r.reused else f"{r.wall_time_s:.1f}s"
         metrics = f"diverged: {r.diverged}" if r.diverged else ", ".join(f"{k}={v:.4g}" for k, v in r.final.items())
         print(f"  {r.method:<16} seed {r.seed}: {metrics} ({state})", file=sys.stderr)
 
-    print(f"comparing {methods} x seeds {seeds} on {cfg.dataset}/{cfg.model}, {cfg.steps} steps -> {out}",
-          file=sys.stderr)
-    results = compare(cfg, methods=methods, seeds=seeds, out_dir=out, on_result=report)
+    results = compare(cfg, methods=methods, seeds=seeds, out_dir=out, on_result=report, overwrite=args.overwrite)
+    write_text_atomic(out / "compare.yaml", yaml.safe_dump(
+        {"methods": methods, "seeds": seeds, "config": cfg.to_dict()}, sort_keys=False))
     rows = summarise(results)
     table = format_markdown(rows)
     runs_csv, summary_csv = write_csv(results, rows, out)
@@ -221,10 +266,12 @@ def _list(what: str) -> int:
             print(f"{m}\t{cls.task}\t{'higher' if cls.higher_is_better else 'lower'} is better")
         return 0
     else:
+        from adaloss.learners.registry import DEFAULT_METHODS
         from adaloss.training.config import TrainConfig
 
+        notes = {"method": "unset: " + ", ".join(f"{m} for {t}" for t, m in DEFAULT_METHODS.items())}
         for k, v in TrainConfig().to_dict().items():
-            print(f"{k}={v!r}")
+            print(f"{k}={v!r}" + (f"\t# {notes[k]}" if k in notes else ""))
         return 0
     print("\n".join(names))
     return 0

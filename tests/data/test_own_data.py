@@ -278,7 +278,7 @@ def _npz_cases() -> list[tuple[dict[str, np.ndarray], dict[str, str], str]]:
          r"array 'y_test' holds 3 at row 3, out of range: the training labels array 'y' go up to 2, so expected class "
          r"indices in 0..2"),
         ({"x": x, "y": np.ones(30, dtype=np.int64)}, {}, r"array 'y' holds one class only \(1 in all 30 rows\)"),
-        ({"x": x, "y": np.array(["a"] * 30)}, {}, r"array 'y' has dtype <U1; expected numbers"),
+        ({"x": np.array([["a"]] * 30), "y": y}, {}, r"array 'x' has dtype <U1; expected numbers"),
         ({"x": x[:0], "y": y[:0]}, {}, r"array 'x' has no rows"),
     ]
 

@@ -60,15 +60,16 @@ def test_a_resumed_run_shows_each_step_once(kill_and_resume: Callable[..., Any])
     assert _tb_scalars(run.part) == _jsonl_scalars(run.part) == _jsonl_scalars(run.full) == _tb_scalars(run.full)
 
 
-def test_tensorboard_alone_writes_no_jsonl_and_still_marks_a_run(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_tensorboard_is_written_in_addition_to_metrics_jsonl(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     args = ["train", "steps=10", "log_every=5", "model_args.hidden=[16]", "progress=off", "logger=tensorboard",
             f"run_dir={tmp_path}"]
     assert main(args) == 0
-    assert not (tmp_path / "metrics.jsonl").exists()
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "train_loss" in r] == [5, 10]  # plot reads it
     assert [e.step for e in _events(tmp_path).Scalars("train_loss")] == [5, 10]
-    assert main(args) == 2  # the event files are a run: a fresh start needs --overwrite
-    assert "already holds a run (summary.json, tensorboard/)" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "fig")]) == 0
+    assert main(args) == 2  # a fresh start needs --overwrite
+    assert "already holds a run (metrics.jsonl, summary.json, tensorboard/)" in capsys.readouterr().err
 
 
 def test_tensorboard_not_installed_is_a_named_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -83,7 +83,8 @@ def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
 
 
 def test_divergence_stops_with_the_step(tmp_path: Path) -> None:
-    cfg = TrainConfig(steps=200, batch_size=32, lr=1e6, log_every=10, run_dir=str(tmp_path), **SMALL)
+    cfg = TrainConfig(steps=200, batch_size=32, lr=1e6, log_every=10, run_dir=str(tmp_path), divergence_factor=None,
+                      **SMALL)
     with pytest.raises(TrainingDiverged, match=r"Training loss became nan by step \d+"):
         train(cfg)
 

@@ -11,9 +11,9 @@ Task: the given ``task``, else inferred from the training targets: classificatio
 labels (an integer array or tensor dtype), for integral numbers with at most
 :data:`MAX_INFERRED_CLASSES` distinct values, and for a CSV target column that is not numeric
 (class names); regression otherwise. Labels: a CSV target column's distinct values are mapped to
-``0..C-1`` in sorted order (numbers numerically) and kept as ``DatasetSplits.class_names``;
-arrays and tensors hold class indices ``0..C-1`` themselves (``C`` = the largest training label
-+ 1). ``task="embedding"`` reads the labels as classification; the split by class is
+``0..C-1`` in sorted order (numbers numerically) and kept as ``DatasetSplits.class_names``, and
+so are string labels in an array (numpy ``str``/``bytes`` dtype, e.g. an NPZ ``y``); numeric arrays
+and tensors hold class indices ``0..C-1`` themselves (``C`` = the largest training label + 1). ``task="embedding"`` reads the labels as classification; the split by class is
 :func:`~adaloss.data.split_for_task`'s.
 
 Every error names the file (or ``data``), the column or array, what was expected and what was
@@ -169,6 +169,7 @@ def _from_arrays(
         given, other = ("x_test", "y_test") if "x_test" in arrays else ("y_test", "x_test")
         raise error(f"{names.origin}: {noun(given)} is given without {noun(other)}; expected both (a test set) or "
                     f"neither (a 20% test split is held out).")
+    arrays, class_names = _named_labels(arrays, task=task, names=names, error=error)
     checked: dict[str, np.ndarray] = {}
     for key, a in arrays.items():
         if a.dtype.kind not in "biuf":
@@ -227,8 +228,50 @@ def _from_arrays(
     else:
         y = y.astype(np.float64)
         test = None if test is None else (test[0], test[1].astype(np.float64))
-    return _build(name, x, y, test, task=label_task, num_classes=num_classes, class_names=(),
+    return _build(name, x, y, test, task=label_task, num_classes=num_classes, class_names=class_names,
                   valid_fraction=valid_fraction, seed=seed, where=names("y"), error=error)
+
+
+def _named_labels(
+    arrays: Mapping[str, np.ndarray], *, task: Task | None, names: _Names, error: type[ValueError]
+) -> tuple[Mapping[str, np.ndarray], tuple[str, ...]]:
+    """String labels (a ``y`` of numpy string dtype, as a CSV target column of class names gives)
+    mapped to ``0..C-1`` in sorted order, with the class names; other arrays pass unchanged."""
+    y = arrays.get("y")
+    y_test = arrays.get("y_test")
+    strings = y is not None and y.dtype.kind in "US"
+    if not strings:
+        if y_test is not None and y_test.dtype.kind in "US":
+            raise error(f"{names('y_test')} holds strings (dtype {y_test.dtype}), but {names.noun('y')} holds "
+                        f"{y.dtype if y is not None else 'nothing'}; expected labels of one kind in both.")
+        return arrays, ()
+    if task == "regression":
+        raise error(f"{names('y')} holds strings (dtype {y.dtype}); expected numbers for task='regression' (leave "
+                    "`task` unset to read them as class names).")
+
+    def text(a: np.ndarray) -> list[str]:
+        flat = a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
+        if flat.ndim != 1:
+            raise error(f"{names('y')} has shape {a.shape}; expected one label per row: shape (N,) or (N, 1).")
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in flat.tolist()]
+
+    labels = text(y)
+    classes = sorted(set(labels))
+    index = {c: i for i, c in enumerate(classes)}
+    out = dict(arrays)
+    out["y"] = np.array([index[c] for c in labels], dtype=np.int64)
+    if y_test is not None:
+        if y_test.dtype.kind not in "US":
+            raise error(f"{names('y_test')} has dtype {y_test.dtype}, but {names.noun('y')} holds strings; expected "
+                        "labels of one kind in both.")
+        test_labels = text(y_test)
+        unknown = next((i for i, c in enumerate(test_labels) if c not in index), None)
+        if unknown is not None:
+            shown = ", ".join(repr(n) for n in classes[:10]) + (", ..." if len(classes) > 10 else "")
+            raise error(f"{names('y_test')} holds {test_labels[unknown]!r} at row {unknown}, a class {names.noun('y')} "
+                        f"does not have; expected one of {shown}.")
+        out["y_test"] = np.array([index[c] for c in test_labels], dtype=np.int64)
+    return out, tuple(classes)
 
 
 def _class_indices(y: np.ndarray, where: str) -> np.ndarray:

@@ -14,7 +14,8 @@ from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.losses import HANDCRAFTED_LOSSES, create_loss
 from adaloss.typing import Task
 
-__all__ = ["METHODS", "METHOD_TASKS", "create_learner", "methods_for", "register_method", "takes_target_metric"]
+__all__ = ["METHODS", "METHOD_TASKS", "create_learner", "default_method", "method_defaults", "methods_for",
+           "register_method", "takes_target_metric"]
 
 #: name → factory ``(task, **method_args) -> Learner``
 METHODS: dict[str, Callable[..., Learner]] = {}
@@ -24,11 +25,15 @@ METHOD_TASKS: dict[str, tuple[Task, ...]] = {}
 _NEEDS_ARGS: set[str] = set()
 #: methods that optimise a named evaluation metric (their factory takes ``metric=``)
 _TARGET_METRIC: set[str] = set()
+#: name → where the method's option defaults are declared (callables and tables), see :func:`method_defaults`
+_DEFAULTS_FROM: dict[str, tuple[Any, ...]] = {}
+#: the method a run uses when the config names none: the task's plain handcrafted loss
+DEFAULT_METHODS: dict[Task, str] = {"classification": "ce", "regression": "mse", "embedding": "contrastive"}
 
 
 def register_method(
     name: str, factory: Callable[..., Learner], *, tasks: tuple[Task, ...], needs_args: bool = False,
-    target_metric: bool = False, optional_dependency: bool = False,
+    target_metric: bool = False, optional_dependency: bool = False, defaults_from: tuple[Any, ...] = (),
 ) -> None:
     """Make ``method=name`` build ``factory(task=..., **method_args)`` for the given tasks.
 
@@ -36,6 +41,9 @@ def register_method(
     needs a package outside the base install (an extra); ``adaloss compare`` without
     ``--methods`` skips both. ``target_metric`` marks a method that optimises a named metric: the
     config key ``metric`` reaches its factory as ``metric=`` (:func:`takes_target_metric`).
+    ``defaults_from``: where options the factory passes on (``**options``) have their defaults —
+    callables (or ``"module:attribute"`` names, imported when asked) whose keyword defaults, or
+    option tables (a mapping, or a ``"module:TABLE"`` name of one), :func:`method_defaults` reports.
     """
     if name in METHODS:
         raise ValueError(f"A method named {name!r} is already registered.")
@@ -45,6 +53,62 @@ def register_method(
         _NEEDS_ARGS.add(name)
     if target_metric:
         _TARGET_METRIC.add(name)
+    _DEFAULTS_FROM[name] = (factory, *defaults_from)
+
+
+def default_method(task: Task) -> str:
+    """The method of a run whose config names none (:data:`DEFAULT_METHODS`): ``ce`` for
+    classification, ``mse`` for regression, ``contrastive`` for embedding."""
+    return DEFAULT_METHODS[task]
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so recorded identities compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    return value
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """The library's defaults for ``method``'s options: the keyword defaults of its factory and of
+    what the factory passes options on to, and the option tables it reads (e.g. ALA's presets);
+    the first declaration of a name wins. Part of a run's identity, so that a run made under other
+    library defaults is neither reused nor resumed.
+    """
+    if method not in METHODS:
+        raise unknown_name_error("method", method, METHODS)
+    import importlib
+    import inspect
+
+    found: dict[str, Any] = {}
+    for source in _DEFAULTS_FROM[method]:
+        if isinstance(source, str):
+            module, _, attr = source.partition(":")
+            source = getattr(importlib.import_module(module), attr)
+            if isinstance(source, dict):  # an option table: reported under its name
+                source = (attr, source)
+        if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], str):  # a named table
+            name, table = source
+            if name not in found and _plain(table):
+                found[name] = _as_json(table)
+            continue
+        for param in inspect.signature(source).parameters.values():
+            if (param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name != "task"
+                    and param.default is not param.empty and _plain(param.default)):
+                found.setdefault(param.name, _as_json(param.default))
+    return dict(sorted(found.items()))
 
 
 def takes_target_metric(method: str) -> bool:
@@ -78,7 +142,7 @@ def _handcrafted(name: str) -> Callable[..., Learner]:
 
 
 for _name, (_task, _) in HANDCRAFTED_LOSSES.items():
-    register_method(_name, _handcrafted(_name), tasks=(_task,))
+    register_method(_name, _handcrafted(_name), tasks=(_task,), defaults_from=(HANDCRAFTED_LOSSES[_name][1],))
 
 
 def _adalfl(
@@ -160,9 +224,12 @@ def _libauc_ap(*, task: Task, **options: Any) -> Learner:
 
 
 register_method("libauc_ap", _libauc_ap, tasks=("classification",), optional_dependency=True)
-register_method("adalfl", _adalfl, tasks=("classification", "regression"))
-register_method("ml3", _ml3, tasks=("classification", "regression"))
-register_method("taylorglo", _taylorglo, tasks=("classification", "regression"))
+_ADALFL_DEFAULTS = ("adaloss.losses.network:LossNetwork", "adaloss.learners.adalfl:AdaLFLLearner",
+                    "adaloss.learners.adalfl:AdaLFL")
+register_method("adalfl", _adalfl, tasks=("classification", "regression"), defaults_from=_ADALFL_DEFAULTS)
+register_method("ml3", _ml3, tasks=("classification", "regression"), defaults_from=(_adalfl, *_ADALFL_DEFAULTS))
+register_method("taylorglo", _taylorglo, tasks=("classification", "regression"),
+                defaults_from=("adaloss.learners.taylorglo:TaylorGLOLearner", "adaloss.learners.taylorglo:TaylorGLO"))
 def _ala(*, task: Task, **options: Any) -> Learner:
     """ALA (Huang et al. 2019): a policy moves the loss's Φ (class-pair loss for classification,
     pair-distance loss for embedding) every K steps, rewarded by the change of a validation
@@ -173,4 +240,11 @@ def _ala(*, task: Task, **options: Any) -> Learner:
 
 
 register_method("learned_loss", _learned_loss, tasks=("classification", "regression"), needs_args=True)
-register_method("ala", _ala, tasks=("classification", "embedding"), target_metric=True)
+register_method("ala", _ala, tasks=("classification", "embedding"), target_metric=True, defaults_from=(
+    "adaloss.learners.ala.learner:create_ala_learner", "adaloss.learners.ala.learner:ALALearner",
+    "adaloss.learners.ala.scheduler:ALA", "adaloss.learners.ala.presets:ALA_PRESETS",
+    "adaloss.learners.ala.presets:FAMILY_DEFAULTS", "adaloss.learners.ala.presets:PRESET_FORMS",
+    "adaloss.learners.ala.presets:PRESET_FAMILIES",
+    "adaloss.losses.ala:ClassPairLoss", "adaloss.losses.ala:ClassWeightLoss", "adaloss.losses.ala:FrequencyWeightLoss",
+    "adaloss.losses.ala:PairDistanceLoss",
+))

@@ -17,9 +17,10 @@ from adaloss.data import DatasetSplits
 from adaloss.learners.base import TrainingDiverged
 from adaloss.training.config import TrainConfig
 from adaloss.training.experiment import load_data, train
-from adaloss.training.rundir import write_text_atomic
+from adaloss.training.rundir import RunDirectoryError, finished_summary, write_text_atomic
 
-__all__ = ["BASELINES", "RunResult", "compare", "format_markdown", "summarise", "welch_p_value", "write_csv"]
+__all__ = ["BASELINES", "RunResult", "compare", "compare_key", "format_markdown", "plan", "summarise", "welch_p_value",
+           "write_csv"]
 
 logger = logging.getLogger("adaloss")
 
@@ -38,6 +39,41 @@ class RunResult:
     """Why the run stopped early (its learned loss turned non-finite); ``final`` is then empty."""
 
 
+def compare_key(base: TrainConfig) -> str:
+    """A short hash of a comparison's full configuration: ``base``'s keys (seed aside) and the
+    library defaults of every registered method — the default folder of ``adaloss compare`` ends
+    with it, so that a changed key, or another adaloss's defaults, never meets earlier runs."""
+    import hashlib
+
+    from adaloss.learners.registry import METHODS, method_defaults
+
+    ident = {k: v for k, v in base.identity().items() if k not in ("seed", "method", "method_defaults")}
+    ident["method_defaults"] = {m: method_defaults(m) for m in sorted(METHODS)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _run_config(base: TrainConfig, method: str, seed: int, out: Path) -> TrainConfig:
+    return base.replace(method=method, seed=seed, run_dir=str(out / method / f"seed{seed}"),
+                        method_args=base.method_args.get(method, {}))
+
+
+def plan(base: TrainConfig, *, methods: Sequence[str], seeds: Sequence[int], out_dir: str | Path) -> dict[str, list]:
+    """What :func:`compare` would do: the ``(method, seed)`` runs it reuses (finished with this
+    configuration), ``train`` (new, or resumed from a checkpoint) and ``conflicts``: run directories
+    that hold a run of another configuration, as ``(method, seed, differing keys)``."""
+    out = Path(out_dir)
+    found: dict[str, list] = {"reuse": [], "train": [], "conflicts": []}
+    for method in methods:
+        for seed in seeds:
+            cfg = _run_config(base, method, seed, out)
+            if finished_summary(cfg.run_dir, cfg.identity()) is not None:  # type: ignore[arg-type]
+                found["reuse"].append((method, seed))
+                continue
+            stale = _recorded_elsewise(Path(cfg.run_dir), cfg)  # type: ignore[arg-type]
+            found["conflicts" if stale else "train"].append((method, seed, stale) if stale else (method, seed))
+    return found
+
+
 def compare(
     base: TrainConfig,
     *,
@@ -46,13 +82,17 @@ def compare(
     out_dir: str | Path,
     on_result: Callable[[RunResult], None] | None = None,
     data: object = None,
+    overwrite: bool = False,
 ) -> list[RunResult]:
     """Train every method with every seed on ``base``'s task; reuse runs already finished.
 
     ``base.method_args`` is keyed by method name here (``{"adalfl": {"init_steps": 250}}``):
     each method gets its own options. A run is reused when
-    ``<out_dir>/<method>/seed<k>/summary.json`` exists and its recorded configuration equals the
-    one wanted; a run killed part-way resumes from its checkpoint. A run that diverges
+    ``<out_dir>/<method>/seed<k>/summary.json`` exists and its recorded configuration (the
+    library's method defaults included) equals the one wanted; a run killed part-way resumes
+    from its checkpoint. A run directory that holds a run of another configuration is never
+    replaced unless ``overwrite``: a :class:`~adaloss.training.rundir.RunDirectoryError` naming
+    the runs and the keys that differ is raised before anything is trained. A run that diverges
     (:class:`~adaloss.learners.TrainingDiverged`) does not stop the comparison: it is recorded in
     ``diverged.json`` beside its checkpoints (and reused like a finished run), reported with its
     cause, counted per method and left out of the means.
@@ -76,14 +116,22 @@ def compare(
             f"expected method names {sorted(METHODS)} with mapping values, but got {stray}."
         )
     out = Path(out_dir)
+    conflicts = plan(base, methods=methods, seeds=seeds, out_dir=out)["conflicts"]
+    if conflicts and not overwrite:
+        listed = "; ".join(f"{out / m / f'seed{k}'} ({keys})" for m, k, keys in conflicts[:5])
+        raise RunDirectoryError(
+            f"{len(conflicts)} run director{'ies hold runs' if len(conflicts) > 1 else 'y holds a run'} of another "
+            f"configuration, which this comparison would replace: {listed}{' ...' if len(conflicts) > 5 else ''}. "
+            "Choose another output folder (the default one is keyed by the configuration), or replace them with "
+            "--overwrite (overwrite=True)."
+        )
     results: list[RunResult] = []
     data_cache: dict[int, DatasetSplits] = {}
     for method in methods:
         for seed in seeds:
-            run_dir = out / method / f"seed{seed}"
-            cfg = base.replace(method=method, seed=seed, run_dir=str(run_dir),
-                               method_args=base.method_args.get(method, {}))
-            summary = _finished_summary(run_dir, cfg)
+            cfg = _run_config(base, method, seed, out)
+            run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
+            summary = finished_summary(run_dir, cfg.identity())
             reused = summary is not None
             if summary is None:
                 if seed not in data_cache:
@@ -91,11 +139,11 @@ def compare(
                 logger.info("training %s seed %d -> %s", method, seed, run_dir)
                 start = time.perf_counter()
                 # a run of this configuration continues (from its checkpoint, if any); one of another
-                # configuration in this comparison's folder is stale and is replaced
+                # configuration is replaced only on request (checked for every run above)
                 stale = _recorded_elsewise(run_dir, cfg)
                 if stale:
-                    logger.warning("%s seed %d: replacing the run in %s, recorded with another configuration (%s)",
-                                   method, seed, run_dir, stale)
+                    logger.warning("%s seed %d: replacing the run in %s, recorded with another configuration (%s), "
+                                   "as asked (overwrite)", method, seed, run_dir, stale)
                 try:
                     summary = train(cfg, resume=not stale, overwrite=bool(stale), data=data_cache[seed])
                 except TrainingDiverged as e:
@@ -113,20 +161,6 @@ def compare(
 
 
 _DIVERGED = "diverged.json"
-
-
-def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
-    for name in ("summary.json", _DIVERGED):
-        path = run_dir / name
-        if not path.exists():
-            continue
-        try:
-            summary = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue
-        if summary.get("config") == cfg.identity():
-            return summary
-    return None
 
 
 def _recorded_elsewise(run_dir: Path, cfg: TrainConfig) -> str:

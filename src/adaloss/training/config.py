@@ -133,7 +133,9 @@ class TrainConfig:
     # model and method
     model: str = "mlp"
     model_args: dict[str, Any] = field(default_factory=dict)
-    method: str = "ce"
+    #: the training method (``null``: the task's plain loss — ``ce`` for classification, ``mse``
+    #: for regression, ``contrastive`` for embedding)
+    method: Union[str, None] = None
     method_args: dict[str, Any] = field(default_factory=dict)
     # base optimisation (the papers count gradient steps, not epochs)
     steps: int = 1000
@@ -159,6 +161,13 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 0
     keep_checkpoints: bool = False
+    #: divergence that stays finite: a run stops (like a non-finite loss, exit status 1) when the
+    #: training loss exceeds ``divergence_factor`` × max(|its first value|, 1), or a meta-learner's
+    #: task loss on the meta batch that × max(the untrained model's task loss, 1) (``null``: never).
+    #: How far healthy runs stay below it: ``experiments/results/divergence_margin.md``
+    divergence_factor: Union[float, None] = 1e3
+    #: ... or when its magnitude exceeds this absolute bound (``null``: none)
+    divergence_bound: Union[float, None] = None
     # reproducibility and placement
     seed: int = 0
     deterministic: bool = False
@@ -180,7 +189,7 @@ class TrainConfig:
     #: keys that do not change results, so resuming or reusing a run may differ in them
     RUNTIME_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
         {"data_dir", "download", "run_dir", "progress", "checkpoint_every", "keep_checkpoints", "threads", "device",
-         "dist_backend", "dist_timeout_s", "logger"}
+         "dist_backend", "dist_timeout_s", "logger", "divergence_factor", "divergence_bound"}
     )
 
     def __post_init__(self) -> None:
@@ -198,6 +207,10 @@ class TrainConfig:
         for name in ("eval_every", "log_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Expected `{name}` to be a non-negative integer, but got {getattr(self, name)!r}.")
+        for name in ("divergence_factor", "divergence_bound"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"Expected `{name}` to be a positive number or null (no limit), but got {value!r}.")
         if self.threads is not None and self.threads <= 0:
             raise ConfigError(f"Expected `threads` to be a positive integer (torch's intra-op threads) or null (torch's "
                               f"default), but got {self.threads!r}.")
@@ -282,9 +295,16 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The keys that determine the results (everything but :attr:`RUNTIME_KEYS`, and the
-        :attr:`UNSET_OMITTED_KEYS` that are unset)."""
-        return {k: v for k, v in self.to_dict().items()
-                if k not in self.RUNTIME_KEYS and not (k in self.UNSET_OMITTED_KEYS and v is None)}
+        :attr:`UNSET_OMITTED_KEYS` that are unset), and ``method_defaults``: the library's defaults
+        of the method's options (:func:`~adaloss.learners.method_defaults`), so that a run made
+        under other defaults is neither reused nor resumed."""
+        ident = {k: v for k, v in self.to_dict().items()
+                 if k not in self.RUNTIME_KEYS and not (k in self.UNSET_OMITTED_KEYS and v is None)}
+        from adaloss.learners.registry import METHODS, method_defaults
+
+        if self.method in METHODS:
+            ident["method_defaults"] = method_defaults(self.method)
+        return ident
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied and validated."""

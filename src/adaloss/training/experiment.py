@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import threading
@@ -23,17 +24,19 @@ from adaloss.distributed import (
     launched_by_torchrun,
 )
 from adaloss.learners import create_learner
-from adaloss.learners.registry import takes_target_metric
+from adaloss.learners.registry import default_method, takes_target_metric
 from adaloss.metrics import create_metric
 from adaloss.models import create_model
 from adaloss.training.config import ConfigError, TrainConfig
 from adaloss.training.optim import create_optimizer, create_scheduler
-from adaloss.training.rundir import check_run_dir
+from adaloss.training.rundir import check_run_dir, finished_summary
 from adaloss.training.seed import seed_everything
 from adaloss.training.trainer import DEFAULT_METRICS, Trainer
 from adaloss.typing import Task
 
-__all__ = ["build_trainer", "check_device", "default_run_dir", "load_data", "task_splits", "train"]
+__all__ = ["build_trainer", "check_device", "default_run_dir", "load_data", "resolve_method", "task_splits", "train"]
+
+logger = logging.getLogger("adaloss")
 
 
 def data_name(config: TrainConfig) -> str:
@@ -46,8 +49,14 @@ def data_name(config: TrainConfig) -> str:
 
 def default_run_dir(config: TrainConfig) -> Path:
     """``runs/<dataset>-<model>-<method>-seed<k>`` under the working directory (own data:
-    ``runs/<csv|npz>-<file stem>-…``)."""
-    return Path("runs") / f"{data_name(config)}-{config.model}-{config.method}-seed{config.seed}"
+    ``runs/<csv|npz>-<file stem>-…``); ``method`` unset reads ``default``."""
+    return Path("runs") / f"{data_name(config)}-{config.model}-{config.method or 'default'}-seed{config.seed}"
+
+
+def resolve_method(config: TrainConfig, task: Task) -> TrainConfig:
+    """``config`` with ``method`` set: as given, or the task's plain loss when unset
+    (:func:`~adaloss.learners.default_method`: ``ce``, ``mse`` or ``contrastive``)."""
+    return config if config.method is not None else config.replace(method=default_method(task))
 
 
 def load_data(config: TrainConfig, *, data: object = None, seed: int | None = None) -> DatasetSplits:
@@ -187,6 +196,7 @@ def build_trainer(config: TrainConfig, *, data: object = None,
     if collective is None:
         collective = init_distributed(backend=config.dist_backend, timeout_s=config.dist_timeout_s, device=device)
     data = task_splits(config, load_data(config, data=data))
+    config = resolve_method(config, data.task)
     method_args, eval_metrics = _target_metric(config, data.task)
     with _SEEDED:
         seed_everything(config.seed, deterministic=config.deterministic)
@@ -206,6 +216,11 @@ def build_trainer(config: TrainConfig, *, data: object = None,
         nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
     )
     scheduler = create_scheduler(optimizer, milestones=config.milestones, gamma=config.lr_gamma)
+    batch_size = config.batch_size
+    if batch_size > len(data.train) and config.samples_per_class is None:
+        logger.warning("batch_size=%d is larger than the training split (%d rows): using batches of %d",
+                       batch_size, len(data.train), len(data.train))
+        batch_size = len(data.train)
     train_loader: BatchLoader | ClassBalancedLoader
     if config.samples_per_class is not None:
         if learner.needs_index:
@@ -215,12 +230,12 @@ def build_trainer(config: TrainConfig, *, data: object = None,
                                            samples_per_class=config.samples_per_class, seed=seed,
                                            augment=data.augment, device=device)
     else:
-        train_loader = BatchLoader(data.train, batch_size=config.batch_size, seed=seed, augment=data.augment,
+        train_loader = BatchLoader(data.train, batch_size=batch_size, seed=seed, augment=data.augment,
                                    device=device, return_index=learner.needs_index)
     meta_loader = None
     if len(data.valid) > 0:
         meta_loader = BatchLoader(
-            data.valid, batch_size=min(config.batch_size, len(data.valid)), seed=seed + 1, device=device
+            data.valid, batch_size=min(batch_size, len(data.valid)), seed=seed + 1, device=device
         )
     run_dir = Path(config.run_dir) if config.run_dir is not None else default_run_dir(config)
     progress = sys.stderr.isatty() if config.progress == "auto" else config.progress == "on"
@@ -251,12 +266,16 @@ def build_trainer(config: TrainConfig, *, data: object = None,
         collective=collective,
         loggers=config.loggers,
         run_config=config.to_dict(),
+        divergence_factor=config.divergence_factor,
+        divergence_bound=config.divergence_bound,
     )
 
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
           data: object = None) -> dict[str, Any]:
-    """Run ``config`` to the end and return its summary (also in ``<run_dir>/summary.json``).
+    """Run ``config`` to the end and return its summary (also in ``<run_dir>/summary.json``), with
+    ``run_dir`` added. With ``resume``, a run directory that holds the finished run of this
+    configuration is left as it is and its summary returned.
 
     The run holds the run directory's lock throughout (a second writer gets
     :class:`~adaloss.training.rundir.RunDirectoryBusy`). The resolved configuration is written
@@ -275,14 +294,25 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             ``Dataset`` of ``(x, y)`` pairs — split and standardised like the built-in tables
             (:func:`~adaloss.data.own.as_splits`). ``config.dataset`` then only names the run.
     """
+    if config.method is None:  # the task's plain loss: the task is the config's, else the data's
+        if config.task is None:
+            data = load_data(config, data=data)
+        config = resolve_method(config, config.task or task_splits(config, data).task)  # type: ignore[arg-type]
+    run_dir = config.run_dir if config.run_dir is not None else default_run_dir(config)
     # fail fast, before data and model are built; the trainer checks again under the lock
-    check_run_dir(config.run_dir if config.run_dir is not None else default_run_dir(config),
-                  resume=resume, overwrite=overwrite, probe=True)
-    data = load_data(config, data=data)
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite, probe=True)
+    if resume:
+        done = finished_summary(run_dir, config.identity())
+        if done is not None:
+            logger.warning("%s holds the finished run of this configuration: nothing to do (--overwrite trains it "
+                           "afresh)", run_dir)
+            return {**done, "run_dir": str(run_dir)}
+    data = load_data(config, data=data)  # already-loaded splits are used as they are
     if config.workers is not None and config.workers > 1:
-        return _train_workers(config, resume=resume, overwrite=overwrite, data=data)
-    trainer = build_trainer(config, data=data)
-    return trainer.fit(resume=resume, overwrite=overwrite)
+        summary = _train_workers(config, resume=resume, overwrite=overwrite, data=data)
+    else:
+        summary = build_trainer(config, data=data).fit(resume=resume, overwrite=overwrite)
+    return {**summary, "run_dir": str(run_dir)}
 
 
 def _train_workers(config: TrainConfig, *, resume: bool, overwrite: bool, data: DatasetSplits) -> dict[str, Any]:

@@ -11,10 +11,12 @@ with ``resume``; otherwise :class:`RunDirectoryError`.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -30,6 +32,7 @@ __all__ = [
     "check_run_dir",
     "clean_stale_temp_files",
     "clear_run",
+    "finished_summary",
     "holds_run",
     "write_text_atomic",
 ]
@@ -99,27 +102,29 @@ def check_run_dir(run_dir: str | os.PathLike[str], *, resume: bool, overwrite: b
         )
 
 
-def _umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file with :func:`adaloss.checkpoint.atomic_write` (a kill leaves the old file or
-    the new one, never half of one), readable like a plain ``write_text`` (``0o666`` less the
-    umask; the temporary file would otherwise keep ``mkstemp``'s owner-only mode)."""
+    """Write a text file with :func:`adaloss.checkpoint.atomic_write`: a kill leaves the old file or
+    the new one, never half of one."""
     from adaloss.checkpoint import atomic_write
 
     def write(f: BinaryIO) -> None:
         f.write(text.encode("utf-8"))
-        os.fchmod(f.fileno(), 0o666 & ~_umask())
 
     return atomic_write(path, write)
+
+
+def finished_summary(run_dir: str | os.PathLike[str], identity: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of the finished run in ``run_dir`` (``summary.json``, or the ``diverged.json``
+    that :func:`~adaloss.training.compare.compare` writes) when it was recorded with the
+    configuration ``identity``; ``None`` otherwise."""
+    for name in ("summary.json", "diverged.json"):
+        try:
+            summary = json.loads((Path(run_dir) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict) and summary.get("config") == dict(identity):
+            return summary
+    return None
 
 
 def clean_stale_temp_files(run_dir: str | os.PathLike[str]) -> list[Path]:
@@ -179,7 +184,7 @@ class RunDirLock:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise RunDirectoryError(f"Expected `run_dir` to be a directory, but {str(self.run_dir)!r} is a file.")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, like every file of a run
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +26,7 @@ from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric, evaluate_batches
 from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from adaloss.training import interrupt
 from adaloss.training.rundir import (
     RunDirectoryBusy,
     RunDirectoryError,
@@ -31,6 +34,7 @@ from adaloss.training.rundir import (
     check_run_dir,
     clean_stale_temp_files,
     clear_run,
+    finished_summary,
     write_text_atomic,
 )
 from adaloss.training.seed import get_rng_state, set_rng_state
@@ -97,9 +101,12 @@ class Trainer:
             same checkpoint. A learner with ``data_parallel = False`` (ALA) makes the ranks
             independent workers instead: full batches from each rank's own loader, and a
             checkpoint per rank in ``checkpoints/rank<r>/``.
-        loggers: the run directory's metric sinks: ``"jsonl"`` (``metrics.jsonl``) and/or
-            ``"tensorboard"`` (event files in ``run_dir/tensorboard``, the same scalars, plus the
-            figures of what was learned at the end of the run).
+        loggers: the run directory's metric sinks: ``metrics.jsonl`` always, and ``"tensorboard"``
+            in addition when named (event files in ``run_dir/tensorboard``, the same scalars, plus
+            the figures of what was learned at the end of the run).
+        divergence_factor: stop (:class:`TrainingDiverged`) when the magnitude of the training
+            loss exceeds this multiple of max(|its first value|, 1) (``None``: never).
+        divergence_bound: ... or this absolute value (``None``: no bound).
         run_config: the full resolved configuration, written to ``run_dir/config.yaml`` by
             :meth:`fit` once the run directory is claimed (``None``: no ``config.yaml``).
 
@@ -107,10 +114,11 @@ class Trainer:
     (rank 0 only; a second writer gets :class:`~adaloss.training.rundir.RunDirectoryBusy`), and
     starts afresh in a directory that holds a run only with ``overwrite=True`` (or continues it
     with ``resume=True``). Divergence: the training loss is checked for non-finite values at
-    every step on its device (no synchronisation per step) and the flag is read at every
-    logging, evaluation and checkpoint step and at the end; model parameters are checked before
-    every checkpoint and model outputs at every evaluation. A non-finite value raises
-    :class:`TrainingDiverged` and no checkpoint is written past the last finite one.
+    every step on its device (no synchronisation per step), as is its magnitude against the
+    divergence limit (``divergence_factor``, ``divergence_bound``); the flag is read at every
+    logging, evaluation and checkpoint step and at the end. Model parameters are checked before
+    every checkpoint and model outputs at every evaluation. A non-finite value, or a loss past the
+    limit, raises :class:`TrainingDiverged` and no checkpoint is written past the last good one.
     """
 
     def __init__(
@@ -140,6 +148,8 @@ class Trainer:
         collective: Collective | None = None,
         loggers: Sequence[str] = ("jsonl",),
         run_config: Mapping[str, Any] | None = None,
+        divergence_factor: float | None = 1e3,
+        divergence_bound: float | None = None,
     ) -> None:
         for name, value in (("steps", steps), ("eval_every", eval_every), ("log_every", log_every),
                             ("checkpoint_every", checkpoint_every)):
@@ -164,6 +174,9 @@ class Trainer:
         bad = [name for name in loggers if name not in LOGGERS]
         if bad or not loggers:
             raise ValueError(f"Expected `logger` to name one or more of {list(LOGGERS)}, but got {loggers!r}.")
+        for name, value in (("divergence_factor", divergence_factor), ("divergence_bound", divergence_bound)):
+            if value is not None and not value > 0:
+                raise ValueError(f"Expected `{name}` to be a positive number or None (no limit), but got {value!r}.")
         if "tensorboard" in loggers and not tensorboard_available():
             raise ValueError("Expected the `tensorboard` package for logger 'tensorboard', but it is not installed: "
                              "pip install 'adaloss[tensorboard]' (or choose logger=jsonl).")
@@ -196,7 +209,9 @@ class Trainer:
         self.config = dict(config) if config is not None else None
         self.extra_sinks = list(sinks)
         self.keep_checkpoints = keep_checkpoints
-        self.loggers = list(dict.fromkeys(loggers))
+        self.loggers = list(dict.fromkeys(["jsonl", *loggers]))  # metrics.jsonl always: `adaloss plot` reads it
+        self.divergence_factor = divergence_factor
+        self.divergence_bound = divergence_bound
         self.run_config = dict(run_config) if run_config is not None else None
         self.step = 0
         self.elapsed_s = 0.0
@@ -208,12 +223,10 @@ class Trainer:
         self._truncate_after_step: int | None = None
         self._bar: Any = None
         self._lock: RunDirLock | None = None
-        # divergence: ``_finite`` is the AND of isfinite(loss) over the steps since ``_flag_base``,
-        # ``_finite_steps`` counts the leading finite ones; both stay on the loss's device
-        self._finite: Tensor | None = None
-        self._finite_steps: Tensor | None = None
-        self._bad_loss: Tensor | None = None
-        self._flag_base = 0
+        # divergence: one watch per scalar of the learner's step output (the training loss, and the
+        # task loss on the meta batch of meta-learners); their scales are kept in checkpoints
+        self._watches: dict[str, _Watch] = {}
+        self._scales: dict[str, float] = {}
         self._checkpoint_step: int | None = None
         valid = self.eval_splits.get("valid")
         learner.bind(
@@ -262,6 +275,7 @@ class Trainer:
             "rng": get_rng_state(),
             "running": {"sums": dict(self._sums), "counts": dict(self._counts)},
             "config": json.dumps(self.config, sort_keys=True) if self.config is not None else None,
+            "divergence_scales": {**self._scales, **{k: w.scale_value() for k, w in self._watches.items()}},
         }
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -287,6 +301,8 @@ class Trainer:
         self._counts = {k: int(v) for k, v in state["running"]["counts"].items()}
         self.step = int(state["step"])
         self.elapsed_s = float(state["elapsed_s"])
+        self._scales = {k: float(v) for k, v in (state.get("divergence_scales") or {}).items() if v is not None}
+        self._watches = {}
 
     def save_checkpoint(self) -> Path:
         """Write the training state atomically to ``run_dir/checkpoints/last.pt``."""
@@ -310,6 +326,10 @@ class Trainer:
         if self.run_dir is not None and (self.is_main or self.workers):
             self._tick()
             self.save_checkpoint()
+            signum = interrupt.stop_requested()
+            if signum is not None:
+                raise interrupt.Interrupted(signum, step=self.step, checkpoint=self.checkpoint_path,
+                                            checkpoint_step=self.step)
 
     # ------------------------------------------------------------------ loop
     def fit(self, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -328,6 +348,15 @@ class Trainer:
             TrainingDiverged: the training loss, the parameters or the outputs became non-finite.
         """
         ckpt = self.checkpoint_path
+        if resume and self.run_dir is not None and self.config is not None and self.collective.world_size == 1:
+            RunDirLock(self.run_dir).probe()
+            done = finished_summary(self.run_dir, self.config)
+            if done is not None and done.get("step") == self.steps:
+                logger.warning("%s holds the finished run of this configuration: nothing to do (--overwrite "
+                               "trains it afresh)", self.run_dir)
+                return done
+        found = self._found_in_run_dir()
+        resumed = False
         try:
             self._claim_run_dir(resume=resume, overwrite=overwrite)
             state = None
@@ -346,8 +375,12 @@ class Trainer:
             self._release_lock()
             raise
         self._mark = time.perf_counter()
-        self._open_sinks(truncate_after_step=self.step if resumed else None)
         try:
+            self._open_sinks(truncate_after_step=self.step if resumed else None)
+            if not resumed and "meta_loss" not in self._scales:
+                scale = self._initial_task_loss()
+                if scale is not None:
+                    self._scales["meta_loss"] = scale
             if not resumed or not self.learner.prepared:  # a run killed in prepare() continues it
                 prep = self.learner.prepare()
                 if prep:
@@ -375,8 +408,39 @@ class Trainer:
                     if isinstance(sink, TensorBoardSink):
                         sink.write_figures(self.run_dir, self.step)
             return summary
+        except BaseException:
+            if not resumed and self.step == 0 and self._checkpoint_step is None:
+                self._restore_run_dir(found)  # failed before its first step: leave the directory as found
+            raise
         finally:
             self.close()
+
+    def _found_in_run_dir(self) -> set[str] | None:
+        """The names in the run directory before this run touched it (``None``: no directory)."""
+        if self.run_dir is None or not self.is_main or not self.run_dir.is_dir():
+            return None
+        return set(os.listdir(self.run_dir))
+
+    def _restore_run_dir(self, found: set[str] | None) -> None:
+        """Remove what the trainer wrote (the run failed before its first step and before any
+        checkpoint), the directory too when it made it and nothing else is left; a learner's
+        resumable offline state (e.g. a search's progress) is kept. Only while holding the lock, so
+        another writer's files are never touched."""
+        if self.run_dir is None or not self.is_main or self._lock is None or not self._lock.held:
+            return
+        self._close_sinks()
+        for name in sorted(set(os.listdir(self.run_dir)) - (found or set()) - {".lock"}):
+            path = self.run_dir / name
+            if name == "checkpoints":
+                with contextlib.suppress(OSError):  # only while empty: a learner's resumable state is kept
+                    path.rmdir()
+            elif name in _TRAINER_FILES or (name.startswith(".") and name.endswith(".tmp")):
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if found is None or ".lock" not in found:
+            (self.run_dir / ".lock").unlink(missing_ok=True)
+        if found is None:
+            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+                self.run_dir.rmdir()
 
     #: codes of the run-directory check, agreed over the ranks (the smallest wins)
     _RUN_DIR_OK, _RUN_DIR_HOLDS_RUN, _RUN_DIR_BUSY = 2, 1, 0
@@ -489,9 +553,10 @@ class Trainer:
                 s = self._sums.get(k)
                 self._sums[k] = v if s is None else s + v
                 self._counts[k] = self._counts.get(k, 0) + 1
-            loss = out.get("loss")
-            if loss is not None:
-                self._track_finite(loss)
+            for key in _WATCHED:
+                value = out.get(key)
+                if value is not None:
+                    self._watch(key, value)
             step = self.step
             log = self.log_every and step % self.log_every == 0
             evaluate = self.eval_every and step % self.eval_every == 0 and step != self.steps and self.is_main
@@ -511,7 +576,23 @@ class Trainer:
                 self._write_artifacts()
             if self._bar is not None:
                 self._bar.update(1)
+            if interrupt.stop_requested() is not None:
+                self._stop_on_request()
         self._tick()
+
+    def _stop_on_request(self) -> None:
+        """A signal asked the run to stop (:func:`~adaloss.training.interrupt.graceful_stop`): write a
+        checkpoint at this step when the run keeps them, then raise
+        :class:`~adaloss.training.interrupt.Interrupted`."""
+        signum = interrupt.stop_requested()
+        assert signum is not None
+        self._tick()
+        if self.checkpoint_every and (self.is_main or self.workers) and self._checkpoint_step != self.step:
+            self.check_finite()
+            self.save_checkpoint()
+            self._write_artifacts()
+        raise interrupt.Interrupted(signum, step=self.step, checkpoint=self.checkpoint_path if self._checkpoint_step
+                                    is not None else None, checkpoint_step=self._checkpoint_step)
 
     def evaluate(self) -> dict[str, float]:
         """Every metric on every evaluation split, as ``{"<split>_<metric>": value}``."""
@@ -535,40 +616,56 @@ class Trainer:
         return results
 
     # ------------------------------------------------------------------ divergence
-    def _track_finite(self, loss: Any) -> None:
-        """AND ``isfinite(loss)`` into the run's flag, on the loss's device (no host synchronisation);
-        also keep the step and the value of the first non-finite loss."""
-        loss = loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss))
-        value = loss if loss.dim() == 0 else loss.sum()
-        ok = torch.isfinite(value)
-        if self._finite is None:
-            self._finite = ok.clone()
-            self._finite_steps = ok.to(torch.int64)
-            self._bad_loss = value.clone()
-            self._flag_base = self.step - 1
-        else:
-            assert self._finite_steps is not None and self._bad_loss is not None
-            self._bad_loss = torch.where(self._finite, value, self._bad_loss)  # frozen once the flag is down
-            self._finite.logical_and_(ok)
-            self._finite_steps.add_(self._finite)
+    def _watch(self, key: str, value: Any) -> None:
+        """Check the step's ``key`` scalar (finite, within the divergence limit) on its device."""
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watches[key] = _Watch(key, scale=self._scales.get(key), factor=self.divergence_factor,
+                                                bound=self.divergence_bound)
+        watch.update(value, self.step)
 
     def check_finite(self, *, weights: bool = False) -> None:
-        """Raise :class:`TrainingDiverged` if a training loss since the start (or resume) was
-        non-finite, or (``weights``) a floating-point parameter or buffer of the model is.
+        """Raise :class:`TrainingDiverged` if a watched scalar of a step since the start (or resume)
+        was non-finite or past the divergence limit, or (``weights``) a floating-point parameter or
+        buffer of the model is non-finite.
 
         One host synchronisation; the trainer calls it at logging, evaluation and checkpoint
         steps and at the end.
         """
-        if self._finite is not None and not bool(self._finite):
-            first = self._flag_base + int(self._finite_steps) + 1  # type: ignore[arg-type]
-            raise TrainingDiverged(f"Training loss became {float(self._bad_loss)} by step {self.step} (first "  # type: ignore[arg-type]
-                                   f"non-finite at step {first}){self._kept_checkpoint()}.")
+        watches = [w for w in self._watches.values() if w.ok is not None]
+        if watches and not bool(torch.stack([w.ok.to(watches[0].ok.device) for w in watches]).all()):  # type: ignore[union-attr]
+            bad = next(w for w in watches if not bool(w.ok))
+            raise TrainingDiverged(bad.describe(self.step) + f"{self._kept_checkpoint()}.")
         if weights:
             tensors = {k: t for k, t in self.model.state_dict().items() if t.is_floating_point()}
             if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors.values()]).all()):
-                bad = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
-                raise TrainingDiverged(f"Model parameters became non-finite by step {self.step} ({', '.join(bad[:5])}"
-                                       f"{', ...' if len(bad) > 5 else ''}){self._kept_checkpoint()}.")
+                bad_keys = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+                raise TrainingDiverged(f"Model parameters became non-finite by step {self.step} "
+                                       f"({', '.join(bad_keys[:5])}{', ...' if len(bad_keys) > 5 else ''})"
+                                       f"{self._kept_checkpoint()}.")
+
+    def _initial_task_loss(self) -> float | None:
+        """The task's plain loss (cross-entropy, MSE) of the untrained model on up to 1000 validation
+        rows, in eval mode (no RNG, no BatchNorm update), at least 1: the scale of the meta-learners'
+        ``meta_loss``, whose first value already follows one update."""
+        split = self.eval_splits.get("valid")
+        if split is None or len(split) == 0 or self.task == "embedding":
+            return None
+        from adaloss.learners.registry import default_method
+        from adaloss.losses import create_loss
+
+        loss_fn = create_loss(default_method(self.task), task=self.task)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                x, y = split.x[:1000].to(self.device), split.y[:1000].to(self.device)
+                value = float(loss_fn(self.model(x), y))
+        except (RuntimeError, ValueError, TypeError):  # an unusual model or target: the first value is the scale
+            return None
+        finally:
+            self.model.train(was_training)
+        return max(abs(value), 1.0) if math.isfinite(value) else None
 
     def _kept_checkpoint(self) -> str:
         if self.checkpoint_path is None:
@@ -634,18 +731,86 @@ class Trainer:
             self._sinks[:0] = own
 
     def close(self) -> None:
-        """Close the progress bar and the metric sinks."""
+        """Close the progress bar and the metric sinks, and release the run directory's lock."""
         self._mark = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        try:
+            self._close_sinks()
+        finally:
+            self._release_lock()
+
+    def _close_sinks(self) -> None:
         try:
             for sink in [*(self._sinks or ()), *([self._snapshot_sink] if self._snapshot_sink else [])]:
                 sink.close()
         finally:
             self._sinks = None
             self._snapshot_sink = None
-            self._release_lock()
+
+
+#: what the trainer itself writes into a run directory before the first step
+_TRAINER_FILES = frozenset({"config.yaml", "metrics.jsonl", "snapshots.jsonl", "summary.json", "tensorboard"})
+
+#: the step outputs watched for divergence: the training loss, and the meta-learners' task loss on
+#: the meta batch (a learned loss can stay small while the model it trains explodes)
+_WATCHED = ("loss", "meta_loss")
+
+
+class _Watch:
+    """One scalar of the learner's steps, checked on its device with no host synchronisation:
+    ``ok`` is the AND over steps of "finite and |value| <= limit"; the first bad value and its
+    step are kept. The limit is ``factor`` × ``scale`` (default: max(|first value|, 1)), at most
+    ``bound``."""
+
+    def __init__(self, name: str, *, scale: float | None, factor: float | None, bound: float | None) -> None:
+        self.name, self.factor, self.bound = name, factor, bound
+        self.scale: Tensor | None = None if scale is None else torch.tensor(float(scale))
+        self.limit: Tensor | None = None
+        self.ok: Tensor | None = None
+        self.bad_value: Tensor | None = None
+        self.bad_step: Tensor | None = None
+
+    def update(self, value: Any, step: int) -> None:
+        v = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
+        v = (v if v.dim() == 0 else v.sum()).float()
+        if self.limit is None:
+            if self.scale is None:  # a non-finite first value is flagged anyway: scale 1
+                self.scale = torch.nan_to_num(v.abs(), nan=1.0, posinf=1.0).clamp_min(1.0)
+            self.scale = self.scale.to(v.device)
+            limit = torch.tensor(math.inf, device=v.device)
+            if self.factor is not None:
+                limit = self.scale * self.factor
+            if self.bound is not None:
+                limit = limit.clamp_max(self.bound)
+            self.limit = limit
+        ok = torch.isfinite(v) & (v.abs() <= self.limit)
+        if self.ok is None:
+            self.ok, self.bad_value = ok.clone(), v.clone()
+            self.bad_step = torch.where(ok, 0, step)
+        else:
+            assert self.bad_value is not None and self.bad_step is not None
+            newly_bad = self.ok & ~ok  # frozen once the flag is down
+            self.bad_value = torch.where(newly_bad, v, self.bad_value)
+            self.bad_step = torch.where(newly_bad, step, self.bad_step)
+            self.ok.logical_and_(ok)
+
+    def scale_value(self) -> float | None:
+        return None if self.scale is None else float(self.scale)
+
+    def describe(self, step: int) -> str:
+        what = "Training loss" if self.name == "loss" else f"The task loss on the meta batch ({self.name})"
+        bad, first = float(self.bad_value), int(self.bad_step)  # type: ignore[arg-type]
+        if not math.isfinite(bad):
+            return f"{what} became {bad} by step {step} (first non-finite at step {first})"
+        terms = []
+        if self.factor is not None and self.scale is not None:
+            terms.append(f"divergence_factor={self.factor:g} × {float(self.scale):.4g}")
+        if self.bound is not None:
+            terms.append(f"divergence_bound={self.bound:g}")
+        return (f"{what} diverged: {bad:.4g} at step {first}, past the divergence limit {float(self.limit):.4g} "  # type: ignore[arg-type]
+                f"({', at most '.join(terms)})")
 
 
 def _config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
