@@ -208,14 +208,25 @@ def make(kind: str, model_name: str, device: torch.device):  # type: ignore[no-u
 
 def phases(model_name: str, device: torch.device) -> dict[str, Callable[[], object]]:
     """Each part of an exact AdaLFL step as a callable run on its own (plus the plain ``forward``)."""
-    from adaloss.functional.meta import LinearRecord, model_jvp
+    from adaloss.functional.meta import FactoredLinear, LinearRecord, model_jvp
 
     torch.manual_seed(0)
     model = create_model(model_name, (1, 28, 28), 10).to(device)
     loss = LossNetwork().to(device)
     x, y = next(stream(device, 3))
     params = dict(model.named_parameters())
-    tangent = {k: torch.randn_like(p) for k, p in params.items()}
+
+    def meta() -> object:  # forward + backward of the task loss at θ' (cloned buffers, functional_call); wide
+        # linear layers keep their weight gradient as factors δᵀa, as the exact step does
+        theta = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+        with FactoredLinear(theta) as factored:
+            out = functional_call(model, (theta, {k: b.clone() for k, b in model.named_buffers()}), (x,))
+        kept = [o for _, _, o in factored.calls]
+        grads = torch.autograd.grad(F.cross_entropy(out, y), [*theta.values(), *kept], allow_unused=bool(kept))
+        return factored.gradients(dict(zip(theta, grads)), grads[len(theta):])
+
+    dense, factors = meta()  # type: ignore[misc]
+    tangent = {k: torch.randn_like(g) for k, g in dense.items()}
     record = LinearRecord()
     with record:
         z = model(x).detach()
@@ -228,13 +239,8 @@ def phases(model_name: str, device: torch.device) -> dict[str, Callable[[], obje
         _, s, _ = loss.value_and_grad(out, y)
         return torch.autograd.grad(out, list(params.values()), grad_outputs=s)
 
-    def meta() -> object:  # forward + backward of the task loss at θ' (cloned buffers, functional_call)
-        theta = {k: p.detach().requires_grad_(True) for k, p in params.items()}
-        out = functional_call(model, (theta, {k: b.clone() for k, b in model.named_buffers()}), (x,))
-        return torch.autograd.grad(F.cross_entropy(out, y), list(theta.values()))
-
     def jvp() -> object:  # the tangent pass only: the primal outputs come from the base forward's record
-        return model_jvp(model, params, tangent, x, record=record)
+        return model_jvp(model, params, tangent, x, record=record, factored=factors)
 
     def mixed() -> object:
         return loss.mixed_grad(cache, u)

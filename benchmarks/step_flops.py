@@ -11,8 +11,10 @@ forward's primal outputs and reuses them). Elementwise work (activations, the op
 are matmuls and counted) is not in these figures, so a measured time ratio above the FLOP ratio
 is overhead outside the matmuls. ``minimum_exact_ratio``: what the exact one-step meta-gradient
 needs at least, given the passes it is made of — base forward + backward, meta forward +
-backward, and the tangent pass of the Jacobian-vector product (less any product with an all-zero
-tangent, which changes nothing); the loss network's closed-form mixed gradient is included.
+backward (wide linear layers' weight gradients kept as factors δᵀa, never formed), and the
+tangent pass of the Jacobian-vector product (those weights' term as (x aᵀ)δ; less any product
+with an all-zero tangent, which changes nothing); the loss network's closed-form mixed gradient
+is included.
 ``all_zero_operand_ratio_to_ce``: FLOPs spent on an operand that is all zeros (torch's forward-mode
 formula for the first layer multiplies a dense zero tangent of the input).
 What the FLOPs leave out, counted the same way: ``ops_per_step`` (aten ops dispatched: each costs a

@@ -84,3 +84,62 @@ def test_jvp_without_tangents_on_some_parameters_is_zero_there() -> None:
     params = {k: p.detach() for k, p in model.named_parameters()}
     zero = {k: torch.zeros_like(p) for k, p in params.items()}
     assert torch.equal(model_jvp(model, params, zero, x), torch.zeros(5, 2, dtype=torch.float64))
+
+
+class _Tied(nn.Module):
+    """A wide first layer, a sequence axis, and an output layer tied to the input embedding (its
+    weight is used by ``F.linear`` and by a matmul)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(64, 256)
+        self.out = nn.Linear(256, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x))  # x: (batch, 3, 64)
+        return self.out(h).sum(1) + (h @ self.inp.weight).mean(1)
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "tied"])
+def test_factored_weight_gradients_give_the_dense_gradient_and_jvp(name: str) -> None:
+    """FactoredLinear's δᵀa equals autograd's weight gradient, and model_jvp with those factors
+    (plus any dense part, for a weight also used outside F.linear) equals the dense JVP."""
+    from adaloss.functional.meta import FactoredLinear, call_at
+
+    torch.manual_seed(0)
+    if name == "tied":
+        model, shape = _Tied().double(), (3, 64)
+    else:
+        model, shape = create_model(name, (1, 28, 28), 10).double(), (1, 28, 28)
+    xm, x = torch.randn(40, *shape, dtype=torch.float64), torch.randn(24, *shape, dtype=torch.float64)
+    theta = {k: p.detach().clone().requires_grad_(True) for k, p in model.named_parameters()}
+
+    def loss() -> torch.Tensor:
+        return call_at(model, theta, {}, xm).pow(2).mean()
+
+    dense = dict(zip(theta, torch.autograd.grad(loss(), list(theta.values()))))
+    with FactoredLinear(theta, rows_ratio=24 / 40) as record:
+        value = loss()
+    assert record.calls, "a wide layer is factored"
+    names = list(theta)
+    grads = torch.autograd.grad(value, [*theta.values(), *(out for _, _, out in record.calls)], allow_unused=True)
+    partial, factors = record.gradients(dict(zip(names, grads)), grads[len(names):])
+    for n in names:
+        whole = sum(d.T @ a for a, d in factors[n]) if n in factors else partial[n]
+        torch.testing.assert_close(whole, dense[n], rtol=1e-10, atol=1e-12)
+    assert ("inp.weight" in partial) == (name == "tied")  # used by a matmul too: its whole gradient is dense
+    assert set(factors) | set(partial) == set(names) and not set(factors) & set(partial)
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    torch.testing.assert_close(model_jvp(model, params, partial, x, factored=factors),
+                               model_jvp(model, params, dense, x), rtol=1e-10, atol=1e-12)
+
+
+def test_a_narrow_output_layer_is_not_factored() -> None:
+    from adaloss.functional.meta import FactoredLinear, call_at
+
+    model = create_model("mlp", (1, 28, 28), 10, hidden=[1000])
+    theta = {k: p.detach().requires_grad_(True) for k, p in model.named_parameters()}
+    with FactoredLinear(theta) as record:
+        call_at(model, theta, {}, torch.randn(128, 1, 28, 28))
+    # 784 -> 1000 at 128 rows: 128·128·1784 < 784·1000·256; 1000 -> 10: 128·128·1010 > 1000·10·256
+    assert record.decided == {"layers.0.weight": True, "layers.2.weight": False}

@@ -655,3 +655,45 @@ def test_only_the_base_forward_moves_batchnorm_running_statistics(meta_gradient:
         adalfl.step(batch, meta if adalfl.meta_due else None)
         for (name, a), b in zip(model.named_buffers(), reference.buffers()):
             assert torch.equal(a, b), f"step {step}: {name} moved beyond the base forward"
+
+
+class _TiedMLP(nn.Module):
+    """Wide linear layers and an output tied to the first layer's weight (a matmul besides F.linear)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(64, 256)
+        self.out = nn.Linear(256, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.inp(x.flatten(1)))
+        return self.out(h) + (h @ self.inp.weight)[:, :5]
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "tied"])
+def test_factored_linear_meta_gradient_equals_the_dense_one_float64(model_name: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wide linear layers keep ∇θ'L as factors δᵀa in the exact step (plain SGD, one process): the
+    same θ, φ after three steps as with every weight gradient formed (float64, to rounding)."""
+    from adaloss.functional.meta import FactoredLinear
+
+    finals, factored_calls = {}, []
+    real = FactoredLinear.gradients
+    monkeypatch.setattr(FactoredLinear, "gradients",
+                        lambda self, *a: (factored_calls.append(len(self.calls)), real(self, *a))[1])
+    for factored in (True, False):
+        if not factored:
+            monkeypatch.setattr(FactoredLinear, "_factored", lambda self, name, x, w: False)
+        factored_calls.clear()
+        torch.manual_seed(0)
+        model = (create_model("mlp", (1, 8, 8), 5, hidden=[256, 256]) if model_name == "mlp" else _TiedMLP()).double()
+        loss_net = adaloss.LossNetwork(task="classification").double()
+        adalfl = adaloss.AdaLFL(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), loss=loss_net,
+                                meta_optimizer=lambda p: torch.optim.SGD(p, lr=1.0), initialized=True)
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(96, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 5, (96,), generator=g)
+        for i in range(3):
+            adalfl.step((x[32 * i:32 * i + 32], y[32 * i:32 * i + 32]), (x[64 - 32 * i:96 - 32 * i], y[:32]))
+        assert (sum(factored_calls) > 0) == factored, factored_calls  # the path under test was taken
+        finals[factored] = torch.cat([p.detach().flatten() for p in [*model.parameters(), *loss_net.parameters()]])
+    torch.testing.assert_close(finals[True], finals[False], rtol=1e-10, atol=1e-12)

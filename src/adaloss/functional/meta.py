@@ -26,7 +26,12 @@ from torch.overrides import TorchFunctionMode
 
 from adaloss.typing import Params
 
-__all__ = ["LinearRecord", "call_at", "capture_rng", "loss_meta_gradient", "model_forward_difference", "model_jvp"]
+__all__ = ["FactoredLinear", "LinearRecord", "call_at", "capture_rng", "loss_meta_gradient", "model_forward_difference",
+           "model_jvp"]
+
+#: a linear layer's weight gradient kept as factors: ``Σ_k δ_kᵀ a_k`` (rows of the layer's output
+#: gradient and input), never formed; ``Ẇ x`` is then ``Σ_k (x a_kᵀ) δ_k``
+Factors = list[tuple[Tensor, Tensor]]
 
 #: ``forward(model, batch) -> outputs``: how a model is applied to one batch (``None``: ``model(batch)``)
 Forward = Callable[[nn.Module, Any], Tensor]
@@ -108,6 +113,64 @@ class LinearRecord(TorchFunctionMode):
         return out
 
 
+class FactoredLinear(TorchFunctionMode):
+    """Within a forward pass whose loss is then differentiated: the ``F.linear`` calls whose weight
+    is one of ``weights`` (by identity) and for which the factored form is cheaper run with the
+    weight detached, keeping their input rows ``a`` and their output; the gradient of the loss with
+    respect to those outputs (``δ``) then gives the weight gradient as ``δᵀa`` without forming it
+    (:func:`model_jvp`'s ``factored``).
+
+    Cheaper: a layer ``in → out`` with ``m`` rows here and ``n`` rows in the JVP's pass (``n =
+    rows_ratio · m``) costs ``m·in·out`` (``∂W``) plus ``n·in·out`` (``Ẇx``) as a matrix, and
+    ``n·m·(in + out)`` factored — the factored form wins for wide layers and batches of a few
+    hundred rows, not for a narrow output layer. A weight's first call decides for all its calls.
+    """
+
+    def __init__(self, weights: dict[str, Tensor], *, rows_ratio: float = 1.0) -> None:
+        super().__init__()
+        self.names = {id(t): n for n, t in weights.items()}
+        self.rows_ratio = rows_ratio
+        self.decided: dict[str, bool] = {}
+        self.calls: list[tuple[str, Tensor, Tensor]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func is F.linear and len(args) >= 2:
+            x, w = args[0], args[1]
+            name = self.names.get(id(w))
+            if name is not None and self._factored(name, x, w):
+                bias = args[2] if len(args) > 2 else kwargs.get("bias")
+                out = F.linear(x, w.detach(), bias)
+                self.calls.append((name, x.detach().reshape(-1, x.shape[-1]), out))
+                return out
+        return func(*args, **kwargs)
+
+    def _factored(self, name: str, x: Tensor, w: Tensor) -> bool:
+        if name not in self.decided:
+            m = x.numel() // max(x.shape[-1], 1)
+            n = self.rows_ratio * m
+            d_out, d_in = w.shape
+            self.decided[name] = n * m * (d_in + d_out) < d_in * d_out * (m + n)
+        return self.decided[name]
+
+    def gradients(self, param_grads: dict[str, Tensor | None],
+                  output_grads: Sequence[Tensor]) -> tuple[dict[str, Tensor], dict[str, Factors]]:
+        """The loss's gradient as dense tensors and factors, from its gradients w.r.t. the
+        parameters (``None`` where unused outside the factored calls) and w.r.t. the kept outputs
+        (in the order of :attr:`calls`). A factored weight that is also used elsewhere (a tied
+        weight) gets its whole gradient dense: its tangent must reach those other uses too."""
+        factors: dict[str, Factors] = {}
+        for (name, a, _), d in zip(self.calls, output_grads):
+            factors.setdefault(name, []).append((a, d.reshape(-1, d.shape[-1])))
+        dense: dict[str, Tensor] = {}
+        for name, g in param_grads.items():
+            if g is not None and name in factors:
+                dense[name] = g + sum(d.T @ a for a, d in factors.pop(name))  # type: ignore[operator]
+            elif g is not None:
+                dense[name] = g
+        return dense, factors
+
+
 class _RuledTangents(TorchFunctionMode):
     """Forward mode with the tangents of :data:`_BILINEAR`, :data:`_LINEAR` and :data:`_ELEMENTWISE` ops
     taken by plain calls, and their primal outputs taken from ``record`` where it holds the same call.
@@ -123,6 +186,8 @@ class _RuledTangents(TorchFunctionMode):
         super().__init__()
         self.recorded = list(record.calls) if record is not None else []
         self.index = 0
+        #: id of a weight as the model receives it → its tangent as factors (:class:`FactoredLinear`)
+        self.factored: dict[int, Factors] = {}
 
     def _primal(self, func: Any, shapes: tuple[torch.Size, ...]) -> Tensor | None:
         if self.index < len(self.recorded):
@@ -154,9 +219,16 @@ class _RuledTangents(TorchFunctionMode):
                 terms.append((b_t if func is F.linear else b_t.view(-1, *([1] * (out.dim() - 2)))).expand_as(out))
             if x_t is not None:
                 terms.append(func(x_t, w_p, None, *rest, **kwargs))
+            factors = self.factored.get(id(w)) if func is F.linear else None  # the argument itself, dual or not
+            if factors:  # Ẇx with Ẇ = Σ δ_kᵀ a_k: (x a_kᵀ) δ_k, never forming Ẇ
+                rows = x_p.reshape(-1, x_p.shape[-1])
+                term = sum((rows @ a.T) @ d for a, d in factors)
+                terms.append(term.reshape(out.shape))  # type: ignore[union-attr]
             if not terms:
                 return out
-            tangent = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+            tangent = terms[0]
+            for t in terms[1:]:
+                tangent = tangent + t
             return fwAD.make_dual(out, tangent)
         if out is None:
             out = func(x_p, *rest, **kwargs)
@@ -176,6 +248,7 @@ def model_jvp(
     forward: Forward | None = None,
     device: torch.device | None = None,
     record: LinearRecord | None = None,
+    factored: dict[str, Factors] | None = None,
 ) -> Tensor:
     """``J_θ v``: the directional derivative of ``model(x)`` (``forward(model, x)``) at ``params``
     along ``tangents``, by forward-mode autodiff (one forward pass carrying primal and tangent).
@@ -187,13 +260,17 @@ def model_jvp(
     ``rng_state`` preceded. Linear layers and convolutions take their tangents by plain calls of
     the op (:class:`_RuledTangents`); the result equals ``torch.func.jvp``'s to rounding. With
     ``record`` (a :class:`LinearRecord` of the forward pass at the same ``params`` and ``x``, with
-    the same RNG state) their primal outputs are reused rather than recomputed.
+    the same RNG state) their primal outputs are reused rather than recomputed. ``factored``: linear
+    weights whose tangent is given as factors (:class:`FactoredLinear`), in addition to any in
+    ``tangents`` (names in neither have a zero tangent).
     """
     buffers = {k: b.clone() for k, b in model.named_buffers()}
     primals = {k: v.detach() for k, v in params.items()}
     first = next(iter(primals.values()))
-    with _replaying(rng_state, device or first.device), torch.no_grad(), fwAD.dual_level(), _RuledTangents(record):
-        duals = {k: fwAD.make_dual(p, tangents[k].detach()) for k, p in primals.items()}
+    tangent_mode = _RuledTangents(record)
+    with _replaying(rng_state, device or first.device), torch.no_grad(), fwAD.dual_level(), tangent_mode:
+        duals = {k: fwAD.make_dual(p, tangents[k].detach()) if k in tangents else p for k, p in primals.items()}
+        tangent_mode.factored = {id(duals[k]): f for k, f in (factored or {}).items()}
         primal, tangent = fwAD.unpack_dual(call_at(model, duals, buffers, x, forward))
         return torch.zeros_like(primal) if tangent is None else tangent
 

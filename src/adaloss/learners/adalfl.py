@@ -23,7 +23,14 @@ from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.batches import apply_model, cycle, move_to, split_batch
 from adaloss.distributed import Collective, LocalCollective, ProcessGroupCollective
 from adaloss.functional.clip import clip_by_global_norm, clip_by_global_norm_vjp, global_norm
-from adaloss.functional.meta import LinearRecord, call_at, capture_rng, model_forward_difference, model_jvp
+from adaloss.functional.meta import (
+    FactoredLinear,
+    LinearRecord,
+    call_at,
+    capture_rng,
+    model_forward_difference,
+    model_jvp,
+)
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged, loss_step
 from adaloss.learners.differentiable import DifferentiableOptimizer
 from adaloss.losses.network import LossGradCache, LossNetwork
@@ -361,16 +368,27 @@ class AdaLFL:
         meta_inputs, ym = split_batch(model, meta_batch, forward, self.target)
         theta1 = {n: t.detach().requires_grad_(True) for n, t in new_params.items()}
         buffers = {k: b.clone() for k, b in model.named_buffers()}
-        meta_loss = self.task_loss(call_at(model, theta1, buffers, meta_inputs, forward), ym)
-        g_meta = list(torch.autograd.grad(meta_loss, [theta1[n] for n in names]))
-        sync.mean_(g_meta)  # ∇θ' of the global meta batch: v (and so φ's update) is the same on every rank
-        scalars["meta_loss"] = meta_loss.detach()
-        g_meta_named = dict(zip(names, g_meta))
         # v = (∂θ'/∂g)ᵀ ∇θ'L; where that Jacobian is one scalar c for all parameters (SGD), J v = c·J ∇θ'L
         # is taken instead, so no parameter-sized v is formed (not for the forward difference: its one-sided
         # step would then go along ±∇θ'L by c's sign, not along the update's own direction)
         exact = self.max_grad_norm is None and self.meta_gradient != "forward_difference"
         factor = diffopt.vjp_factor(lr_scale=lr_scale) if exact else None
+        # then wide linear layers keep ∇θ'L as factors δᵀa (FactoredLinear): one process, the JVP path
+        factoring = (factor is not None and self.meta_gradient == "exact" and sync.world_size == 1
+                     and lr_scale is None and all(mb.through is None for mb in base.micro))
+        rows = sum(len(mb.y) for mb in base.micro) / max(len(ym), 1) if factoring else 1.0
+        with FactoredLinear(theta1, rows_ratio=rows) if factoring else contextlib.nullcontext() as factored_calls:
+            meta_loss = self.task_loss(call_at(model, theta1, buffers, meta_inputs, forward), ym)
+        kept = [out for _, _, out in factored_calls.calls] if factoring else []
+        out_grads = torch.autograd.grad(meta_loss, [*(theta1[n] for n in names), *kept], allow_unused=bool(kept))
+        factors: dict[str, Any] = {}
+        if factoring:  # ∇θ'L: dense tensors, and δᵀa factors for the factored weights
+            g_meta_named, factors = factored_calls.gradients(dict(zip(names, out_grads)), out_grads[len(names):])
+            g_meta_named = {n: g_meta_named.get(n, torch.zeros_like(theta1[n])) for n in names if n not in factors}
+        else:
+            g_meta_named = dict(zip(names, out_grads))
+        sync.mean_(list(g_meta_named.values()))  # ∇θ' of the global meta batch: the same v on every rank
+        scalars["meta_loss"] = meta_loss.detach()
         if factor is not None:
             v = g_meta_named
         else:
@@ -383,7 +401,7 @@ class AdaLFL:
                 (u,) = torch.autograd.grad(mb.through, mb.s_leaf, grad_outputs=[v[n] for n in names])
             elif self.meta_gradient == "exact":
                 u = model_jvp(model, params, v, mb.inputs, rng_state=mb.rng, forward=forward, device=mb.y.device,
-                              record=mb.record)
+                              record=mb.record, factored=factors)
             else:
                 u = model_forward_difference(model, params, v, mb.inputs, mb.z, rng_state=mb.rng, forward=forward,
                                              device=mb.y.device)
