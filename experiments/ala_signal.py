@@ -45,7 +45,7 @@ RESULT = HERE / "results" / "ala_signal.json"
 
 
 def _setup(data_dir: str, seed: int, cfg) -> tuple:  # type: ignore[no-untyped-def]
-    from adaloss.data.datasets import load_dataset, subsample_classes
+    from adaloss.data import load_dataset, subsample_classes
     from adaloss.models import create_model
 
     data = load_dataset(cfg.dataset, data_dir=data_dir, valid_fraction=cfg.valid_fraction, seed=seed)

@@ -303,7 +303,7 @@ def test_load_dataset_refuses_malicious_cifar_batches(
     import io
     import tarfile
 
-    import adaloss.data.datasets as datasets
+    import adaloss.data.registry as datasets
     from adaloss.data import ChecksumError, UnsafePickleError, load_dataset
 
     names = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)] + ["cifar-10-batches-py/test_batch"]

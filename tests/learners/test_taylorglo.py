@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import adaloss
-from adaloss.data.datasets import TensorSplit
+from adaloss.data.types import TensorSplit
 from adaloss.learners.base import TrainingDiverged
 from adaloss.learners.taylorglo import SEARCH_STATE_FILE, PartialTrainingFitness, TaylorGLO, TaylorGLOLearner
 from adaloss.losses import TaylorLoss

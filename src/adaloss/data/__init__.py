@@ -3,23 +3,21 @@ formats, downloads and augmentation."""
 
 from __future__ import annotations
 
+from adaloss.data.arrays import as_splits
 from adaloss.data.augment import random_crop_flip
-from adaloss.data.datasets import (
-    DATASETS,
-    DatasetSplits,
+from adaloss.data.download import ChecksumError, DownloadError, resolve_data_dir
+from adaloss.data.formats import DataFormatError, UnsafePickleError, read_idx
+from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
+from adaloss.data.own import OWN_FORMATS, load_csv, load_npz
+from adaloss.data.registry import DATASETS, load_dataset
+from adaloss.data.splits import random_split, stratified_split
+from adaloss.data.tasks import (
     TaskOptionError,
-    TensorSplit,
-    load_dataset,
     split_by_class,
     split_for_task,
     subsample_classes,
 )
-from adaloss.data.download import ChecksumError, DownloadError, resolve_data_dir
-from adaloss.data.formats import DataFormatError, UnsafePickleError, read_idx
-from adaloss.data.own import OWN_FORMATS, as_splits, load_csv, load_npz
-from adaloss.data.splits import random_split, stratified_split
-
-from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
+from adaloss.data.types import DatasetSplits, TensorSplit
 
 __all__ = [
     "DATASETS",

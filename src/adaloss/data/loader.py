@@ -11,7 +11,7 @@ from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.typing import Batch, Device, IndexedBatch, StateDict
 
 if TYPE_CHECKING:
-    from adaloss.data.datasets import TensorSplit
+    from adaloss.data.types import TensorSplit
 
 __all__ = ["BatchLoader", "ClassBalancedLoader", "iterate_batches"]
 

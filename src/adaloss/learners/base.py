@@ -19,7 +19,7 @@ from adaloss.functional.clip import global_norm
 from adaloss.typing import Batch, BatchForward, BatchTarget, StateDict, Task
 
 if TYPE_CHECKING:
-    from adaloss.data.datasets import TensorSplit
+    from adaloss.data.types import TensorSplit
 
 __all__ = ["Learner", "TrainContext", "TrainingDiverged", "loss_step"]
 

@@ -27,7 +27,7 @@ from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from adaloss._validation import check_choice, check_int, check_positive
-from adaloss.data.datasets import TensorSplit
+from adaloss.data.types import TensorSplit
 from adaloss.data.batches import cycle, move_to
 from adaloss.data.loader import BatchLoader, iterate_batches
 from adaloss.learners.adalfl import _group_hyper

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 from adaloss._validation import check_choice
 
 if TYPE_CHECKING:
-    from adaloss.training.compare import RunResult
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from adaloss.records import RunResult
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -472,7 +473,7 @@ def run_figures(run_dir: str | os.PathLike[str], *, learning_curves: bool = True
     from ``metrics.jsonl`` and ``snapshots.jsonl`` when present (either may be missing).
     ``learning_curves=False`` leaves the learning curves out (e.g. for TensorBoard, which has
     the scalars themselves)."""
-    from adaloss.training.sinks import read_jsonl
+    from adaloss.records import read_jsonl
 
     run = Path(run_dir)
     records = read_jsonl(run / "metrics.jsonl")
@@ -547,7 +548,7 @@ def write_learning_curves(results: Sequence[RunResult], out_dir: str | os.PathLi
     (default: the first ``test_*`` metric) against step per method, mean over seeds with a ±1 std
     band (:func:`plot_compare_curves`). Diverged runs are left out; ``None`` (no figure) when
     every run diverged."""
-    from adaloss.training.sinks import read_jsonl
+    from adaloss.records import read_jsonl
 
     if all(r.diverged is not None for r in results):
         return None

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from adaloss.training.compare import RunResult, compare, format_markdown, summarise, write_csv
-from adaloss.training.config import ConfigError, TrainConfig, load_config, parse_overrides
+from adaloss.records import RunResult, read_jsonl
+from adaloss.training.compare import compare, format_markdown, summarise, write_csv
+from adaloss.training.config import (
+    ConfigError,
+    TrainConfig,
+    load_config,
+    parse_overrides,
+)
 from adaloss.training.experiment import build_trainer, default_run_dir, train
 from adaloss.training.optim import create_optimizer, create_scheduler
 from adaloss.training.rundir import RunDirectoryBusy, RunDirectoryError
 from adaloss.training.seed import get_rng_state, seed_everything, set_rng_state
-from adaloss.training.sinks import JsonlSink, MetricSink, TensorBoardSink, read_jsonl
+from adaloss.training.sinks import JsonlSink, MetricSink, TensorBoardSink
 from adaloss.training.trainer import Trainer, TrainingDiverged, evaluate
 
 __all__ = [

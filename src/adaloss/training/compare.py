@@ -9,34 +9,24 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adaloss.data import DatasetSplits
 from adaloss.learners.base import TrainingDiverged
+from adaloss.records import RunResult
 from adaloss.training.config import TrainConfig
 from adaloss.training.experiment import load_data, train
-from adaloss.training.rundir import RunDirectoryError, finished_summary, write_text_atomic
+from adaloss.training.rundir import (
+    RunDirectoryError,
+    finished_summary,
+    write_text_atomic,
+)
 
 __all__ = ["BASELINES", "RunResult", "compare", "compare_key", "format_markdown", "plan", "summarise", "welch_p_value",
            "write_csv"]
 
 logger = logging.getLogger("adaloss")
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One finished run of a comparison."""
-
-    method: str
-    seed: int
-    final: dict[str, float]
-    wall_time_s: float
-    run_dir: Path
-    reused: bool
-    diverged: str | None = None
-    """Why the run stopped early (its learned loss turned non-finite); ``final`` is then empty."""
 
 
 def compare_key(base: TrainConfig) -> str:

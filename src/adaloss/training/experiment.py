@@ -13,8 +13,9 @@ from typing import Any
 import torch
 
 from adaloss.data import DatasetSplits, TaskOptionError, load_dataset, split_for_task
-from adaloss.data.own import OWN_FORMATS, as_splits, load_own
+from adaloss.data.arrays import as_splits
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader
+from adaloss.data.own import OWN_FORMATS, load_own
 from adaloss.distributed import (
     Collective,
     DistributedError,
@@ -63,7 +64,7 @@ def load_data(config: TrainConfig, *, data: object = None, seed: int | None = No
     """The dataset's own splits for ``config`` (the task's split follows in :func:`task_splits`).
 
     ``data`` given in Python (a ``DatasetSplits``, arrays, tensors, a dict or a torch
-    ``Dataset``) is converted by :func:`~adaloss.data.own.as_splits`; else ``dataset=csv``/``npz``
+    ``Dataset``) is converted by :func:`~adaloss.data.arrays.as_splits`; else ``dataset=csv``/``npz``
     reads ``data_path`` (:func:`~adaloss.data.own.load_own`); else the registered dataset is
     loaded from ``data_dir``. ``seed`` (default: the config's) picks the validation split;
     ``task``, when set, decides how given or read targets are taken (else it is inferred).
@@ -292,7 +293,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             :class:`~adaloss.data.DatasetSplits` (used as it is), an ``(x, y)`` pair of arrays
             or tensors, a dict ``{"x", "y", "x_test", "y_test"}`` or a map-style torch
             ``Dataset`` of ``(x, y)`` pairs — split and standardised like the built-in tables
-            (:func:`~adaloss.data.own.as_splits`). ``config.dataset`` then only names the run.
+            (:func:`~adaloss.data.arrays.as_splits`). ``config.dataset`` then only names the run.
     """
     if config.method is None:  # the task's plain loss: the task is the config's, else the data's
         if config.task is None:

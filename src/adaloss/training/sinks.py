@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["LOGGERS", "JsonlSink", "MetricSink", "TensorBoardSink", "read_jsonl", "tensorboard_available"]
+from adaloss.records import read_jsonl
+
+__all__ = ["LOGGERS", "JsonlSink", "MetricSink", "TensorBoardSink", "tensorboard_available"]
 
 #: the metric sinks a run directory can have (config key ``logger``)
 LOGGERS: tuple[str, ...] = ("jsonl", "tensorboard")
@@ -105,17 +107,3 @@ class TensorBoardSink:
 
     def close(self) -> None:
         self._writer.close()
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All complete records of a JSON-lines file; a half-written last line (a killed run) is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records

@@ -20,13 +20,13 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
-from adaloss.data.datasets import TensorSplit
+from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
+from adaloss.data.types import TensorSplit
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import Metric, create_metric, evaluate_batches
-from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from adaloss.training import interrupt
+from adaloss.training.interrupt import Interrupted, stop_requested
 from adaloss.training.rundir import (
     RunDirectoryBusy,
     RunDirectoryError,
@@ -38,7 +38,13 @@ from adaloss.training.rundir import (
     write_text_atomic,
 )
 from adaloss.training.seed import get_rng_state, set_rng_state
-from adaloss.training.sinks import LOGGERS, JsonlSink, MetricSink, TensorBoardSink, tensorboard_available
+from adaloss.training.sinks import (
+    LOGGERS,
+    JsonlSink,
+    MetricSink,
+    TensorBoardSink,
+    tensorboard_available,
+)
 from adaloss.typing import Device, StateDict, Task
 
 __all__ = ["TrainingDiverged", "Trainer", "evaluate"]
@@ -326,9 +332,9 @@ class Trainer:
         if self.run_dir is not None and (self.is_main or self.workers):
             self._tick()
             self.save_checkpoint()
-            signum = interrupt.stop_requested()
+            signum = stop_requested()
             if signum is not None:
-                raise interrupt.Interrupted(signum, step=self.step, checkpoint=self.checkpoint_path,
+                raise Interrupted(signum, step=self.step, checkpoint=self.checkpoint_path,
                                             checkpoint_step=self.step)
 
     # ------------------------------------------------------------------ loop
@@ -576,7 +582,7 @@ class Trainer:
                 self._write_artifacts()
             if self._bar is not None:
                 self._bar.update(1)
-            if interrupt.stop_requested() is not None:
+            if stop_requested() is not None:
                 self._stop_on_request()
         self._tick()
 
@@ -584,14 +590,14 @@ class Trainer:
         """A signal asked the run to stop (:func:`~adaloss.training.interrupt.graceful_stop`): write a
         checkpoint at this step when the run keeps them, then raise
         :class:`~adaloss.training.interrupt.Interrupted`."""
-        signum = interrupt.stop_requested()
+        signum = stop_requested()
         assert signum is not None
         self._tick()
         if self.checkpoint_every and (self.is_main or self.workers) and self._checkpoint_step != self.step:
             self.check_finite()
             self.save_checkpoint()
             self._write_artifacts()
-        raise interrupt.Interrupted(signum, step=self.step, checkpoint=self.checkpoint_path if self._checkpoint_step
+        raise Interrupted(signum, step=self.step, checkpoint=self.checkpoint_path if self._checkpoint_step
                                     is not None else None, checkpoint_step=self._checkpoint_step)
 
     def evaluate(self) -> dict[str, float]:

@@ -1,25 +1,10 @@
-"""Dataset registry: locating, verifying, parsing, splitting and normalising each benchmark.
-
-Protocol shared by all datasets:
-
-* The validation split is a seeded ``valid_fraction`` of the training data (stratified by class
-  for classification); ``seed`` selects it, and the same seed always gives the same split.
-* Sets without an official test split (``digits`` and the regression tables) hold out a fixed
-  20% test split (seed 0, stratified for ``digits``) that does **not** depend on ``seed``, so
-  runs with different seeds are scored on the same test samples.
-* Every statistic used for normalisation (image means where not fixed, feature and target
-  means/stds, imputation medians) comes from the training split only.
-* The metric-learning (``"embedding"``) task of a classification set splits it *by class*
-  (:func:`split_by_class`, ALA dossier §10.2): training and validation keep the training
-  classes (the validation split is drawn from them as above), the test split keeps only the
-  held-out classes, which the model never sees; it is the retrieval set.
-"""
+"""The built-in datasets: locating, verifying and reading each benchmark's files, building its
+splits (:mod:`adaloss.data.protocol`), and :func:`load_dataset` — which also reads your own
+CSV/NPZ files (:mod:`adaloss.data.own`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +13,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from adaloss._validation import check_choice, check_fraction, check_int, unknown_name_error
+from adaloss._validation import check_fraction, unknown_name_error
 from adaloss.data.download import (
     ENV_DATA_DIR,
     RESOURCES,
@@ -46,92 +31,29 @@ from adaloss.data.formats import (
     read_svhn_mat,
     read_tar_members,
 )
-from adaloss.data.splits import _check_seed, random_split, stratified_split
+from adaloss.data.own import OWN_FORMATS, check_own_options, load_own
+from adaloss.data.protocol import (
+    TEST_FRACTION,
+    TEST_SPLIT_SEED,
+    holdout_rows,
+    moments,
+    table_splits,
+)
+from adaloss.data.splits import _check_seed, stratified_split
+from adaloss.data.tasks import split_for_task
+from adaloss.data.types import DatasetSplits, TensorSplit
 from adaloss.typing import Task
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_EMBEDDING_DIM",
-    "DatasetSplits",
-    "TaskOptionError",
-    "TensorSplit",
-    "load_dataset",
-    "split_by_class",
-    "split_for_task",
-    "subsample_classes",
-]
+__all__ = ["DATASETS", "MAX_MISSING_FRACTION", "load_dataset"]
 
-#: Share and seed of the fixed test split carved from sets that have no official one.
-TEST_FRACTION = 0.2
-TEST_SPLIT_SEED = 0
 #: communities_crime: feature columns missing in more than this share of rows are dropped.
 MAX_MISSING_FRACTION = 0.05
-#: Embedding dimension of the metric-learning task when none is given.
-DEFAULT_EMBEDDING_DIM = 64
 
 _MNIST_STATS = ((0.1307,), (0.3081,))
 _FASHION_STATS = ((0.2860,), (0.3530,))
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 _SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
-
-
-@dataclass(frozen=True)
-class TensorSplit:
-    """One split held in memory.
-
-    Attributes:
-        x: float32 features: images ``(N, C, H, W)`` or tables ``(N, D)``.
-        y: int64 ``(N,)`` class labels, or float32 ``(N, 1)`` regression targets.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.x.shape[0] != self.y.shape[0]:
-            raise ValueError(
-                f"TensorSplit needs as many targets as inputs, got {self.x.shape[0]} and {self.y.shape[0]}."
-            )
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-
-@dataclass(frozen=True)
-class DatasetSplits:
-    """A dataset's train/valid/test splits plus what a model and loader need to know.
-
-    Attributes:
-        name: Registered dataset name (own data: the file's name, or what the caller named it).
-        task: ``"classification"``, ``"regression"`` or ``"embedding"`` (:func:`split_by_class`).
-        train: Training split (what remains after carving out the validation split).
-        valid: Validation split.
-        test: Test split.
-        input_shape: Per-sample input shape, e.g. ``(1, 28, 28)`` or ``(8,)``.
-        num_outputs: Number of classes, 1 for regression, the embedding dimension for embedding.
-        augment: Augmentation the training loader should apply.
-        target_scale: Regression: std of the raw training targets (multiply a standardised error
-            by it, or an MSE by its square, for original units); 1.0 for classification.
-        train_classes: Embedding: the classes of the train and valid splits, ascending (the test
-            split holds the others, with their original labels); empty for the other tasks.
-        minority_classes: the classes :func:`subsample_classes` thinned (empty: none).
-        class_names: classification data read from a file with named classes (a CSV target
-            column): the original value of each label, ``class_names[label]``; empty otherwise.
-    """
-
-    name: str
-    task: Task
-    train: TensorSplit
-    valid: TensorSplit
-    test: TensorSplit
-    input_shape: tuple[int, ...]
-    num_outputs: int
-    augment: Literal["none", "crop_flip"] = "none"
-    target_scale: float = 1.0
-    train_classes: tuple[int, ...] = ()
-    minority_classes: tuple[int, ...] = ()
-    class_names: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,84 +257,8 @@ _LOCATIONS: dict[str, _Location] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Splitting and normalisation
+# Splitting and normalising the built-in sets
 # ---------------------------------------------------------------------------------------------
-
-
-def _moments(x: np.ndarray, *, axis: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """float64 mean and std of ``x`` over ``axis``; a constant feature keeps std 1."""
-    mean = x.mean(axis=axis, dtype=np.float64)
-    std = x.std(axis=axis, dtype=np.float64)
-    std[std == 0] = 1.0
-    return mean, std
-
-
-def holdout_rows(
-    num_rows: int, *, labels: np.ndarray | None, valid_fraction: float, seed: int, test: bool = True
-) -> dict[str, np.ndarray]:
-    """Row indices of the splits of data that has no official test split.
-
-    ``test=True``: a fixed ``TEST_FRACTION`` test split (seed ``TEST_SPLIT_SEED``, the same for
-    every ``seed``), then the seeded ``valid_fraction`` of the rest as the validation split;
-    ``test=False`` (the test rows come from elsewhere): only the validation split. Stratified by
-    ``labels`` when given (classification), plain random otherwise.
-
-    Returns:
-        ``{"train": ..., "valid": ...[, "test": ...]}``: sorted index arrays into ``range(num_rows)``.
-    """
-
-    def split(rows: np.ndarray, fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-        if labels is None:
-            keep, held = random_split(len(rows), fraction=fraction, seed=split_seed)
-        else:
-            keep, held = stratified_split(labels[rows], fraction=fraction, seed=split_seed)
-        return rows[keep], rows[held]
-
-    rest, test_rows = np.arange(num_rows), None
-    if test:
-        rest, test_rows = split(rest, TEST_FRACTION, TEST_SPLIT_SEED)
-    train, valid = split(rest, valid_fraction, seed)
-    return {"train": train, "valid": valid} if test_rows is None else {"train": train, "valid": valid, "test": test_rows}
-
-
-def table_splits(
-    name: str,
-    parts: dict[str, tuple[np.ndarray, np.ndarray]],
-    *,
-    task: Literal["classification", "regression"],
-    num_classes: int = 0,
-    class_names: Sequence[str] = (),
-) -> DatasetSplits:
-    """``DatasetSplits`` from numeric ``(x, y)`` arrays per split (``train``, ``valid``, ``test``).
-
-    Every feature (each position of ``x.shape[1:]``) is standardised with the training split's
-    mean and std (a constant feature keeps std 1); regression targets likewise, with their std
-    kept as ``target_scale``; class labels become int64 (``num_classes`` of them).
-    """
-    x_mean, x_std = _moments(parts["train"][0], axis=0)
-    splits = {}
-    if task == "regression":
-        y_train = parts["train"][1]
-        y_mean, y_std = float(y_train.mean()), float(y_train.std())
-        y_std = y_std if y_std > 0 else 1.0
-    for split, (x, y) in parts.items():
-        x_out = torch.from_numpy(((x - x_mean) / x_std).astype(np.float32))
-        if task == "regression":
-            y_out = torch.from_numpy(((y - y_mean) / y_std).astype(np.float32).reshape(-1, 1))
-        else:
-            y_out = torch.from_numpy(np.asarray(y, dtype=np.int64).reshape(-1))
-        splits[split] = TensorSplit(x_out, y_out)
-    return DatasetSplits(
-        name=name,
-        task=task,
-        input_shape=tuple(int(d) for d in parts["train"][0].shape[1:]),
-        num_outputs=1 if task == "regression" else num_classes,
-        target_scale=y_std if task == "regression" else 1.0,
-        class_names=tuple(class_names),
-        train=splits["train"],
-        valid=splits["valid"],
-        test=splits["test"],
-    )
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, name: str) -> None:
@@ -450,7 +296,7 @@ def _classification(
     floats = {split: np.multiply(x, inverse_scale, dtype=np.float32) for split, (x, _) in raw.items()}
     channels = data.train_x.shape[1]
     if stats is None:
-        mean, std = _moments(floats["train"], axis=(0, 2, 3))
+        mean, std = moments(floats["train"], axis=(0, 2, 3))
     else:
         mean, std = np.asarray(stats[0], dtype=np.float64), np.asarray(stats[1], dtype=np.float64)
     mean = mean.astype(np.float32).reshape(1, channels, 1, 1)
@@ -495,179 +341,6 @@ def _regression(
         features[rows, columns[cols]] = medians[cols]
     return table_splits(name, {split: (features[idx], target[idx]) for split, idx in index.items()},
                         task="regression")
-
-
-def _subset(split: TensorSplit, keep: torch.Tensor) -> TensorSplit:
-    idx = keep.nonzero().squeeze(1)
-    return TensorSplit(split.x.index_select(0, idx), split.y.index_select(0, idx))
-
-
-def check_train_classes(train_classes: Sequence[int] | None, num_classes: int) -> tuple[int, ...]:
-    """The training classes of a class split, ascending; ``None`` gives the first half.
-
-    Raises a ``ValueError`` naming ``train_classes``, what is allowed and what was received
-    unless they are at least 2 distinct classes in ``0..num_classes−1`` that leave at least 2
-    held-out classes (pairs need negatives; retrieval and NMI need more than one class).
-    """
-    if train_classes is None:
-        return tuple(range(num_classes // 2))
-    allowed = (f"at least 2 distinct class labels in 0..{num_classes - 1} leaving at least 2 of the "
-               f"{num_classes} classes held out")
-    if isinstance(train_classes, (str, bytes)) or not isinstance(train_classes, Sequence):
-        raise TypeError(f"Expected `train_classes` to be a list of {allowed}, but got {train_classes!r}.")
-    bad = [c for c in train_classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < num_classes]
-    classes = sorted(set(train_classes))
-    if bad or len(classes) != len(train_classes) or not 2 <= len(classes) <= num_classes - 2:
-        raise ValueError(f"Expected `train_classes` to be {allowed}, but got {list(train_classes)!r}.")
-    return tuple(classes)
-
-
-def split_by_class(
-    data: DatasetSplits,
-    *,
-    train_classes: Sequence[int] | None = None,
-    embedding_dim: int = DEFAULT_EMBEDDING_DIM,
-) -> DatasetSplits:
-    """The metric-learning (``"embedding"``) task of a classification dataset (dossier §10.2).
-
-    The standard protocol of deep metric learning: the model is trained on some classes and
-    evaluated by retrieval on classes it has never seen. ``train`` and ``valid`` keep the rows
-    of ``train_classes`` (default: the first half of the classes, 0–4 of MNIST, Fashion-MNIST
-    and digits) — so the validation split is the usual seeded, stratified share of the training
-    data of those classes; ``test`` keeps the official test rows of the other classes (5–9).
-    Labels keep their original values; the training rows of the held-out classes are unused.
-
-    Args:
-        data: a classification dataset's splits, as :func:`load_dataset` returns them.
-        train_classes: the training classes (see :func:`check_train_classes`).
-        embedding_dim: the embedding dimension (the model's ``num_outputs``).
-    """
-    if data.task != "classification":
-        raise ValueError(f"The embedding task splits a classification dataset by class, but {data.name!r} has task "
-                         f"{data.task!r}.")
-    classes = check_train_classes(train_classes, data.num_outputs)
-    embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
-    chosen = torch.zeros(data.num_outputs, dtype=torch.bool)
-    chosen[list(classes)] = True
-    return dataclasses.replace(
-        data,
-        task="embedding",
-        train=_subset(data.train, chosen[data.train.y]),
-        valid=_subset(data.valid, chosen[data.valid.y]),
-        test=_subset(data.test, ~chosen[data.test.y]),
-        num_outputs=embedding_dim,
-        train_classes=classes,
-    )
-
-
-def subsample_classes(
-    data: DatasetSplits, *, classes: Sequence[int], fraction: float = 0.1, seed: int = 0
-) -> DatasetSplits:
-    """An imbalanced variant of a classification dataset: ``classes`` keep ``fraction`` of their
-    training and validation rows (at least one each; a seeded random choice per class and split),
-    every other class keeps all; the test split stays as it is, so a metric such as macro AUCPR
-    scores every class on the same footing (ALA issue: "a few classes subsampled to 10%").
-    """
-    if data.minority_classes:
-        raise ValueError(f"{data.name!r} is already subsampled (classes {list(data.minority_classes)}).")
-    if data.task != "classification":
-        raise ValueError(f"Subsampling classes applies to classification, but {data.name!r} has task {data.task!r}.")
-    classes = list(classes)
-    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < data.num_outputs]
-    if bad or not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"Expected `minority_classes` to be distinct class labels in [0, {data.num_outputs}), "
-                         f"but got {classes!r}.")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"Expected `minority_fraction` to be in (0, 1], but got {fraction!r}.")
-    g = torch.Generator().manual_seed(int(seed))
-
-    def thin(split: TensorSplit) -> TensorSplit:
-        keep = torch.ones(len(split), dtype=torch.bool)
-        for c in sorted(classes):  # the same rows whatever order the classes are named in
-            rows = torch.nonzero(split.y == c).squeeze(1)
-            if len(rows) == 0:
-                continue
-            n = max(1, math.ceil(fraction * len(rows)))
-            keep[rows] = False
-            keep[rows[torch.randperm(len(rows), generator=g)[:n]]] = True
-        return _subset(split, keep)
-
-    return dataclasses.replace(data, train=thin(data.train), valid=thin(data.valid),
-                               minority_classes=tuple(sorted(classes)))
-
-
-class TaskOptionError(ValueError):
-    """A task option that does not fit the dataset; :attr:`key` names the option (``task``,
-    ``train_classes``, ``embedding_dim``, ``minority_classes``), so callers can name it as theirs
-    (the trainer's config keys have the same names)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def split_for_task(
-    data: DatasetSplits,
-    *,
-    task: Task | None = None,
-    train_classes: Sequence[int] | None = None,
-    embedding_dim: int | None = None,
-    minority_classes: Sequence[int] | None = None,
-    minority_fraction: float | None = None,
-    seed: int = 0,
-) -> DatasetSplits:
-    """The splits of ``task`` made from a dataset's own splits ``data`` — the one implementation
-    behind :func:`load_dataset`'s ``task`` and the trainer's config keys of the same names.
-
-    ``minority_classes`` first thins those classes of a classification set
-    (:func:`subsample_classes` with ``minority_fraction``, default 0.1, and ``seed``; splits that
-    are already thinned that way are kept). Then ``task``: ``None`` or the dataset's own task keep
-    the splits; ``"embedding"`` on a classification set splits it by class
-    (:func:`split_by_class` with ``train_classes`` and ``embedding_dim``); splits already split
-    by class are checked against them and kept.
-
-    Raises:
-        TaskOptionError: an option that does not fit the dataset or the task; its ``key`` names it.
-        TypeError: ``train_classes`` that is not a list.
-    """
-    if minority_classes is not None and tuple(sorted(minority_classes)) != data.minority_classes:
-        fraction = 0.1 if minority_fraction is None else minority_fraction
-        try:
-            data = subsample_classes(data, classes=minority_classes, fraction=fraction, seed=seed)
-        except ValueError as e:
-            raise TaskOptionError("minority_classes", str(e)) from None
-    if task is not None:
-        try:
-            check_choice("task", task, ("classification", "regression", "embedding"))
-        except ValueError as e:
-            raise TaskOptionError("task", str(e)) from None
-    if task != "embedding":
-        for key, value in (("train_classes", train_classes), ("embedding_dim", embedding_dim)):
-            if value is not None:
-                raise TaskOptionError(key, f"`{key}` applies to task='embedding' only, but got task={task!r}.")
-    if task is None or (task == data.task and task != "embedding"):
-        return data
-    dim = DEFAULT_EMBEDDING_DIM if embedding_dim is None else embedding_dim
-    if task == "embedding" and data.task == "classification":
-        try:
-            check_train_classes(train_classes, data.num_outputs)
-        except ValueError as e:
-            raise TaskOptionError("train_classes", str(e)) from None
-        try:
-            return split_by_class(data, train_classes=train_classes, embedding_dim=dim)
-        except ValueError as e:
-            raise TaskOptionError("embedding_dim", str(e)) from None
-    if task == "embedding" and data.task == "embedding":
-        wanted = None if train_classes is None else tuple(sorted(train_classes))
-        if (wanted is not None and wanted != data.train_classes) or dim != data.num_outputs:
-            raise TaskOptionError(
-                "train_classes" if wanted is not None and wanted != data.train_classes else "embedding_dim",
-                f"The splits of {data.name!r} are already split by class with train_classes="
-                f"{list(data.train_classes)} and embedding_dim={data.num_outputs}, but the task asks for "
-                f"train_classes={None if train_classes is None else list(train_classes)!r} and embedding_dim={dim}.")
-        return data
-    allowed = [data.task, "embedding"] if data.task == "classification" else [data.task]
-    raise TaskOptionError("task", f"Expected `task` for dataset {data.name!r} to be one of {allowed}, but got {task!r}.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -831,7 +504,6 @@ def load_dataset(
         DataFormatError: A file does not parse as its format.
         DownloadError: ``download=True`` and no source could be fetched.
     """
-    from adaloss.data.own import OWN_FORMATS, check_own_options, load_own
 
     if name not in _BUILDERS and name not in OWN_FORMATS:
         raise unknown_name_error("dataset", name, (*DATASETS, *OWN_FORMATS))
