@@ -20,7 +20,6 @@ sys.path.insert(0, str(HERE.parent / "experiments"))
 
 from make_results import write_section  # noqa: E402
 
-
 #: the targets of the exact step and of the recommended amortised setting, in CE steps
 EXACT_TARGET, AMORTISED_TARGET = 3.0, 1.5
 

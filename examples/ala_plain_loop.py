@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import adaloss
 from adaloss.data.batches import cycle
-from adaloss.learners.ala import phi_statistics
+from adaloss.methods.ala import phi_statistics
 
 
 def digits_tensors(seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -71,12 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="config overrides passed to every config, e.g. method_args.taylorglo.generations=8")
     args = p.parse_args(argv)
 
-    from make_results import write_section
-
+    from adaloss.plotting import write_learning_curves
     from adaloss.plotting.figures import plot_run
     from adaloss.training import load_config
-    from adaloss.plotting import write_learning_curves
     from adaloss.training.compare import compare
+    from make_results import write_section
 
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.configs:

@@ -37,10 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
 
-    from make_results import write_section
-
     from adaloss.training import load_config
     from adaloss.training.compare import RunResult, compare, format_markdown, summarise
+    from make_results import write_section
 
     seeds = [int(s) for s in args.seeds.split(",")]
     runtime = [f"threads={args.threads}"] if args.threads else []

@@ -2,7 +2,7 @@
 
 Reads the measured signal (``experiments/results/ala_signal.json``: reward noise σ, the effect Δ
 of a good action, the episodes one run gives a controller) and runs the synthetic one-parameter
-task of :func:`adaloss.learners.ala.bandit.run_bandit` at that σ and Δ for a grid of controller
+task of :func:`adaloss.methods.ala.bandit.run_bandit` at that σ and Δ for a grid of controller
 settings, many seeds each: how close φ stays to the better end in the second half of the run,
 against a policy that never learns (``policy_lr`` ≈ 0: a random walk).
 
@@ -39,8 +39,8 @@ TASKS = ((0.0, 1.0), (1.0, 0.0))
 
 def _distance(opts: dict, *, sigma: float, delta: float, budget: int, seeds: int, beta: float) -> list[float]:  # type: ignore[type-arg]
     """Per seed and task: |φ − φ*| averaged over the second half of the budget."""
-    from adaloss.learners.ala import ALAController
-    from adaloss.learners.ala.bandit import run_bandit
+    from adaloss.methods.ala import ALAController
+    from adaloss.methods.ala.bandit import run_bandit
 
     out = []
     for start, target in TASKS:

@@ -99,11 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the section to ala_planted-TAG (e.g. an independent replicate on other seeds)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    from ala_protocol import controller_summary
-    from make_results import write_section
-
     from adaloss.training import load_config
     from adaloss.training.compare import format_markdown, summarise, welch_p_value
+    from ala_protocol import controller_summary
+    from make_results import write_section
 
     seeds = [int(s) for s in args.seeds.split(",")]
     runtime = [f"threads={args.threads}"] if args.threads else []

@@ -162,7 +162,7 @@ def loss_family(results, method: str) -> str:  # type: ignore[no-untyped-def]
     """Which loss ALA adapted in these runs, read from the first run's saved config."""
     import yaml
 
-    from adaloss.learners.ala import PRESET_FAMILIES
+    from adaloss.methods.ala import PRESET_FAMILIES
 
     run = next((r for r in results if r.method == method), None)
     if run is None or not (run.run_dir / "config.yaml").is_file():
@@ -229,12 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.ala_metric is not None and args.variant is None:
         p.error("--ala-metric needs --variant (the ALA runs go to their own folder)")
 
-    from make_results import write_section
-
+    from adaloss.plotting import write_learning_curves
     from adaloss.plotting.figures import plot_run
     from adaloss.training import load_config
-    from adaloss.plotting import write_learning_curves
     from adaloss.training.compare import compare
+    from make_results import write_section
 
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = _parts(args.policy_seed, Path(args.runs), args.variant)

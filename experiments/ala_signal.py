@@ -5,7 +5,7 @@ On the planted-mismatch task (imbalanced Fashion-MNIST, an MLP, the target metri
 error; see ``experiments/configs/fmnist_imbalanced.yaml``) a base model is trained with the loss
 held fixed (Φ = 0: cross-entropy), and every ``K`` steps the ALA reward is computed exactly as
 :class:`adaloss.ALA` computes it: the smoothed metric M over the window's last ``L`` steps
-(Eq. 4, :func:`~adaloss.learners.ala.smoothed_metric`), reward ``r_t = M_{t−1} − M_t``.
+(Eq. 4, :func:`~adaloss.methods.ala.smoothed_metric`), reward ``r_t = M_{t−1} − M_t``.
 
 * **Noise σ**: the spread of ``r_t`` at fixed Φ — per window, the std over seeds, then the root
   mean square over windows (training noise and the validation subset's sampling noise together;
@@ -58,7 +58,7 @@ def _setup(data_dir: str, seed: int, cfg) -> tuple:  # type: ignore[no-untyped-d
 
 def _window(model, opt, loss, data, batches: list[torch.Tensor], smoothing: int, gamma: float, metric) -> float:  # type: ignore[no-untyped-def]
     """Train one window on ``batches`` (row indices) with ``loss``; the smoothed metric M (Eq. 4)."""
-    from adaloss.learners.ala import smoothed_metric
+    from adaloss.methods.ala import smoothed_metric
     from adaloss.metrics import evaluate_batches
 
     values = []

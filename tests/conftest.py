@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -170,3 +171,33 @@ def kill_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable
         return ResumedRun(full, part, killed_at, full_summary, resumed_summary)
 
     return run
+
+
+# ---------------------------------------------------------------------------- a killed CMA-ES search
+
+
+@pytest.fixture
+def search_killed_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], contextlib.AbstractContextManager[None]]:
+    """``with search_killed_after(n): …``: the CMA-ES search is killed (``KeyboardInterrupt``) right
+    after it has written its state for generation ``n``; the block expects that and restores the search."""
+    import adaloss.methods.search as search
+
+    @contextlib.contextmanager
+    def killed(generation: int) -> Iterator[None]:
+        original = search._write_state
+        calls = {"n": 0}
+
+        def write_then_die(path: Any, state: Any) -> None:
+            original(path, state)
+            calls["n"] += 1
+            if calls["n"] == generation:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(search, "_write_state", write_then_die)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(search, "_write_state", original)
+
+    return killed

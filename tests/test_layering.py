@@ -10,7 +10,7 @@ import pytest
 import adaloss
 
 PACKAGE = Path(adaloss.__file__).parent
-LOWER = ("functional", "losses", "metrics", "models", "data", "learners")
+LOWER = ("functional", "losses", "metrics", "models", "data", "methods", "learners")
 HIGHER = ("adaloss.training", "adaloss.plotting", "adaloss.cli")
 
 
@@ -38,6 +38,18 @@ def test_lower_layers_never_import_training_or_plotting(layer: str) -> None:
         for path in sorted((PACKAGE / layer).rglob("*.py"))
         for line, name in _imports(path)
         if name.startswith(HIGHER) or name in ("adaloss.training", "adaloss.plotting")
+    ]
+    assert not offending, "\n".join(offending)
+
+
+def test_methods_never_import_their_adapters() -> None:
+    """The methods floor: the objects a user holds know nothing of the trainer's plug-in layer."""
+    offending = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}"
+        for path in sorted((PACKAGE / "methods").rglob("*.py"))
+        for line, name in _imports(path)
+        if name.startswith(("adaloss.learners", "adaloss.training", "adaloss.plotting", "adaloss.cli",
+                            "adaloss.lightning"))
     ]
     assert not offending, "\n".join(offending)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import Logger  # noqa: E402
 
 import adaloss  # noqa: E402
-from adaloss.lightning import ALACallback, AdaLFLMixin, adalfl_training_step  # noqa: E402
+from adaloss.lightning import AdaLFLMixin, ALACallback, adalfl_training_step  # noqa: E402
 
 # Lightning's advice for real runs, not errors of these tiny ones
 pytestmark = [

@@ -79,7 +79,7 @@ def _sphere(x: np.ndarray, seed: int) -> float:
 
 @pytest.mark.parametrize("kind", sorted(PAYLOADS))
 def test_search_state_file_holding_a_pickle_is_refused_not_run(tmp_path: Path, marker: Path, kind: str) -> None:
-    from adaloss.learners.search import SearchStateError, cma_search
+    from adaloss.methods.search import SearchStateError, cma_search
 
     for name in ("taylorglo_search.json", "taylorglo_search.pkl", "state"):
         path = tmp_path / name
@@ -98,7 +98,7 @@ def test_search_state_is_json_written_with_the_shared_atomic_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import adaloss.checkpoint
-    import adaloss.learners.search as search
+    import adaloss.methods.search as search
 
     assert not hasattr(search, "tempfile")  # no private copy of the atomic write
     calls: list[Path] = []
@@ -119,7 +119,7 @@ def test_search_state_is_json_written_with_the_shared_atomic_writer(
 
 
 def _finished_state(tmp_path: Path) -> tuple[Path, dict]:
-    from adaloss.learners.search import cma_search
+    from adaloss.methods.search import cma_search
 
     path = tmp_path / "state.json"
     cma_search(_sphere, np.zeros(3), state_path=path, **SMALL_SEARCH)
@@ -139,7 +139,7 @@ def _finished_state(tmp_path: Path) -> tuple[Path, dict]:
     ],
 )
 def test_corrupt_or_foreign_search_state_names_the_file(tmp_path: Path, content: bytes, message: str) -> None:
-    from adaloss.learners.search import SearchStateError, cma_search
+    from adaloss.methods.search import SearchStateError, cma_search
 
     path = tmp_path / "state.json"
     path.write_bytes(content)
@@ -162,7 +162,7 @@ def test_corrupt_or_foreign_search_state_names_the_file(tmp_path: Path, content:
     ],
 )
 def test_malformed_search_state_names_the_file(tmp_path: Path, edit: Any, message: str) -> None:
-    from adaloss.learners.search import SearchStateError, cma_search
+    from adaloss.methods.search import SearchStateError, cma_search
 
     path, state = _finished_state(tmp_path)
     edit(state)
@@ -173,7 +173,7 @@ def test_malformed_search_state_names_the_file(tmp_path: Path, edit: Any, messag
 
 
 def test_edited_candidates_do_not_replay(tmp_path: Path) -> None:
-    from adaloss.learners.search import SearchStateError, cma_search
+    from adaloss.methods.search import SearchStateError, cma_search
 
     path, state = _finished_state(tmp_path)
     state["records"][1]["x"][0][0] += 1e-6
@@ -197,7 +197,7 @@ def _taylorglo_config(run_dir: Path):  # type: ignore[no-untyped-def]
 def test_taylorglo_ignores_an_old_pickled_search_state(
     tmp_path: Path, marker: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from adaloss.learners.taylorglo import LEGACY_SEARCH_STATE_FILE, SEARCH_STATE_FILE
+    from adaloss.methods.taylorglo import LEGACY_SEARCH_STATE_FILE, SEARCH_STATE_FILE
     from adaloss.training import train
 
     assert LEGACY_SEARCH_STATE_FILE == "taylorglo_search.pkl" and SEARCH_STATE_FILE == "taylorglo_search.json"
@@ -212,8 +212,8 @@ def test_taylorglo_ignores_an_old_pickled_search_state(
 
 
 def test_taylorglo_refuses_a_pickle_planted_as_its_json_state(tmp_path: Path, marker: Path) -> None:
-    from adaloss.learners.search import SearchStateError
-    from adaloss.learners.taylorglo import SEARCH_STATE_FILE
+    from adaloss.methods.search import SearchStateError
+    from adaloss.methods.taylorglo import SEARCH_STATE_FILE
     from adaloss.training import train
 
     run = tmp_path / "run"
@@ -274,7 +274,7 @@ def test_losses_load_refuses_a_malicious_file(tmp_path: Path, marker: Path, fmt:
 @pytest.mark.parametrize("where", ["file", "run dir policy.pt", "run dir last.pt"])
 def test_ala_load_policy_refuses_a_malicious_file(tmp_path: Path, marker: Path, where: str) -> None:
     from adaloss.checkpoint import CheckpointError
-    from adaloss.learners.ala import load_policy
+    from adaloss.methods.ala import load_policy
 
     run = tmp_path / "run"
     target = {"file": tmp_path / "policy.pt", "run dir policy.pt": run / "policy.pt",

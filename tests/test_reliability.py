@@ -495,7 +495,7 @@ def test_overrides_modify_the_built_in_job_and_the_plan_is_printed(tmp_path: Pat
         1, 1000, {"hidden": [256, 256]}, {"adalfl": {"init_steps": 250}})
     err = capsys.readouterr().err
     assert "modified by: threads=1" in err
-    assert f"about to run 6 methods × 3 seeds × 1000 steps on digits / mlp: 18 runs to train" in err
+    assert "about to run 6 methods × 3 seeds × 1000 steps on digits / mlp: 18 runs to train" in err
     assert f"folder: {seen['out']}" in err and str(seen["out"]).startswith("runs/compare/digits-mlp-")
     with pytest.raises(Stop):
         main(["compare", "threads=1", "steps=10"])

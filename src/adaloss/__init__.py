@@ -1,25 +1,15 @@
 """adaloss: meta-learned, adaptive loss functions for PyTorch.
 
 The subpackages hold one concept each: :mod:`adaloss.data`, :mod:`adaloss.models`,
-:mod:`adaloss.losses`, :mod:`adaloss.functional`, :mod:`adaloss.learners`,
-:mod:`adaloss.metrics` and :mod:`adaloss.training`.
+:mod:`adaloss.losses`, :mod:`adaloss.functional`, :mod:`adaloss.metrics`, :mod:`adaloss.methods`
+(the methods as objects for any training loop), :mod:`adaloss.learners` (their adapters to the
+trainer) and :mod:`adaloss.training`.
 """
 
 from __future__ import annotations
 
 from adaloss.data import DATASETS, DatasetSplits, TensorSplit, load_dataset
-from adaloss.learners import (
-    AdaLFL,
-    AdaLFLLearner,
-    FixedLossLearner,
-    Learner,
-    TaylorGLO,
-    TaylorGLOLearner,
-    TrainContext,
-    TrainingFitness,
-    create_learner,
-)
-from adaloss.learners.ala import ALA, ALAPolicy
+from adaloss.learners import AdaLFLLearner, FixedLossLearner, Learner, TaylorGLOLearner, TrainContext, create_learner
 from adaloss.losses import (
     ClassPairLoss,
     ClassWeightLoss,
@@ -30,6 +20,7 @@ from adaloss.losses import (
     TaylorLoss,
     create_loss,
 )
+from adaloss.methods import ALA, AdaLFL, ALAPolicy, TaylorGLO, TrainingFitness
 from adaloss.metrics import Metric, create_metric
 from adaloss.models import create_model, list_models
 from adaloss.training import TrainConfig, Trainer, compare, load_config, seed_everything, train

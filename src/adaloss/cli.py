@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from adaloss.checkpoint import STORAGE_ERRNOS, CheckpointError, StorageError, storage_error
     from adaloss.distributed import DistributedError, launched_by_torchrun
-    from adaloss.learners.base import TrainingDiverged
+    from adaloss.methods.base import TrainingDiverged
     from adaloss.training.config import ConfigError
     from adaloss.training.interrupt import Interrupted, graceful_stop
     from adaloss.training.rundir import RunDirectoryBusy

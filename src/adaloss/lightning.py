@@ -87,9 +87,9 @@ from adaloss.data.batches import ResumableCycle
 from adaloss.distributed import LocalCollective
 
 if TYPE_CHECKING:
-    from adaloss.learners.adalfl import AdaLFL
-    from adaloss.learners.ala import ALA
-    from adaloss.learners.ala.scheduler import ValidData
+    from adaloss.methods.adalfl import AdaLFL
+    from adaloss.methods.ala import ALA
+    from adaloss.methods.ala.scheduler import ValidData
 
 __all__ = ["ALACallback", "AdaLFLMixin", "adalfl_training_step"]
 
@@ -197,7 +197,7 @@ class AdaLFLMixin:
         """The module's AdaLFL (built by :meth:`configure_adalfl` at first use)."""
         built = self.__dict__.get("_adalfl")
         if built is None:
-            from adaloss.learners.adalfl import AdaLFL
+            from adaloss.methods.adalfl import AdaLFL
 
             try:
                 built = self.configure_adalfl()
@@ -286,7 +286,7 @@ class ALACallback(pl.Callback):
     """
 
     def __init__(self, ala: ALA, valid_data: ValidData, *, log_prefix: str = "ala/", prog_bar: bool = False) -> None:
-        from adaloss.learners.ala import ALA
+        from adaloss.methods.ala import ALA
 
         if not isinstance(ala, ALA):
             raise TypeError(f"Expected `ala` to be an adaloss.ALA, but got {type(ala).__name__}.")

@@ -14,8 +14,8 @@ import torch
 from scipy.io import savemat
 
 from adaloss.data import DATASETS, ChecksumError, DatasetSplits, load_dataset, split_by_class
-from adaloss.data.protocol import TEST_FRACTION, TEST_SPLIT_SEED
 from adaloss.data.download import RESOURCES, Resource, md5sum
+from adaloss.data.protocol import TEST_FRACTION, TEST_SPLIT_SEED
 from adaloss.data.splits import random_split
 
 SHARED = Path("/work/shared/datasets")

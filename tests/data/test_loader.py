@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from adaloss.checkpoint import load_checkpoint, save_checkpoint
 from adaloss.data import TensorSplit
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
-from adaloss.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _split(n: int = 50) -> TensorSplit:

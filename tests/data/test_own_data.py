@@ -13,9 +13,9 @@ import torch
 import adaloss
 from adaloss.cli import main
 from adaloss.data import DataFormatError, DatasetSplits, TaskOptionError, load_dataset, split_for_task
-from adaloss.data.protocol import TEST_FRACTION, holdout_rows
 from adaloss.data.arrays import MAX_INFERRED_CLASSES, as_splits, infer_task
 from adaloss.data.own import load_csv, load_npz
+from adaloss.data.protocol import TEST_FRACTION, holdout_rows
 from adaloss.training import TrainConfig
 from adaloss.training.config import ConfigError, load_config
 

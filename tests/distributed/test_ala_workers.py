@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaloss.learners.ala import ALAPolicy
+from adaloss.methods.ala import ALAPolicy
 
 Run = Callable[..., "subprocess.CompletedProcess[str]"]  # the torchrun and train_in_subprocess fixtures
 

@@ -104,8 +104,8 @@ def test_a_killed_rank_fails_the_job_fast_and_the_run_resumes(
 
 
 def test_sharded_batches_split_the_global_batch() -> None:
-    from adaloss.data.types import TensorSplit
     from adaloss.data.loader import BatchLoader
+    from adaloss.data.types import TensorSplit
 
     split = TensorSplit(torch.arange(40.0).unsqueeze(1), torch.arange(40))
 

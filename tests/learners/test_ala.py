@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+from adaloss.checkpoint import load_checkpoint
 from adaloss.cli import main
 from adaloss.learners import TrainContext, create_learner
-from adaloss.learners.ala import (
+from adaloss.learners.ala import ALALearner
+from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss
+from adaloss.methods.ala import (
     ALAController,
-    ALALearner,
     ALAPolicy,
     MetricHistoryFeatures,
     Observation,
@@ -25,10 +27,8 @@ from adaloss.learners.ala import (
     smoothed_metric,
     soft_confusion,
 )
-from adaloss.losses.ala import ClassPairLoss, PairDistanceLoss
 from adaloss.metrics import ErrorRate
 from adaloss.training import TrainConfig, build_trainer, read_jsonl, train
-from adaloss.checkpoint import load_checkpoint
 
 TINY = {"ala_args": {"K": 10, "val_batches": 2, "smoothing_window": 3, "grad_ratio_every": 5}}
 #: the paper's class-pair family, which most classification tests below inspect (the default
@@ -242,8 +242,8 @@ def test_default_ala_class_pair_trains_a_classifier_and_its_loss_stays_bounded(t
 
 
 def test_default_ala_is_the_tied_class_frequency_family_with_its_measured_settings(tmp_path: Path) -> None:
-    from adaloss.learners.ala import FAMILY_DEFAULTS
     from adaloss.losses import FrequencyWeightLoss
+    from adaloss.methods.ala import FAMILY_DEFAULTS
 
     trainer = build_trainer(TrainConfig(method="ala", steps=300, batch_size=32, log_every=50, eval_every=300,
                                         model_args={"hidden": [16]}, progress="off", run_dir=str(tmp_path),
@@ -765,8 +765,8 @@ def test_truncated_eq4_window_against_the_full_sum(tmp_path: Path) -> None:
 
 
 def test_class_error_features_layout_by_hand() -> None:
-    from adaloss.learners.ala import ClassErrorFeatures
     from adaloss.losses import ClassWeightLoss
+    from adaloss.methods.ala import ClassErrorFeatures
 
     loss = ClassWeightLoss(3)  # bounds (-2, 2)
     loss.set_parameter_vector(torch.tensor([1.0, 0.0, -2.0]))

@@ -13,9 +13,10 @@ import torch
 
 import adaloss
 from adaloss.data.types import TensorSplit
-from adaloss.learners.base import TrainingDiverged
-from adaloss.learners.taylorglo import SEARCH_STATE_FILE, PartialTrainingFitness, TaylorGLO, TaylorGLOLearner
+from adaloss.learners.taylorglo import TaylorGLOLearner
 from adaloss.losses import TaylorLoss
+from adaloss.methods.base import TrainingDiverged
+from adaloss.methods.taylorglo import SEARCH_STATE_FILE, PartialTrainingFitness, TaylorGLO
 from adaloss.models import create_model
 from adaloss.training import TrainConfig, read_jsonl, train
 

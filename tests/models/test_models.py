@@ -10,8 +10,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 from torch.nn import functional as F
 
-from adaloss.models import EmbeddingNet, create_model, list_models, model_options, register_model
-from adaloss.models import registry
+from adaloss.models import EmbeddingNet, create_model, list_models, model_options, register_model, registry
 
 MNIST = (1, 28, 28)
 CIFAR = (3, 32, 32)

@@ -111,9 +111,9 @@ def _recall_brute_force(emb: np.ndarray, labels: np.ndarray, k: int) -> tuple[fl
 
 
 def test_embedding_run_reports_retrieval_metrics_on_the_held_out_classes(tmp_path: Path) -> None:
+    from adaloss.checkpoint import load_checkpoint
     from adaloss.cli import main
     from adaloss.metrics import nmi
-    from adaloss.checkpoint import load_checkpoint
 
     assert main(["train", *EMBED, "method=contrastive", "steps=20", "log_every=10", "eval_every=10",
                  "checkpoint_every=20", f"run_dir={tmp_path}"]) == 0

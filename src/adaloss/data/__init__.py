@@ -11,12 +11,7 @@ from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batche
 from adaloss.data.own import OWN_FORMATS, load_csv, load_npz
 from adaloss.data.registry import DATASETS, load_dataset
 from adaloss.data.splits import random_split, stratified_split
-from adaloss.data.tasks import (
-    TaskOptionError,
-    split_by_class,
-    split_for_task,
-    subsample_classes,
-)
+from adaloss.data.tasks import TaskOptionError, split_by_class, split_for_task, subsample_classes
 from adaloss.data.types import DatasetSplits, TensorSplit
 
 __all__ = [

@@ -32,13 +32,7 @@ from adaloss.data.formats import (
     read_tar_members,
 )
 from adaloss.data.own import OWN_FORMATS, check_own_options, load_own
-from adaloss.data.protocol import (
-    TEST_FRACTION,
-    TEST_SPLIT_SEED,
-    holdout_rows,
-    moments,
-    table_splits,
-)
+from adaloss.data.protocol import TEST_FRACTION, TEST_SPLIT_SEED, holdout_rows, moments, table_splits
 from adaloss.data.splits import _check_seed, stratified_split
 from adaloss.data.tasks import split_for_task
 from adaloss.data.types import DatasetSplits, TensorSplit

@@ -29,8 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adaloss.functional.activations import smooth_leaky_relu
-
 __all__ = ["PairwiseMLPCache", "pairwise_mlp_mixed_grad", "pairwise_mlp_value_and_grad"]
 
 #: the output activation ``τ`` of the loss network

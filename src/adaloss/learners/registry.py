@@ -6,9 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
-from adaloss._validation import call_with_options, check_positive, unknown_name_error
+from adaloss._validation import call_with_options, unknown_name_error
 from adaloss.learners.base import Learner
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.losses import HANDCRAFTED_LOSSES, create_loss
@@ -145,38 +143,19 @@ for _name, (_task, _) in HANDCRAFTED_LOSSES.items():
     register_method(_name, _handcrafted(_name), tasks=(_task,), defaults_from=(HANDCRAFTED_LOSSES[_name][1],))
 
 
-def _adalfl(
-    *,
-    task: Task,
-    init_steps: int = 2500,
-    online: bool = True,
-    meta_lr: float = 1e-3,
-    meta_batch: str = "valid",
-    grad_ratio_every: int = 100,
-    learn_lr: str = "off",
-    lr_meta_lr: float = 1e-3,
-    meta_gradient: str = "exact",
-    meta_every: int = 1,
-    **loss_options: Any,
-) -> Learner:
-    """AdaLFL with Adam(meta_lr) on φ; ``loss_options`` go to :class:`~adaloss.losses.LossNetwork`."""
-    from adaloss.learners.adalfl import AdaLFLLearner
+def _adalfl(*, task: Task, **options: Any) -> Learner:
+    """AdaLFL: :class:`~adaloss.learners.AdaLFLLearner`'s options (declared on it and on
+    :class:`~adaloss.methods.AdaLFL`); the rest go to :class:`~adaloss.losses.LossNetwork`."""
+    from adaloss.learners.adalfl import ADALFL_OPTIONS, AdaLFLLearner
     from adaloss.losses import LossNetwork
 
-    learner_options = ["grad_ratio_every", "init_steps", "learn_lr", "lr_meta_lr", "meta_batch", "meta_every",
-                       "meta_gradient", "meta_lr", "online"]
+    learner_options = {"init_steps", "meta_batch", *ADALFL_OPTIONS}
+    loss_options = {k: v for k, v in options.items() if k not in learner_options}
     try:
         loss = call_with_options("the AdaLFL loss network", functools.partial(LossNetwork, task=task), loss_options)
     except TypeError as e:
-        raise TypeError(f"{e} Learner options: {learner_options}.") from None
-    check_positive("meta_lr", meta_lr)
-    check_positive("lr_meta_lr", lr_meta_lr)
-    return AdaLFLLearner(
-        task=task, loss=loss, meta_optimizer=lambda p: torch.optim.Adam(p, lr=meta_lr), init_steps=init_steps,
-        online=online, meta_batch=meta_batch, grad_ratio_every=grad_ratio_every,  # type: ignore[arg-type]
-        learn_lr=learn_lr, lr_meta_optimizer=lambda p: torch.optim.Adam(p, lr=lr_meta_lr),  # type: ignore[arg-type]
-        meta_gradient=meta_gradient, meta_every=meta_every,  # type: ignore[arg-type]
-    )
+        raise TypeError(f"{e} Learner options: {sorted(learner_options)}.") from None
+    return AdaLFLLearner(task=task, loss=loss, **{k: v for k, v in options.items() if k in learner_options})
 
 
 def _ml3(*, task: Task, init_steps: int = 250, **options: Any) -> Learner:
@@ -225,11 +204,11 @@ def _libauc_ap(*, task: Task, **options: Any) -> Learner:
 
 register_method("libauc_ap", _libauc_ap, tasks=("classification",), optional_dependency=True)
 _ADALFL_DEFAULTS = ("adaloss.losses.network:LossNetwork", "adaloss.learners.adalfl:AdaLFLLearner",
-                    "adaloss.learners.adalfl:AdaLFL")
+                    "adaloss.methods.adalfl:AdaLFL")
 register_method("adalfl", _adalfl, tasks=("classification", "regression"), defaults_from=_ADALFL_DEFAULTS)
 register_method("ml3", _ml3, tasks=("classification", "regression"), defaults_from=(_adalfl, *_ADALFL_DEFAULTS))
 register_method("taylorglo", _taylorglo, tasks=("classification", "regression"),
-                defaults_from=("adaloss.learners.taylorglo:TaylorGLOLearner", "adaloss.learners.taylorglo:TaylorGLO"))
+                defaults_from=("adaloss.learners.taylorglo:TaylorGLOLearner", "adaloss.methods.taylorglo:TaylorGLO"))
 def _ala(*, task: Task, **options: Any) -> Learner:
     """ALA (Huang et al. 2019): a policy moves the loss's Φ (class-pair loss for classification,
     pair-distance loss for embedding) every K steps, rewarded by the change of a validation
@@ -241,10 +220,10 @@ def _ala(*, task: Task, **options: Any) -> Learner:
 
 register_method("learned_loss", _learned_loss, tasks=("classification", "regression"), needs_args=True)
 register_method("ala", _ala, tasks=("classification", "embedding"), target_metric=True, defaults_from=(
-    "adaloss.learners.ala.learner:create_ala_learner", "adaloss.learners.ala.learner:ALALearner",
-    "adaloss.learners.ala.scheduler:ALA", "adaloss.learners.ala.presets:ALA_PRESETS",
-    "adaloss.learners.ala.presets:FAMILY_DEFAULTS", "adaloss.learners.ala.presets:PRESET_FORMS",
-    "adaloss.learners.ala.presets:PRESET_FAMILIES",
+    "adaloss.learners.ala:create_ala_learner", "adaloss.learners.ala:ALALearner",
+    "adaloss.methods.ala.scheduler:ALA", "adaloss.methods.ala.presets:ALA_PRESETS",
+    "adaloss.methods.ala.presets:FAMILY_DEFAULTS", "adaloss.methods.ala.presets:PRESET_FORMS",
+    "adaloss.methods.ala.presets:PRESET_FAMILIES",
     "adaloss.losses.ala:ClassPairLoss", "adaloss.losses.ala:ClassWeightLoss", "adaloss.losses.ala:FrequencyWeightLoss",
     "adaloss.losses.ala:PairDistanceLoss",
 ))

@@ -46,7 +46,7 @@ class ParametricLoss(Protocol):
     """A loss whose adaptable parameters form one flat, named, bounded vector Φ.
 
     Any module with these four members can be driven by
-    :class:`~adaloss.learners.ala.ALAController`: the controller reads
+    :class:`~adaloss.methods.ALAController`: the controller reads
     :meth:`parameter_vector`, proposes ``ΔΦ`` and writes ``clip(Φ + ΔΦ, *bounds)`` back with
     :meth:`set_parameter_vector`. Φ is not trained by gradient descent (keep it a buffer).
     """

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from adaloss._validation import check_choice
-from adaloss.functional.taylor import TAYLOR_PARAMETERS, taylor_loss, taylor_polynomial
 from adaloss.functional.losses import target_prediction_pairs
+from adaloss.functional.taylor import TAYLOR_PARAMETERS, taylor_loss, taylor_polynomial
 from adaloss.typing import Task
 
 __all__ = ["TaylorLoss"]

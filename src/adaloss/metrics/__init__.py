@@ -14,16 +14,7 @@ from adaloss.metrics.classification import (
     per_class_recall,
 )
 from adaloss.metrics.clustering import KMeansResult, kmeans, normalized_mutual_info
-from adaloss.metrics.embedding import (
-    NMI,
-    RecallAt1,
-    RecallAt2,
-    RecallAt4,
-    RecallAt8,
-    RecallAtK,
-    nmi,
-    recall_at_k,
-)
+from adaloss.metrics.embedding import NMI, RecallAt1, RecallAt2, RecallAt4, RecallAt8, RecallAtK, nmi, recall_at_k
 from adaloss.metrics.evaluate import Evaluation, NonFiniteOutputs, evaluate_batches
 from adaloss.metrics.regression import MeanSquaredError, mean_squared_error
 

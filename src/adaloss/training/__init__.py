@@ -5,12 +5,7 @@ from __future__ import annotations
 from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.records import RunResult, read_jsonl
 from adaloss.training.compare import compare, format_markdown, summarise, write_csv
-from adaloss.training.config import (
-    ConfigError,
-    TrainConfig,
-    load_config,
-    parse_overrides,
-)
+from adaloss.training.config import ConfigError, TrainConfig, load_config, parse_overrides
 from adaloss.training.experiment import build_trainer, default_run_dir, train
 from adaloss.training.optim import create_optimizer, create_scheduler
 from adaloss.training.rundir import RunDirectoryBusy, RunDirectoryError

@@ -13,15 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from adaloss.data import DatasetSplits
-from adaloss.learners.base import TrainingDiverged
+from adaloss.methods.base import TrainingDiverged
 from adaloss.records import RunResult
 from adaloss.training.config import TrainConfig
 from adaloss.training.experiment import load_data, train
-from adaloss.training.rundir import (
-    RunDirectoryError,
-    finished_summary,
-    write_text_atomic,
-)
+from adaloss.training.rundir import RunDirectoryError, finished_summary, write_text_atomic
 
 __all__ = ["BASELINES", "RunResult", "compare", "compare_key", "format_markdown", "plan", "summarise", "welch_p_value",
            "write_csv"]

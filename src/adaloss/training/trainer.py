@@ -38,13 +38,7 @@ from adaloss.training.rundir import (
     write_text_atomic,
 )
 from adaloss.training.seed import get_rng_state, set_rng_state
-from adaloss.training.sinks import (
-    LOGGERS,
-    JsonlSink,
-    MetricSink,
-    TensorBoardSink,
-    tensorboard_available,
-)
+from adaloss.training.sinks import LOGGERS, JsonlSink, MetricSink, TensorBoardSink, tensorboard_available
 from adaloss.typing import Device, StateDict, Task
 
 __all__ = ["TrainingDiverged", "Trainer", "evaluate"]

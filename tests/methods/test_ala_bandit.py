@@ -2,7 +2,7 @@
 takes for the tied class-frequency family, learns the direction of the better loss within the
 episodes one real run gives it, at the reward noise measured on the planted task.
 
-The synthetic task (:func:`adaloss.learners.ala.bandit.run_bandit`) has a known answer; σ and Δ
+The synthetic task (:func:`adaloss.methods.ala.bandit.run_bandit`) has a known answer; σ and Δ
 are the measured ones (``experiments/results/ala_signal.json``, checked below), so the test fails
 if the controller's settings stop being sample-efficient enough for the real signal.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaloss.learners.ala import ALAController
-from adaloss.learners.ala.bandit import run_bandit
-from adaloss.learners.ala.presets import ALA_PRESETS, FAMILY_DEFAULTS
+from adaloss.methods.ala import ALAController
+from adaloss.methods.ala.bandit import run_bandit
+from adaloss.methods.ala.presets import ALA_PRESETS, FAMILY_DEFAULTS
 
 SIGNAL = Path(__file__).resolve().parents[2] / "experiments" / "results" / "ala_signal.json"
 #: measured on the planted task (``python experiments/ala_signal.py --data-dir ../shared/datasets``):
@@ -74,7 +74,7 @@ def test_controller_finds_the_better_direction_within_one_runs_episodes(start: f
 
 
 def test_normalized_reward_by_hand() -> None:
-    from adaloss.learners.ala import ALAPolicy
+    from adaloss.methods.ala import ALAPolicy
 
     c = ALAController(ALAPolicy(4), reward="normalized", baseline_decay=0.9, train_policy=False)
     rewards = []

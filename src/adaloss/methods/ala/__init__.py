@@ -18,13 +18,13 @@ The loop (one-step episodes, T = 1, so a contextual bandit):
 
 Modules, one seam each: :mod:`.features` (the state), :mod:`.policy` (policy, controller, policy
 files), :mod:`.presets` (option tables), :mod:`.scheduler` (:class:`ALA`, the method as a loss
-scheduler for any training loop), :mod:`.learner` (the trainer's adapter, ``method=ala``) and
-:mod:`.bandit` (a synthetic task with a known answer, at a given reward noise, for the controller).
+scheduler for any training loop) and :mod:`.bandit` (a synthetic task with a known answer, at a given reward noise, for the controller). The
+trainer's adapter (``method=ala``) is :class:`adaloss.learners.ALALearner`.
 """
 
 from __future__ import annotations
 
-from adaloss.learners.ala.features import (
+from adaloss.methods.ala.features import (
     ClassErrorFeatures,
     Features,
     MetricHistoryFeatures,
@@ -33,8 +33,7 @@ from adaloss.learners.ala.features import (
     PairDistanceFeatures,
     soft_confusion,
 )
-from adaloss.learners.ala.learner import ALALearner, create_ala_learner
-from adaloss.learners.ala.policy import (
+from adaloss.methods.ala.policy import (
     ACTION_SIGNS,
     POLICY_FILE,
     ALAController,
@@ -43,7 +42,7 @@ from adaloss.learners.ala.policy import (
     policy_state,
     save_policy,
 )
-from adaloss.learners.ala.presets import (
+from adaloss.methods.ala.presets import (
     ALA_EMBEDDING_LOSS_OPTIONS,
     ALA_LOSS_OPTIONS,
     ALA_PRESETS,
@@ -52,7 +51,7 @@ from adaloss.learners.ala.presets import (
     PRESET_FAMILIES,
     PRESET_FORMS,
 )
-from adaloss.learners.ala.scheduler import ALA, PHI_TRACE_MAX, phi_statistics, smoothed_metric
+from adaloss.methods.ala.scheduler import ALA, PHI_TRACE_MAX, phi_statistics, smoothed_metric
 
 __all__ = [
     "ACTION_SIGNS",
@@ -61,7 +60,6 @@ __all__ = [
     "ALA_LOSS_OPTIONS",
     "ALA_PRESETS",
     "ALAController",
-    "ALALearner",
     "ALAPolicy",
     "ClassErrorFeatures",
     "DEFAULT_TARGET_METRIC",
@@ -75,7 +73,6 @@ __all__ = [
     "PRESET_FORMS",
     "PairConfusionFeatures",
     "PairDistanceFeatures",
-    "create_ala_learner",
     "load_policy",
     "phi_statistics",
     "policy_state",

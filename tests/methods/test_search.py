@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaloss.learners.search import candidate_seed, cma_search
+from adaloss.methods.search import candidate_seed, cma_search
 
 OPTIMUM = np.arange(1, 9) / 4  # a shifted sphere in 8 dimensions
 

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import adaloss
-from adaloss.learners.search import cma_search
 from adaloss.losses import TaylorLoss
+from adaloss.methods.search import cma_search
 from adaloss.models import create_model
 
 TARGET = np.array([0.5, -1.0, 2.0, 0.0, 1.5, -0.5, 0.25, 1.0])

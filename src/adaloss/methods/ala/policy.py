@@ -86,7 +86,7 @@ def load_policy(path: str | os.PathLike[str]) -> ALAPolicy:
         controller = state.get("learner", {}).get("controller") if isinstance(state.get("learner"), dict) else None
         if not isinstance(controller, dict) or "policy_config" not in controller:
             raise CheckpointError(f"{str(path)!r} holds no ALA policy: expected a file from "
-                                  "adaloss.learners.ala.save_policy or a checkpoint of a method=ala run.")
+                                  "adaloss.methods.ala.save_policy or a checkpoint of a method=ala run.")
         state = controller
     policy = ALAPolicy(**state["policy_config"])
     policy.load_state_dict(state["policy"])

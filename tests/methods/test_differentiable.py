@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from adaloss.learners import DifferentiableOptimizer
+from adaloss.methods import DifferentiableOptimizer
 
 OptimFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 

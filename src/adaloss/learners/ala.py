@@ -1,4 +1,4 @@
-"""``method=ala``: the trainer's adapter over :class:`~adaloss.learners.ala.ALA`."""
+"""``method=ala``: the trainer's adapter over :class:`~adaloss.methods.ALA`."""
 
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ from torch import Tensor, nn
 from adaloss._validation import check_choice, check_int
 from adaloss.data.loader import iterate_batches
 from adaloss.functional.losses import contrastive_loss
-from adaloss.learners.ala.features import Features
-from adaloss.learners.ala.policy import POLICY_FILE, ALAController, policy_state
-from adaloss.learners.ala.presets import (
+from adaloss.learners.base import Learner, TrainContext, loss_step
+from adaloss.losses.ala import ClassPairLoss, ClassWeightLoss, FrequencyWeightLoss, PairDistanceLoss, ParametricLoss
+from adaloss.methods.ala.features import Features
+from adaloss.methods.ala.policy import POLICY_FILE, ALAController, policy_state
+from adaloss.methods.ala.presets import (
     ALA_EMBEDDING_LOSS_OPTIONS,
     ALA_LOSS_OPTIONS,
     DEFAULT_TARGET_METRIC,
     PRESET_FAMILIES,
     PRESET_FORMS,
 )
-from adaloss.learners.ala.scheduler import ALA
-from adaloss.learners.base import Learner, TrainContext, loss_step
-from adaloss.losses.ala import ClassPairLoss, ClassWeightLoss, FrequencyWeightLoss, PairDistanceLoss, ParametricLoss
+from adaloss.methods.ala.scheduler import ALA
 from adaloss.metrics import Metric, create_metric
 from adaloss.typing import Batch, StateDict, Task
 
@@ -39,7 +39,7 @@ LossSpec = Union[ParametricLoss, Callable[[int], ParametricLoss], None]
 
 
 class ALALearner(Learner):
-    """``method=ala``: the :class:`~adaloss.learners.ala.ALA` loss scheduler driven by the trainer.
+    """``method=ala``: the :class:`~adaloss.methods.ALA` loss scheduler driven by the trainer.
 
     Each :meth:`step` is an ordinary base step (backward, ``optimizer.step()``) with the current
     parametric loss ``l_Φ``, then :meth:`ALA.step` on the validation subset; the method's logic
@@ -295,7 +295,7 @@ def create_ala_learner(*, task: Task, family: str | None = None, **options: Any)
     the paper's C×C matrix, :data:`ALA_LOSS_OPTIONS`; ``"class_weight"``:
     :class:`~adaloss.losses.ala.ClassWeightLoss`, one log-weight per class; ``"class_frequency"``:
     :class:`~adaloss.losses.ala.FrequencyWeightLoss`, one power of the class frequencies; default: the
-    preset's, :data:`~adaloss.learners.ala.presets.PRESET_FAMILIES`), for embedding
+    preset's, :data:`~adaloss.methods.ala.presets.PRESET_FAMILIES`), for embedding
     :class:`~adaloss.losses.ala.PairDistanceLoss` (:data:`ALA_EMBEDDING_LOSS_OPTIONS`) —
     naming unknown ones."""
     learner_options = sorted([*(n for n in inspect.signature(ALALearner).parameters

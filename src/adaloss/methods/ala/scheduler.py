@@ -12,16 +12,6 @@ from torch import Tensor, nn
 
 from adaloss._validation import check_choice, check_fraction, check_int
 from adaloss.distributed import Collective
-from adaloss.learners.ala.features import (
-    ClassErrorFeatures,
-    Features,
-    MetricHistoryFeatures,
-    Observation,
-    PairConfusionFeatures,
-    PairDistanceFeatures,
-)
-from adaloss.learners.ala.policy import ALAController, ALAPolicy, load_policy
-from adaloss.learners.ala.presets import ALA_PRESETS, FAMILY_DEFAULTS
 from adaloss.losses.ala import (
     ClassPairLoss,
     ClassWeightLoss,
@@ -30,6 +20,16 @@ from adaloss.losses.ala import (
     ParametricLoss,
     apply_parameter_delta,
 )
+from adaloss.methods.ala.features import (
+    ClassErrorFeatures,
+    Features,
+    MetricHistoryFeatures,
+    Observation,
+    PairConfusionFeatures,
+    PairDistanceFeatures,
+)
+from adaloss.methods.ala.policy import ALAController, ALAPolicy, load_policy
+from adaloss.methods.ala.presets import ALA_PRESETS, FAMILY_DEFAULTS
 from adaloss.metrics import Metric, create_metric, evaluate_batches
 from adaloss.typing import BatchForward, BatchTarget, StateDict
 
@@ -120,7 +120,7 @@ class ALA:
         total_steps: T of the state's ``t / T`` feature (``None``: 0 in the features).
         features: the state builder — ``"auto"`` (the one fitting the loss), ``"pair_confusion"``,
             ``"pair_distance"``, ``"class_error"``, ``"metric"``, or an object with ``num_features``, ``__call__(obs)``,
-            ``state_dict`` and ``load_state_dict`` (:class:`~adaloss.learners.ala.Features`).
+            ``state_dict`` and ``load_state_dict`` (:class:`~adaloss.methods.ala.Features`).
         policy: an :class:`ALAPolicy` to start from (e.g. one trained on another task), a path
             :func:`load_policy` reads, or ``None`` for a fresh one (seeded by ``seed``).
         preset: ``"default"`` or ``"faithful"``.

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from adaloss.learners.ala.features import MetricHistoryFeatures, Observation
-from adaloss.learners.ala.policy import ALAController, ALAPolicy
+from adaloss.methods.ala.features import MetricHistoryFeatures, Observation
+from adaloss.methods.ala.policy import ALAController, ALAPolicy
 
 __all__ = ["run_bandit"]
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 import adaloss
 from adaloss.data import BatchLoader, load_dataset
-from adaloss.learners.ala import ALAPolicy, MetricHistoryFeatures, Observation
+from adaloss.methods.ala import ALAPolicy, MetricHistoryFeatures, Observation
 from adaloss.metrics import ErrorRate
 from adaloss.models import create_model
 from adaloss.training import TrainConfig, build_trainer, seed_everything
