@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         results = compare(cfg, methods=(base, *part.extras), seeds=seeds, out_dir=part.out)
         ala_cfg = cfg
         if args.ala_metric is not None:
-            from adaloss.training.trainer import DEFAULT_METRICS
+            from adaloss.training.evaluation import DEFAULT_METRICS
 
             evaluated = list(dict.fromkeys([*(cfg.metrics or DEFAULT_METRICS[cfg.task or "classification"]), part.metric]))
             ala_cfg = cfg.replace(metric=args.ala_metric, metrics=evaluated)

@@ -6,12 +6,13 @@ from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from adaloss.records import RunResult, read_jsonl
 from adaloss.training.compare import compare, format_markdown, summarise, write_csv
 from adaloss.training.config import ConfigError, TrainConfig, load_config, parse_overrides
+from adaloss.training.evaluation import evaluate
 from adaloss.training.experiment import build_trainer, default_run_dir, train
 from adaloss.training.optim import create_optimizer, create_scheduler
 from adaloss.training.rundir import RunDirectoryBusy, RunDirectoryError
 from adaloss.training.seed import get_rng_state, seed_everything, set_rng_state
 from adaloss.training.sinks import JsonlSink, MetricSink, TensorBoardSink
-from adaloss.training.trainer import Trainer, TrainingDiverged, evaluate
+from adaloss.training.trainer import Trainer, TrainingDiverged
 
 __all__ = [
     "CheckpointError",

@@ -29,10 +29,11 @@ from adaloss.learners.registry import default_method, takes_target_metric
 from adaloss.metrics import create_metric
 from adaloss.models import create_model
 from adaloss.training.config import ConfigError, TrainConfig
+from adaloss.training.evaluation import DEFAULT_METRICS
 from adaloss.training.optim import create_optimizer, create_scheduler
 from adaloss.training.rundir import check_run_dir, finished_summary
 from adaloss.training.seed import seed_everything
-from adaloss.training.trainer import DEFAULT_METRICS, Trainer
+from adaloss.training.trainer import Trainer
 from adaloss.typing import Task
 
 __all__ = ["build_trainer", "check_device", "default_run_dir", "load_data", "resolve_method", "task_splits", "train"]

@@ -10,13 +10,17 @@ with ``resume``; otherwise :class:`RunDirectoryError`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from adaloss.distributed import Collective
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -27,9 +31,11 @@ __all__ = [
     "LOCK_FILE",
     "RUN_FILES",
     "RunDirLock",
+    "RunDirectory",
     "RunDirectoryBusy",
     "RunDirectoryError",
     "check_run_dir",
+    "config_diff",
     "clean_stale_temp_files",
     "clear_run",
     "finished_summary",
@@ -245,3 +251,138 @@ class RunDirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """The keys in which two recorded configurations differ, as ``key: old -> new; …`` (empty: none)."""
+    keys = sorted(set(saved) | set(current))
+    return "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k))
+
+
+#: what the trainer itself writes into a run directory before the first step
+_TRAINER_FILES = frozenset({"config.yaml", "metrics.jsonl", "snapshots.jsonl", "summary.json", "tensorboard"})
+
+
+class RunDirectory:
+    """A trainer's hold on its run directory for one :meth:`~adaloss.training.Trainer.fit`.
+
+    Only the ``writer`` (rank 0) touches the directory; with several ranks every outcome of
+    :meth:`claim` is agreed over ``collective`` (one collective), so all ranks stop together.
+
+    Args:
+        path: the run directory (``None``: the run writes nothing; every method is a no-op).
+        collective: the ranks of the run.
+        writer: whether this rank writes the directory.
+    """
+
+    #: codes of the check, agreed over the ranks (the smallest wins)
+    _OK, _HOLDS_RUN, _BUSY = 2, 1, 0
+
+    def __init__(self, path: Path | None, *, collective: Collective, writer: bool) -> None:
+        self.path = path
+        self.collective = collective
+        self.writer = writer and path is not None
+        self._lock: RunDirLock | None = None
+        #: the names in the directory before this run touched it (``None``: there was no directory)
+        self._found: set[str] | None = None
+
+    def claim(self, *, resume: bool, overwrite: bool) -> None:
+        """Take the directory's lock and check that a run may start (or continue) here.
+
+        Raises:
+            ValueError: both ``resume`` and ``overwrite``.
+            RunDirectoryBusy: another process is writing it.
+            RunDirectoryError: it holds a run and neither ``resume`` nor ``overwrite`` was given.
+        """
+        if resume and overwrite:
+            raise ValueError("Expected at most one of `resume` (continue the run in run_dir) and `overwrite` "
+                             "(discard it and start afresh), but got both.")
+        error: BaseException | None = None
+        code = self._OK
+        if self.writer:
+            assert self.path is not None
+            self._found = set(os.listdir(self.path)) if self.path.is_dir() else None
+            self._lock = RunDirLock(self.path)
+            try:
+                self._lock.acquire()
+                check_run_dir(self.path, resume=resume, overwrite=overwrite)
+            except RunDirectoryBusy as e:
+                error, code = e, self._BUSY
+            except RunDirectoryError as e:
+                error, code = e, self._HOLDS_RUN
+        agreed = self.collective.min_int(code) if self.collective.world_size > 1 else code
+        if error is not None:
+            raise error
+        if agreed != self._OK:
+            # rank 0 raises its own, more precise error: wait until it has left (the barrier then
+            # fails with a DistributedError), so that its error is the one reported
+            self.collective.cpu().barrier()
+        if agreed == self._BUSY:
+            raise RunDirectoryBusy(f"Rank 0 could not lock run directory {str(self.path)!r}: another process "
+                                   "is writing it.")
+        if agreed == self._HOLDS_RUN:
+            raise RunDirectoryError(f"Run directory {str(self.path)!r} already holds a run (see rank 0's error); "
+                                    "use --resume or --overwrite.")
+
+    def refuse_another_recorded_run(self, config: Mapping[str, Any] | None) -> None:
+        """``resume`` without a checkpoint starts afresh: refuse it when the directory records a
+        finished (or diverged) run of another configuration, which that would replace."""
+        if self.path is None or config is None:
+            return
+        for name in ("summary.json", "diverged.json"):
+            try:
+                recorded = json.loads((self.path / name).read_text()).get("config")
+            except (OSError, ValueError, AttributeError):
+                continue
+            diff = config_diff(recorded, config) if isinstance(recorded, dict) else ""
+            if diff:
+                raise ValueError(
+                    f"Cannot resume: {str(self.path / name)!r} records a run with a different configuration "
+                    f"({diff}) and there is no checkpoint to continue. Use a new run directory, the original "
+                    "settings, or --overwrite (overwrite=True) to replace that run."
+                )
+
+    def prepare(self, *, overwrite: bool, run_config: Mapping[str, Any] | None) -> None:
+        """After the checks passed: remove what a killed writer left (temp files), the old run when
+        overwriting, write ``config.yaml`` and the owner into the lock file."""
+        if self.writer:
+            assert self.path is not None
+            if overwrite:
+                clear_run(self.path)
+            clean_stale_temp_files(self.path)
+            if run_config is not None:
+                import yaml
+
+                write_text_atomic(self.path / "config.yaml", yaml.safe_dump(dict(run_config), sort_keys=False))
+            if self._lock is not None:
+                self._lock.record_owner()
+        if self.collective.world_size > 1:  # no worker writes before rank 0 has cleared the directory
+            self.collective.min_int(0)
+
+    def restore(self) -> None:
+        """Remove what the trainer wrote (a run that failed before its first step and before any
+        checkpoint: close its files first), and the directory too when this run made it and nothing
+        else is left; a learner's resumable offline state (e.g. a search's progress) is kept. Only
+        while holding the lock, so another writer's files are never touched."""
+        if not self.writer or self._lock is None or not self._lock.held:
+            return
+        assert self.path is not None
+        found = self._found
+        for name in sorted(set(os.listdir(self.path)) - (found or set()) - {LOCK_FILE}):
+            path = self.path / name
+            if name == "checkpoints":
+                with contextlib.suppress(OSError):  # only while empty
+                    path.rmdir()
+            elif name in _TRAINER_FILES or (name.startswith(".") and name.endswith(".tmp")):
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if found is None or LOCK_FILE not in found:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+        if found is None:
+            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+                self.path.rmdir()
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from adaloss.records import read_jsonl
 
-__all__ = ["LOGGERS", "JsonlSink", "MetricSink", "TensorBoardSink", "tensorboard_available"]
+__all__ = ["LOGGERS", "JsonlSink", "MetricSink", "RunLog", "TensorBoardSink", "tensorboard_available"]
 
 #: the metric sinks a run directory can have (config key ``logger``)
 LOGGERS: tuple[str, ...] = ("jsonl", "tensorboard")
@@ -107,3 +108,65 @@ class TensorBoardSink:
 
     def close(self) -> None:
         self._writer.close()
+
+
+class RunLog:
+    """Where a run's records go: ``metrics.jsonl`` always, TensorBoard event files when ``loggers``
+    names ``"tensorboard"``, and the caller's ``extra`` sinks; the learner's snapshots go to
+    ``snapshots.jsonl`` (opened on the first one: most learners write none). Only the ``writer``
+    (rank 0) writes; elsewhere every method is a no-op.
+
+    Args:
+        run_dir: the run directory (``None``: only the ``extra`` sinks).
+        loggers: ``"jsonl"`` and/or ``"tensorboard"`` (:data:`LOGGERS`).
+        extra: further :class:`MetricSink` objects.
+        writer: whether this rank writes.
+    """
+
+    def __init__(self, run_dir: Path | None, *, loggers: Sequence[str], extra: Sequence[MetricSink] = (),
+                 writer: bool = True) -> None:
+        self.run_dir, self.loggers, self.extra, self.writer = run_dir, list(loggers), list(extra), writer
+        self.sinks: list[MetricSink] | None = None
+        self._snapshots: JsonlSink | None = None
+        self._truncate_after_step: int | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self.sinks is not None
+
+    def open(self, *, truncate_after_step: int | None) -> None:
+        """Open the sinks; resuming (``truncate_after_step``: the checkpoint's step) first drops the
+        records past that step, so the files hold what an uninterrupted run writes."""
+        self._truncate_after_step = truncate_after_step
+        self.sinks = list(self.extra) if self.writer else []
+        if self.run_dir is not None and self.writer:
+            own: list[MetricSink] = [JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_step=truncate_after_step)]
+            if "tensorboard" in self.loggers:
+                purge = 0 if truncate_after_step is None else truncate_after_step + 1
+                own.append(TensorBoardSink(self.run_dir / "tensorboard", purge_step=purge))
+            self.sinks[:0] = own
+
+    def write(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks or ():
+            sink.write(record)
+
+    def snapshot(self, record: dict[str, Any]) -> None:
+        if self.run_dir is None or not self.writer:
+            return
+        if self._snapshots is None:
+            self._snapshots = JsonlSink(self.run_dir / "snapshots.jsonl", truncate_after_step=self._truncate_after_step)
+        self._snapshots.write(record)
+
+    def write_figures(self, step: int) -> None:
+        """The TensorBoard figures of what was learned, at the end of a run."""
+        for sink in self.sinks or ():
+            if isinstance(sink, TensorBoardSink) and self.run_dir is not None:
+                sink.write_figures(self.run_dir, step)
+
+    def close(self) -> None:
+        try:
+            for sink in [*(self.sinks or ()), *([self._snapshots] if self._snapshots else [])]:
+                sink.close()
+        finally:
+            self.sinks = None
+            self._snapshots = None

@@ -1,13 +1,17 @@
-"""The step loop shared by every method: data, learner step, schedule, evaluation, logging, checkpoints."""
+"""The step loop shared by every method: data, learner step, schedule, evaluation and logging
+triggers, and the state a checkpoint holds.
+
+One concern — the loop and its resumable state; what it drives has its own module: the run
+directory (:mod:`.rundir`), the divergence monitor (:mod:`.divergence`), the metric sinks
+(:mod:`.sinks`) and evaluation (:mod:`.evaluation`).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,53 +25,22 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from adaloss.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
+from adaloss.data.loader import BatchLoader, ClassBalancedLoader
 from adaloss.data.types import TensorSplit
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
-from adaloss.metrics import Metric, create_metric, evaluate_batches
+from adaloss.metrics import create_metric
+from adaloss.training.divergence import DivergenceMonitor, initial_task_loss, non_finite_parameters
+from adaloss.training.evaluation import DEFAULT_METRICS, evaluate
 from adaloss.training.interrupt import Interrupted, stop_requested
-from adaloss.training.rundir import (
-    RunDirectoryBusy,
-    RunDirectoryError,
-    RunDirLock,
-    check_run_dir,
-    clean_stale_temp_files,
-    clear_run,
-    finished_summary,
-    write_text_atomic,
-)
+from adaloss.training.rundir import RunDirectory, RunDirLock, config_diff, finished_summary, write_text_atomic
 from adaloss.training.seed import get_rng_state, set_rng_state
-from adaloss.training.sinks import LOGGERS, JsonlSink, MetricSink, TensorBoardSink, tensorboard_available
+from adaloss.training.sinks import LOGGERS, MetricSink, RunLog, tensorboard_available
 from adaloss.typing import Device, StateDict, Task
 
 __all__ = ["TrainingDiverged", "Trainer", "evaluate"]
 
 logger = logging.getLogger("adaloss")
-
-#: metrics evaluated when the config names none; embedding: retrieval on the held-out classes
-#: (Recall@1/2/4/8) and NMI of a k-means clustering (ALA dossier §9 #16)
-DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("error",),
-    "regression": ("mse",),
-    "embedding": ("recall@1", "recall@2", "recall@4", "recall@8", "nmi"),
-}
-
-
-def evaluate(
-    model: nn.Module,
-    split: TensorSplit,
-    metrics: Sequence[Metric],
-    *,
-    batch_size: int = 1000,
-    device: Device = "cpu",
-) -> dict[str, float]:
-    """Metrics of ``model`` on ``split`` in eval mode (no dropout, BatchNorm running statistics).
-
-    The model's train/eval mode is restored afterwards.
-    """
-    return evaluate_batches(model, iterate_batches(split, batch_size=batch_size, device=device), metrics).values
-
 
 class Trainer:
     """Runs ``steps`` base steps of ``learner`` on ``model``; method-agnostic.
@@ -174,9 +147,7 @@ class Trainer:
         bad = [name for name in loggers if name not in LOGGERS]
         if bad or not loggers:
             raise ValueError(f"Expected `logger` to name one or more of {list(LOGGERS)}, but got {loggers!r}.")
-        for name, value in (("divergence_factor", divergence_factor), ("divergence_bound", divergence_bound)):
-            if value is not None and not value > 0:
-                raise ValueError(f"Expected `{name}` to be a positive number or None (no limit), but got {value!r}.")
+        self.divergence = DivergenceMonitor(factor=divergence_factor, bound=divergence_bound)
         if "tensorboard" in loggers and not tensorboard_available():
             raise ValueError("Expected the `tensorboard` package for logger 'tensorboard', but it is not installed: "
                              "pip install 'adaloss[tensorboard]' (or choose logger=jsonl).")
@@ -210,23 +181,15 @@ class Trainer:
         self.extra_sinks = list(sinks)
         self.keep_checkpoints = keep_checkpoints
         self.loggers = list(dict.fromkeys(["jsonl", *loggers]))  # metrics.jsonl always: `adaloss plot` reads it
-        self.divergence_factor = divergence_factor
-        self.divergence_bound = divergence_bound
         self.run_config = dict(run_config) if run_config is not None else None
         self.step = 0
         self.elapsed_s = 0.0
         self._mark: float | None = None
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
-        self._sinks: list[MetricSink] | None = None
-        self._snapshot_sink: JsonlSink | None = None
-        self._truncate_after_step: int | None = None
+        self.log = RunLog(self.run_dir, loggers=self.loggers, extra=self.extra_sinks, writer=self.is_main)
         self._bar: Any = None
-        self._lock: RunDirLock | None = None
-        # divergence: one watch per scalar of the learner's step output (the training loss, and the
-        # task loss on the meta batch of meta-learners); their scales are kept in checkpoints
-        self._watches: dict[str, _Watch] = {}
-        self._scales: dict[str, float] = {}
+        self._directory = RunDirectory(self.run_dir, collective=self.collective, writer=self.is_main)
         self._checkpoint_step: int | None = None
         valid = self.eval_splits.get("valid")
         learner.bind(
@@ -275,14 +238,14 @@ class Trainer:
             "rng": get_rng_state(),
             "running": {"sums": dict(self._sums), "counts": dict(self._counts)},
             "config": json.dumps(self.config, sort_keys=True) if self.config is not None else None,
-            "divergence_scales": {**self._scales, **{k: w.scale_value() for k, w in self._watches.items()}},
+            "divergence_scales": self.divergence.state_dict(),
         }
 
     def load_state_dict(self, state: StateDict) -> None:
         """Restore :meth:`state_dict`; refuses a checkpoint taken under a different configuration."""
         if self.config is not None and state.get("config") is not None:
             saved = json.loads(state["config"])
-            diff = _config_diff(saved, self.config)
+            diff = config_diff(saved, self.config)
             if diff:
                 raise ValueError(
                     "Cannot resume: the checkpoint was written with a different configuration "
@@ -301,8 +264,7 @@ class Trainer:
         self._counts = {k: int(v) for k, v in state["running"]["counts"].items()}
         self.step = int(state["step"])
         self.elapsed_s = float(state["elapsed_s"])
-        self._scales = {k: float(v) for k, v in (state.get("divergence_scales") or {}).items() if v is not None}
-        self._watches = {}
+        self.divergence.load_state_dict(state.get("divergence_scales"))
 
     def save_checkpoint(self) -> Path:
         """Write the training state atomically to ``run_dir/checkpoints/last.pt``."""
@@ -355,10 +317,10 @@ class Trainer:
                 logger.warning("%s holds the finished run of this configuration: nothing to do (--overwrite "
                                "trains it afresh)", self.run_dir)
                 return done
-        found = self._found_in_run_dir()
         resumed = False
+        directory = self._directory
         try:
-            self._claim_run_dir(resume=resume, overwrite=overwrite)
+            directory.claim(resume=resume, overwrite=overwrite)
             state = None
             if resume and ckpt is not None:
                 state = self._worker_checkpoint(ckpt) if self.workers else (
@@ -369,22 +331,22 @@ class Trainer:
                 self._checkpoint_step = self.step
                 logger.info("resumed from %s at step %d", ckpt, self.step)
             elif resume:
-                self._check_recorded_config()
-            self._prepare_run_dir(overwrite=overwrite and not resumed)
+                directory.refuse_another_recorded_run(self.config)
+            directory.prepare(overwrite=overwrite and not resumed, run_config=self.run_config)
         except BaseException:
-            self._release_lock()
+            directory.release()
             raise
         self._mark = time.perf_counter()
         try:
-            self._open_sinks(truncate_after_step=self.step if resumed else None)
-            if not resumed and "meta_loss" not in self._scales:
-                scale = self._initial_task_loss()
+            self.log.open(truncate_after_step=self.step if resumed else None)
+            if not resumed and "meta_loss" not in self.divergence.scales:
+                scale = initial_task_loss(self.model, self.eval_splits.get("valid"), self.task, device=self.device)
                 if scale is not None:
-                    self._scales["meta_loss"] = scale
+                    self.divergence.scales["meta_loss"] = scale
             if not resumed or not self.learner.prepared:  # a run killed in prepare() continues it
                 prep = self.learner.prepare()
                 if prep:
-                    self._emit({"step": 0, **{f"prepare_{k}": v for k, v in prep.items()}})
+                    self.log.write({"step": 0, **{f"prepare_{k}": v for k, v in prep.items()}})
                 self._snapshot()
             self._bar = tqdm(
                 total=self.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
@@ -401,119 +363,18 @@ class Trainer:
                 "wall_time_s": self.elapsed_s,
                 "config": self.config,
             }
-            self._emit({"step": self.step, **final})
+            self.log.write({"step": self.step, **final})
             if self.run_dir is not None and self.is_main:
                 write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-                for sink in self._sinks or ():
-                    if isinstance(sink, TensorBoardSink):
-                        sink.write_figures(self.run_dir, self.step)
+                self.log.write_figures(self.step)
             return summary
         except BaseException:
             if not resumed and self.step == 0 and self._checkpoint_step is None:
-                self._restore_run_dir(found)  # failed before its first step: leave the directory as found
+                self.log.close()
+                directory.restore()  # failed before its first step: leave the directory as found
             raise
         finally:
             self.close()
-
-    def _found_in_run_dir(self) -> set[str] | None:
-        """The names in the run directory before this run touched it (``None``: no directory)."""
-        if self.run_dir is None or not self.is_main or not self.run_dir.is_dir():
-            return None
-        return set(os.listdir(self.run_dir))
-
-    def _restore_run_dir(self, found: set[str] | None) -> None:
-        """Remove what the trainer wrote (the run failed before its first step and before any
-        checkpoint), the directory too when it made it and nothing else is left; a learner's
-        resumable offline state (e.g. a search's progress) is kept. Only while holding the lock, so
-        another writer's files are never touched."""
-        if self.run_dir is None or not self.is_main or self._lock is None or not self._lock.held:
-            return
-        self._close_sinks()
-        for name in sorted(set(os.listdir(self.run_dir)) - (found or set()) - {".lock"}):
-            path = self.run_dir / name
-            if name == "checkpoints":
-                with contextlib.suppress(OSError):  # only while empty: a learner's resumable state is kept
-                    path.rmdir()
-            elif name in _TRAINER_FILES or (name.startswith(".") and name.endswith(".tmp")):
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-        if found is None or ".lock" not in found:
-            (self.run_dir / ".lock").unlink(missing_ok=True)
-        if found is None:
-            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
-                self.run_dir.rmdir()
-
-    #: codes of the run-directory check, agreed over the ranks (the smallest wins)
-    _RUN_DIR_OK, _RUN_DIR_HOLDS_RUN, _RUN_DIR_BUSY = 2, 1, 0
-
-    def _claim_run_dir(self, *, resume: bool, overwrite: bool) -> None:
-        """Rank 0 takes the run directory's lock and checks that it may start or continue here;
-        every rank learns the outcome (one collective), so all stop together."""
-        if resume and overwrite:
-            raise ValueError("Expected at most one of `resume` (continue the run in run_dir) and `overwrite` "
-                             "(discard it and start afresh), but got both.")
-        error: BaseException | None = None
-        code = self._RUN_DIR_OK
-        if self.run_dir is not None and self.is_main:
-            self._lock = RunDirLock(self.run_dir)
-            try:
-                self._lock.acquire()
-                check_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
-            except RunDirectoryBusy as e:
-                error, code = e, self._RUN_DIR_BUSY
-            except RunDirectoryError as e:
-                error, code = e, self._RUN_DIR_HOLDS_RUN
-        agreed = self.collective.min_int(code) if self.collective.world_size > 1 else code
-        if error is not None:
-            raise error
-        if agreed != self._RUN_DIR_OK:
-            # rank 0 raises its own, more precise error: wait until it has left (the barrier then
-            # fails with a DistributedError), so that its error is the one reported
-            self.collective.cpu().barrier()
-        if agreed == self._RUN_DIR_BUSY:
-            raise RunDirectoryBusy(f"Rank 0 could not lock run directory {str(self.run_dir)!r}: another process "
-                                   "is writing it.")
-        if agreed == self._RUN_DIR_HOLDS_RUN:
-            raise RunDirectoryError(f"Run directory {str(self.run_dir)!r} already holds a run (see rank 0's error); "
-                                    "use --resume or --overwrite.")
-
-    def _prepare_run_dir(self, *, overwrite: bool) -> None:
-        """After the checks passed (lock held, configuration accepted): remove what a killed
-        writer left (temp files), the old run when overwriting, and write ``config.yaml``."""
-        if self.run_dir is not None and self.is_main:
-            if overwrite:
-                clear_run(self.run_dir)
-            clean_stale_temp_files(self.run_dir)
-            if self.run_config is not None:
-                import yaml
-
-                write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.run_config, sort_keys=False))
-            if self._lock is not None:
-                self._lock.record_owner()
-        if self.collective.world_size > 1:  # no worker writes before rank 0 has cleared the directory
-            self.collective.min_int(0)
-
-    def _check_recorded_config(self) -> None:
-        """``resume`` without a checkpoint starts afresh; refuse it when the run directory records
-        a finished (or diverged) run of another configuration, which that would replace."""
-        if self.run_dir is None or self.config is None:
-            return
-        for name in ("summary.json", "diverged.json"):
-            try:
-                recorded = json.loads((self.run_dir / name).read_text()).get("config")
-            except (OSError, ValueError, AttributeError):
-                continue
-            diff = _config_diff(recorded, self.config) if isinstance(recorded, dict) else ""
-            if diff:
-                raise ValueError(
-                    f"Cannot resume: {str(self.run_dir / name)!r} records a run with a different configuration "
-                    f"({diff}) and there is no checkpoint to continue. Use a new run directory, the original "
-                    "settings, or --overwrite (overwrite=True) to replace that run."
-                )
-
-    def _release_lock(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     def _worker_checkpoint(self, ckpt: Path) -> StateDict | None:
         """This worker's checkpoint at the latest step every rank has (``last.pt`` or ``prev.pt``);
@@ -541,8 +402,8 @@ class Trainer:
         """
         if self._mark is None:
             self._mark = time.perf_counter()
-        if self._sinks is None:
-            self._open_sinks(truncate_after_step=None)
+        if not self.log.opened:
+            self.log.open(truncate_after_step=None)
         learner, loader, scheduler = self.learner, self.train_loader, self.scheduler
         for _ in range(num_steps):
             out = learner.step(next(loader))
@@ -553,10 +414,7 @@ class Trainer:
                 s = self._sums.get(k)
                 self._sums[k] = v if s is None else s + v
                 self._counts[k] = self._counts.get(k, 0) + 1
-            for key in _WATCHED:
-                value = out.get(key)
-                if value is not None:
-                    self._watch(key, value)
+            self.divergence.observe(out, self.step)
             step = self.step
             log = self.log_every and step % self.log_every == 0
             evaluate = self.eval_every and step % self.eval_every == 0 and step != self.steps and self.is_main
@@ -569,7 +427,7 @@ class Trainer:
                 record = {**(record or {"step": step}), **self.evaluate()}
                 self._snapshot()
             if record is not None:
-                self._emit(record)
+                self.log.write(record)
             if self.checkpoint_every and step % self.checkpoint_every == 0 and (self.is_main or self.workers):
                 self._tick()  # account the time so far before the state is captured, so a resume keeps it
                 self.save_checkpoint()
@@ -616,56 +474,22 @@ class Trainer:
         return results
 
     # ------------------------------------------------------------------ divergence
-    def _watch(self, key: str, value: Any) -> None:
-        """Check the step's ``key`` scalar (finite, within the divergence limit) on its device."""
-        watch = self._watches.get(key)
-        if watch is None:
-            watch = self._watches[key] = _Watch(key, scale=self._scales.get(key), factor=self.divergence_factor,
-                                                bound=self.divergence_bound)
-        watch.update(value, self.step)
-
     def check_finite(self, *, weights: bool = False) -> None:
         """Raise :class:`TrainingDiverged` if a watched scalar of a step since the start (or resume)
-        was non-finite or past the divergence limit, or (``weights``) a floating-point parameter or
-        buffer of the model is non-finite.
+        was non-finite or past the divergence limit (:class:`~adaloss.training.divergence.DivergenceMonitor`),
+        or (``weights``) a floating-point parameter or buffer of the model is non-finite.
 
         One host synchronisation; the trainer calls it at logging, evaluation and checkpoint
         steps and at the end.
         """
-        watches = [w for w in self._watches.values() if w.ok is not None]
-        if watches and not bool(torch.stack([w.ok.to(watches[0].ok.device) for w in watches]).all()):  # type: ignore[union-attr]
-            bad = next(w for w in watches if not bool(w.ok))
-            raise TrainingDiverged(bad.describe(self.step) + f"{self._kept_checkpoint()}.")
+        problem = self.divergence.check(self.step)
+        if problem is not None:
+            raise TrainingDiverged(f"{problem}{self._kept_checkpoint()}.")
         if weights:
-            tensors = {k: t for k, t in self.model.state_dict().items() if t.is_floating_point()}
-            if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors.values()]).all()):
-                bad_keys = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
-                raise TrainingDiverged(f"Model parameters became non-finite by step {self.step} "
-                                       f"({', '.join(bad_keys[:5])}{', ...' if len(bad_keys) > 5 else ''})"
-                                       f"{self._kept_checkpoint()}.")
-
-    def _initial_task_loss(self) -> float | None:
-        """The task's plain loss (cross-entropy, MSE) of the untrained model on up to 1000 validation
-        rows, in eval mode (no RNG, no BatchNorm update), at least 1: the scale of the meta-learners'
-        ``meta_loss``, whose first value already follows one update."""
-        split = self.eval_splits.get("valid")
-        if split is None or len(split) == 0 or self.task == "embedding":
-            return None
-        from adaloss.learners.registry import default_method
-        from adaloss.losses import create_loss
-
-        loss_fn = create_loss(default_method(self.task), task=self.task)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                x, y = split.x[:1000].to(self.device), split.y[:1000].to(self.device)
-                value = float(loss_fn(self.model(x), y))
-        except (RuntimeError, ValueError, TypeError):  # an unusual model or target: the first value is the scale
-            return None
-        finally:
-            self.model.train(was_training)
-        return max(abs(value), 1.0) if math.isfinite(value) else None
+            bad = non_finite_parameters(self.model)
+            if bad:
+                raise TrainingDiverged(f"Model parameters became non-finite by step {self.step} ({', '.join(bad[:5])}"
+                                       f"{', ...' if len(bad) > 5 else ''}){self._kept_checkpoint()}.")
 
     def _kept_checkpoint(self) -> str:
         if self.checkpoint_path is None:
@@ -708,27 +532,7 @@ class Trainer:
         snap = self.learner.snapshot()
         if snap is None:
             return
-        if self._snapshot_sink is None:  # opened on the first snapshot: most learners never write one
-            self._snapshot_sink = JsonlSink(
-                self.run_dir / "snapshots.jsonl", truncate_after_step=self._truncate_after_step
-            )
-        self._snapshot_sink.write({"step": self.step, **snap})
-
-    def _emit(self, record: dict[str, Any]) -> None:
-        for sink in self._sinks or ():
-            sink.write(record)
-
-    def _open_sinks(self, *, truncate_after_step: int | None) -> None:
-        self._truncate_after_step = truncate_after_step
-        self._sinks = list(self.extra_sinks) if self.is_main else []
-        if self.run_dir is not None and self.is_main:
-            own: list[MetricSink] = []
-            if "jsonl" in self.loggers:
-                own.append(JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_step=truncate_after_step))
-            if "tensorboard" in self.loggers:
-                purge = 0 if truncate_after_step is None else truncate_after_step + 1
-                own.append(TensorBoardSink(self.run_dir / "tensorboard", purge_step=purge))
-            self._sinks[:0] = own
+        self.log.snapshot({"step": self.step, **snap})
 
     def close(self) -> None:
         """Close the progress bar and the metric sinks, and release the run directory's lock."""
@@ -737,85 +541,6 @@ class Trainer:
             self._bar.close()
             self._bar = None
         try:
-            self._close_sinks()
+            self.log.close()
         finally:
-            self._release_lock()
-
-    def _close_sinks(self) -> None:
-        try:
-            for sink in [*(self._sinks or ()), *([self._snapshot_sink] if self._snapshot_sink else [])]:
-                sink.close()
-        finally:
-            self._sinks = None
-            self._snapshot_sink = None
-
-
-#: what the trainer itself writes into a run directory before the first step
-_TRAINER_FILES = frozenset({"config.yaml", "metrics.jsonl", "snapshots.jsonl", "summary.json", "tensorboard"})
-
-#: the step outputs watched for divergence: the training loss, and the meta-learners' task loss on
-#: the meta batch (a learned loss can stay small while the model it trains explodes)
-_WATCHED = ("loss", "meta_loss")
-
-
-class _Watch:
-    """One scalar of the learner's steps, checked on its device with no host synchronisation:
-    ``ok`` is the AND over steps of "finite and |value| <= limit"; the first bad value and its
-    step are kept. The limit is ``factor`` × ``scale`` (default: max(|first value|, 1)), at most
-    ``bound``."""
-
-    def __init__(self, name: str, *, scale: float | None, factor: float | None, bound: float | None) -> None:
-        self.name, self.factor, self.bound = name, factor, bound
-        self.scale: Tensor | None = None if scale is None else torch.tensor(float(scale))
-        self.limit: Tensor | None = None
-        self.ok: Tensor | None = None
-        self.bad_value: Tensor | None = None
-        self.bad_step: Tensor | None = None
-
-    def update(self, value: Any, step: int) -> None:
-        v = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
-        v = (v if v.dim() == 0 else v.sum()).float()
-        if self.limit is None:
-            if self.scale is None:  # a non-finite first value is flagged anyway: scale 1
-                self.scale = torch.nan_to_num(v.abs(), nan=1.0, posinf=1.0).clamp_min(1.0)
-            self.scale = self.scale.to(v.device)
-            limit = torch.tensor(math.inf, device=v.device)
-            if self.factor is not None:
-                limit = self.scale * self.factor
-            if self.bound is not None:
-                limit = limit.clamp_max(self.bound)
-            self.limit = limit
-        ok = torch.isfinite(v) & (v.abs() <= self.limit)
-        if self.ok is None:
-            self.ok, self.bad_value = ok.clone(), v.clone()
-            self.bad_step = torch.where(ok, 0, step)
-        else:
-            assert self.bad_value is not None and self.bad_step is not None
-            newly_bad = self.ok & ~ok  # frozen once the flag is down
-            self.bad_value = torch.where(newly_bad, v, self.bad_value)
-            self.bad_step = torch.where(newly_bad, step, self.bad_step)
-            self.ok.logical_and_(ok)
-
-    def scale_value(self) -> float | None:
-        return None if self.scale is None else float(self.scale)
-
-    def describe(self, step: int) -> str:
-        what = "Training loss" if self.name == "loss" else f"The task loss on the meta batch ({self.name})"
-        bad, first = float(self.bad_value), int(self.bad_step)  # type: ignore[arg-type]
-        if not math.isfinite(bad):
-            return f"{what} became {bad} by step {step} (first non-finite at step {first})"
-        terms = []
-        if self.factor is not None and self.scale is not None:
-            terms.append(f"divergence_factor={self.factor:g} × {float(self.scale):.4g}")
-        if self.bound is not None:
-            terms.append(f"divergence_bound={self.bound:g}")
-        return (f"{what} diverged: {bad:.4g} at step {first}, past the divergence limit {float(self.limit):.4g} "  # type: ignore[arg-type]
-                f"({', at most '.join(terms)})")
-
-
-def _config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
-    keys = sorted(set(saved) | set(current))
-    diffs = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
-    return "; ".join(diffs)
-
-
+            self._directory.release()
