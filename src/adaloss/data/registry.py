@@ -1,6 +1,10 @@
 """The built-in datasets: locating, verifying and reading each benchmark's files, building its
 splits (:mod:`adaloss.data.protocol`), and :func:`load_dataset` — which also reads your own
-CSV/NPZ files (:mod:`adaloss.data.own`)."""
+CSV/NPZ files (:mod:`adaloss.data.own`).
+
+One concern — the built-in datasets, each located, verified, read and split here; long because
+there is one reader and builder per dataset.
+"""
 
 from __future__ import annotations
 

@@ -1,19 +1,22 @@
 """Parametric loss families whose parameter vector Φ an ALA controller moves.
 
+One concern — ALA's loss families and the :class:`ParametricLoss` protocol they share (through
+:class:`BoundedVectorLoss`); long because there are four families, each with its own math.
+
 ALA (Huang et al., "Addressing the Loss-Metric Mismatch with Adaptive Loss Alignment", ICML 2019)
 trains the base model under a loss ``l_Φ`` whose parameters are changed additively,
-``Φ_{t+1} = Φ_t + ΔΦ_t``, by a policy every K base steps (dossier ``papers/ala.md`` §2). The
+``Φ_{t+1} = Φ_t + ΔΦ_t``, by a policy every K base steps (its Fig. 2). The
 controller needs nothing from a loss but a flat, named, bounded parameter vector: that is the
 :class:`ParametricLoss` protocol. Four families are provided:
 
-* :class:`ClassPairLoss` — classification, a C×C matrix on log-probabilities (dossier §3.1).
+* :class:`ClassPairLoss` — classification, a C×C matrix on log-probabilities (the paper's Sec. 4).
 * :class:`ClassWeightLoss` — classification, one log-weight per class on cross-entropy: C
   parameters, a family that holds the class-weighted CE known to serve imbalanced data (ours,
-  beside the paper's C×C matrix; issue 15).
+  beside the paper's C×C matrix).
 * :class:`FrequencyWeightLoss` — classification, one parameter: the power τ of inverse class
-  frequency weights (ours; the tied form of the class weights, issue 15).
+  frequency weights (ours; the tied form of the class weights).
 * :class:`PairDistanceLoss` — metric learning, bin weights over positive/negative pair distances
-  (dossier §3.2/§10.2; a **reconstruction**, the paper's metric-learning loss was not read).
+  (a **reconstruction**: the paper's metric-learning loss is described, not specified).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import Tensor, nn
 from adaloss._validation import check_choice, check_int, check_positive
 
 __all__ = [
+    "BoundedVectorLoss",
     "ClassPairLoss",
     "ClassWeightLoss",
     "FrequencyWeightLoss",
@@ -93,6 +97,44 @@ def _check_bounds(name: str, bounds: tuple[float, float]) -> tuple[float, float]
     return lo, hi
 
 
+class BoundedVectorLoss(nn.Module):
+    """The :class:`ParametricLoss` members, once: Φ is the buffer named :attr:`vector_buffer`, held
+    between the scalar bounds :meth:`scalar_bounds`; :meth:`set_parameter_vector` clips into them.
+    A family whose Φ is laid out otherwise (a matrix's entries) overrides :attr:`bounds`,
+    :meth:`parameter_vector` and :meth:`_write`."""
+
+    #: the buffer holding Φ
+    vector_buffer: str = ""
+
+    def scalar_bounds(self) -> tuple[float, float]:
+        """``(lower, upper)`` of every entry of Φ."""
+        raise NotImplementedError
+
+    def _phi(self) -> Tensor:
+        return getattr(self, self.vector_buffer)
+
+    @property
+    def bounds(self) -> tuple[Tensor, Tensor]:
+        lo, hi = self.scalar_bounds()
+        phi = self._phi()
+        return torch.full_like(phi, lo), torch.full_like(phi, hi)
+
+    def parameter_vector(self) -> Tensor:
+        return self._phi().clone()
+
+    @torch.no_grad()
+    def set_parameter_vector(self, vector: Tensor) -> None:
+        current = self.parameter_vector()
+        if vector.shape != current.shape:
+            raise ValueError(f"Expected a parameter vector of shape {tuple(current.shape)}, but got "
+                             f"{tuple(vector.shape)}.")
+        lo, hi = self.bounds
+        self._write(torch.maximum(torch.minimum(vector.to(current), hi), lo))
+
+    def _write(self, vector: Tensor) -> None:
+        self._phi().copy_(vector)
+
+
 # ---------------------------------------------------------------------------- classification
 
 
@@ -130,7 +172,7 @@ def class_pair_loss(
     return scale * per_sample.mean()
 
 
-class ClassPairLoss(nn.Module):
+class ClassPairLoss(BoundedVectorLoss):
     """ALA's classification loss: a C×C matrix Φ applied to log-probabilities (dossier §3.1).
 
     ``form="log_prob"`` (default): ``l_Φ(z, y) = −Σ_j [Φ⁺_yj log p_j + Φ⁻_yj log(1 − p_j)]``,
@@ -219,16 +261,10 @@ class ClassPairLoss(nn.Module):
     def parameter_vector(self) -> Tensor:
         return self.phi[self._rows, self._cols].clone()
 
-    @torch.no_grad()
-    def set_parameter_vector(self, vector: Tensor) -> None:
-        if vector.shape != self._rows.shape:
-            raise ValueError(f"Expected a parameter vector of shape {tuple(self._rows.shape)}, but got "
-                             f"{tuple(vector.shape)}.")
-        lo, hi = self.bounds
-        v = torch.maximum(torch.minimum(vector.to(self.phi), hi), lo)
-        self.phi[self._rows, self._cols] = v
+    def _write(self, vector: Tensor) -> None:
+        self.phi[self._rows, self._cols] = vector
         if self.symmetric:
-            self.phi[self._cols, self._rows] = v
+            self.phi[self._cols, self._rows] = vector
 
     # ------------------------------------------------------------------ criterion
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
@@ -258,7 +294,7 @@ class ClassPairLoss(nn.Module):
                 f"symmetric={self.symmetric}, adapt_diagonal={self.adapt_diagonal}, loss_scale={self.loss_scale}")
 
 
-class ClassWeightLoss(nn.Module):
+class ClassWeightLoss(BoundedVectorLoss):
     """Cross-entropy with one adaptable log-weight per class: Φ = ``(log w_1, …, log w_C)``.
 
     ``l_Φ(z, y) = Σ_i w_{y_i} · CE(z_i, y_i) / Σ_i w_{y_i}`` — exactly
@@ -308,21 +344,10 @@ class ClassWeightLoss(nn.Module):
     def parameter_names(self) -> list[str]:
         return [f"log_w[{c}]" for c in range(self.num_classes)]
 
-    @property
-    def bounds(self) -> tuple[Tensor, Tensor]:
-        lo, hi = self.log_weight_bounds
-        return torch.full_like(self.log_weights, lo), torch.full_like(self.log_weights, hi)
+    vector_buffer = "log_weights"
 
-    def parameter_vector(self) -> Tensor:
-        return self.log_weights.clone()
-
-    @torch.no_grad()
-    def set_parameter_vector(self, vector: Tensor) -> None:
-        if vector.shape != self.log_weights.shape:
-            raise ValueError(f"Expected a parameter vector of shape {tuple(self.log_weights.shape)}, but got "
-                             f"{tuple(vector.shape)}.")
-        lo, hi = self.log_weight_bounds
-        self.log_weights.copy_(vector.to(self.log_weights).clamp(lo, hi))
+    def scalar_bounds(self) -> tuple[float, float]:
+        return self.log_weight_bounds
 
     @property
     def weights(self) -> Tensor:
@@ -345,7 +370,7 @@ class ClassWeightLoss(nn.Module):
         return f"num_classes={self.num_classes}, bounds={self.log_weight_bounds}"
 
 
-class FrequencyWeightLoss(nn.Module):
+class FrequencyWeightLoss(BoundedVectorLoss):
     """Cross-entropy weighted by class frequency to an adaptable power: Φ = ``(τ,)``.
 
     ``w_c ∝ f_c^(−τ)``, ``l_Φ = F.cross_entropy(z, y, weight=w)`` (normalised by the batch's
@@ -389,21 +414,10 @@ class FrequencyWeightLoss(nn.Module):
     def parameter_names(self) -> list[str]:
         return ["tau"]
 
-    @property
-    def bounds(self) -> tuple[Tensor, Tensor]:
-        lo, hi = self.tau_bounds
-        return torch.full_like(self.tau, lo), torch.full_like(self.tau, hi)
+    vector_buffer = "tau"
 
-    def parameter_vector(self) -> Tensor:
-        return self.tau.clone()
-
-    @torch.no_grad()
-    def set_parameter_vector(self, vector: Tensor) -> None:
-        if vector.shape != self.tau.shape:
-            raise ValueError(f"Expected a parameter vector of shape {tuple(self.tau.shape)}, but got "
-                             f"{tuple(vector.shape)}.")
-        lo, hi = self.tau_bounds
-        self.tau.copy_(vector.to(self.tau).clamp(lo, hi))
+    def scalar_bounds(self) -> tuple[float, float]:
+        return self.tau_bounds
 
     @property
     def log_weights(self) -> Tensor:
@@ -517,7 +531,7 @@ def pair_distance_loss(
     return per_pair.mean()
 
 
-class PairDistanceLoss(nn.Module):
+class PairDistanceLoss(BoundedVectorLoss):
     """A metric-learning pair loss re-weighted over bins of pair distance (reconstructed).
 
     **Reconstruction** (dossier §3.2, §10.2): the paper's metric-learning parameterisation could
@@ -568,21 +582,10 @@ class PairDistanceLoss(nn.Module):
         edges = [f"{k * width:.3g}-{(k + 1) * width:.3g}" for k in range(self.bins)]
         return [f"pos[{e}]" for e in edges] + [f"neg[{e}]" for e in edges]
 
-    @property
-    def bounds(self) -> tuple[Tensor, Tensor]:
-        lo, hi = self.weight_bounds
-        return torch.full_like(self.weights, lo), torch.full_like(self.weights, hi)
+    vector_buffer = "weights"
 
-    def parameter_vector(self) -> Tensor:
-        return self.weights.clone()
-
-    @torch.no_grad()
-    def set_parameter_vector(self, vector: Tensor) -> None:
-        if vector.shape != self.weights.shape:
-            raise ValueError(f"Expected a parameter vector of shape {tuple(self.weights.shape)}, but got "
-                             f"{tuple(vector.shape)}.")
-        lo, hi = self.weight_bounds
-        self.weights.copy_(vector.to(self.weights).clamp(lo, hi))
+    def scalar_bounds(self) -> tuple[float, float]:
+        return self.weight_bounds
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         w = self.weights.to(embeddings.dtype)

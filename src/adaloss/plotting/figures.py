@@ -2,6 +2,8 @@
 
 Every function returns a :class:`matplotlib.figure.Figure` drawn with the non-interactive Agg
 canvas; nothing touches pyplot's global state, so these work headless and in threads.
+
+One concern — the figures of a run, each a function of its records; long because there are many.
 """
 
 from __future__ import annotations
