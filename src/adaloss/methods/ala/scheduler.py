@@ -33,7 +33,8 @@ from adaloss.methods.ala.presets import ALA_PRESETS, FAMILY_DEFAULTS
 from adaloss.metrics import Metric, create_metric, evaluate_batches
 from adaloss.typing import BatchForward, BatchTarget, StateDict
 
-__all__ = ["ALA", "PHI_TRACE_MAX", "ValidData", "phi_statistics", "smoothed_metric"]
+__all__ = ["ALA", "DEFAULT_METRIC_OF", "FEATURES", "PHI_TRACE_MAX", "ValidData", "choose_features", "phi_statistics",
+           "resolve_metric", "resolve_options", "smoothed_metric"]
 
 #: Φ vectors up to this length are traced entry by entry in snapshots (longer: statistics only)
 PHI_TRACE_MAX = 16
@@ -42,6 +43,57 @@ PHI_TRACE_MAX = 16
 #: ``(x, y)``, or a callable returning either (called only when an evaluation is due).
 ValidData = Union[Iterable[Any], tuple[Tensor, Tensor], Callable[[], Iterable[Any]]]
 LossOrFactory = Union[ParametricLoss, Callable[[int], ParametricLoss]]
+
+#: the controller's state by name: its features and, for a state made for one loss family, what
+#: that family must be (the features' ``fits``); ``metric`` fits every loss
+FEATURES: dict[str, tuple[type, str | None]] = {
+    "pair_confusion": (PairConfusionFeatures, "a ClassPairLoss with symmetric=True and adapt_diagonal=False"),
+    "pair_distance": (PairDistanceFeatures, "a PairDistanceLoss"),
+    "class_error": (ClassErrorFeatures, "a ClassWeightLoss"),
+    "metric": (MetricHistoryFeatures, None),
+}
+#: the metric a loss family targets when none is given
+DEFAULT_METRIC_OF: dict[type, str] = {
+    PairDistanceLoss: "recall@1", ClassPairLoss: "error", ClassWeightLoss: "error", FrequencyWeightLoss: "error",
+}
+
+
+def resolve_options(preset: str, loss: object, given: dict[str, Any]) -> dict[str, Any]:
+    """The controller's options: those ``given`` (not ``None``), else the preset's
+    (:data:`ALA_PRESETS`), which the ``default`` preset completes with the measured settings of the
+    loss's family (:data:`FAMILY_DEFAULTS`)."""
+    preset = check_choice("preset", preset, tuple(ALA_PRESETS))
+    base = {**ALA_PRESETS[preset], **(FAMILY_DEFAULTS.get(type(loss).__name__, {}) if preset == "default" else {})}
+    return {k: (base[k] if v is None else v) for k, v in given.items()}
+
+
+def choose_features(state: str, loss: object, *, history: int, from_preset: bool) -> tuple[str, Features]:
+    """The state ``state`` (:data:`FEATURES`, or ``"auto"``: the first that fits ``loss``) for
+    ``loss``. A preset's ``pair_confusion`` (``from_preset``) names the paper's state for the paper's
+    loss; other losses then get theirs."""
+    kind = check_choice("features", state, ("auto", *FEATURES))
+    if kind == "auto" or (from_preset and kind == "pair_confusion" and not isinstance(loss, ClassPairLoss)):
+        kind = next(k for k, (cls, needs) in FEATURES.items() if needs is None or cls.fits(loss))
+    cls, needs = FEATURES[kind]
+    if needs is not None and not cls.fits(loss):
+        raise ValueError(f"`state={kind!r}` needs {needs}, but the loss is {loss!r}; use state='metric'.")
+    return kind, cls(history=history)
+
+
+def resolve_metric(metric: str | Metric | None, loss: object, task: str | None) -> Metric:
+    """The metric ALA optimises: given (an adaloss :class:`~adaloss.metrics.Metric` or a name), or the
+    loss family's (:data:`DEFAULT_METRIC_OF`)."""
+    if metric is None:
+        metric = DEFAULT_METRIC_OF.get(type(loss))
+        if metric is None:
+            raise ValueError(f"Expected `metric` (a Metric or a metric name) for the loss {type(loss).__name__}, "
+                             "but got None.")
+    if isinstance(metric, str):
+        metric = create_metric(metric, task=task)  # type: ignore[arg-type]
+    if not all(hasattr(metric, a) for a in ("update", "compute", "reset", "higher_is_better", "name")):
+        raise TypeError(f"Expected `metric` to be an adaloss Metric (update/compute/reset, name, "
+                        f"higher_is_better) or a metric name, but got {type(metric).__name__}.")
+    return metric
 
 
 def smoothed_metric(values: Sequence[float], gamma: float) -> float:
@@ -165,7 +217,7 @@ class ALA:
         task: str | None = None,
     ) -> None:
         self.preset = check_choice("preset", preset, tuple(ALA_PRESETS))
-        given = {
+        given: dict[str, Any] = {
             "K": every, "beta": beta, "gamma": gamma, "smoothing_window": smoothing_window,
             "state": features if isinstance(features, str) else None, "history": history, "hidden": hidden,
             "policy_lr": policy_lr, "baseline_decay": baseline_decay, "entropy_coef": entropy_coef,
@@ -187,62 +239,25 @@ class ALA:
             raise TypeError(f"Expected `loss` to be a ParametricLoss or a factory num_classes -> ParametricLoss, "
                             f"but got {type(loss).__name__}.")
         probe = self.loss if self.loss is not None else self._loss_factory(2)  # type: ignore[misc]
-        # the default preset takes the measured settings of the loss family where it has them
-        base = {**ALA_PRESETS[self.preset], **(FAMILY_DEFAULTS.get(type(probe).__name__, {})
-                                              if self.preset == "default" else {})}
-        opts = {k: (base[k] if v is None else v) for k, v in given.items()}
-        self.options = opts
+        opts = self.options = resolve_options(self.preset, probe, given)
         self.K = check_int("every", opts["K"], minimum=1)
         self.gamma = check_fraction("gamma", opts["gamma"], high_open=False)
         self.smoothing_window = check_int("smoothing_window", opts["smoothing_window"], minimum=0)
         self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, minimum=1)
         self.forward, self.target = forward, target
 
-        if metric is None:
-            metric = "recall@1" if isinstance(probe, PairDistanceLoss) else "error" if isinstance(
-                probe, (ClassPairLoss, ClassWeightLoss, FrequencyWeightLoss)) else None
-            if metric is None:
-                raise ValueError(f"Expected `metric` (a Metric or a metric name) for the loss {type(probe).__name__}, "
-                                 "but got None.")
-        if isinstance(metric, str):
-            metric = create_metric(metric, task=task)  # type: ignore[arg-type]
-        if not all(hasattr(metric, a) for a in ("update", "compute", "reset", "higher_is_better", "name")):
-            raise TypeError(f"Expected `metric` to be an adaloss Metric (update/compute/reset, name, "
-                            f"higher_is_better) or a metric name, but got {type(metric).__name__}.")
-        self.metric: Metric = metric
-
+        self.metric: Metric = resolve_metric(metric, probe, task)
         history_len = check_int("history", opts["history"], minimum=1)
         self.features: Features
         if features is None or isinstance(features, str):
-            kinds = ("auto", "pair_confusion", "pair_distance", "class_error", "metric")
-            kind = check_choice("features", opts["state"], kinds)
-            # a preset's pair_confusion names the paper's state for the paper's loss; other losses get theirs
-            if kind == "auto" or (features is None and kind == "pair_confusion"
-                                  and not isinstance(probe, ClassPairLoss)):
-                kind = ("pair_confusion" if PairConfusionFeatures.fits(probe)
-                        else "pair_distance" if PairDistanceFeatures.fits(probe)
-                        else "class_error" if ClassErrorFeatures.fits(probe) else "metric")
-            if kind == "pair_confusion" and not PairConfusionFeatures.fits(probe):
-                raise ValueError("`state='pair_confusion'` needs a ClassPairLoss with symmetric=True and "
-                                 f"adapt_diagonal=False, but the loss is {probe!r}; use state='metric'.")
-            if kind == "pair_distance" and not PairDistanceFeatures.fits(probe):
-                raise ValueError(f"`state='pair_distance'` needs a PairDistanceLoss, but the loss is {probe!r}; use "
-                                 "state='metric'.")
-            if kind == "class_error" and not ClassErrorFeatures.fits(probe):
-                raise ValueError(f"`state='class_error'` needs a ClassWeightLoss, but the loss is {probe!r}; use "
-                                 "state='metric'.")
-            self.state_kind = kind
-            self.features = (PairConfusionFeatures(history=history_len) if kind == "pair_confusion"
-                             else PairDistanceFeatures(history=history_len) if kind == "pair_distance"
-                             else ClassErrorFeatures(history=history_len) if kind == "class_error"
-                             else MetricHistoryFeatures(history=history_len))
+            self.state_kind, self.features = choose_features(opts["state"], probe, history=history_len,
+                                                             from_preset=features is None)
         elif isinstance(features, Features):
             self.state_kind = type(features).__name__
             self.features = features
         else:
-            raise TypeError("Expected `features` to be 'auto', 'pair_confusion', 'pair_distance', 'class_error', "
-                            "'metric' or an object with num_features, __call__, state_dict, load_state_dict, but got "
-                            f"{type(features).__name__}.")
+            raise TypeError(f"Expected `features` to be one of {['auto', *FEATURES]} or an object with "
+                            f"num_features, __call__, state_dict, load_state_dict, but got {type(features).__name__}.")
 
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)))
