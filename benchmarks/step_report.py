@@ -152,6 +152,7 @@ def main() -> None:
                   f"(max {fid['relative_error']['max']:.2g}; first half {fid['relative_error_first_half_median']:.2g}, "
                   f"second half {fid['relative_error_second_half_median']:.2g})."]
     m = flops["results"]["mlp"]
+    flops_before_mlp = baseline["results"]["mlp"]["flop_ratio"]["adalfl"] if baseline else float("nan")
     lines += [
         "",
         "Reading: the exact step's matmuls and convolutions are at the floor of the exact one-step "
@@ -161,7 +162,10 @@ def main() -> None:
         "op: no product with an all-zero input tangent, no slow forward-mode convolution); the loss network's "
         "value, gradient and mixed second derivative are closed-form matrix products "
         f"({m['phase_ops']['loss_mixed_grad']} ops for the mixed gradient); with SGD the update's Jacobian is one "
-        "scalar, applied to J∇θ'L rather than to a parameter-sized v. What remains above the FLOP ratio is "
+        "scalar, applied to J∇θ'L rather than to a parameter-sized v, and then wide linear layers keep ∇θ'L as "
+        "factors δᵀa: the weight gradient at θ' is never formed and its product with the base inputs is "
+        f"(x aᵀ)δ (the MLP's step FLOPs {flops_before_mlp:.2f}× → {m['flop_ratio']['adalfl']:.2f}× CE, "
+        "`step_flops_baseline.json` before). What remains above the FLOP ratio is "
         f"dispatch ({m['ops_per_step']['adalfl'] / m['ops_per_step']['ce']:.1f}× a CE step's aten ops) and "
         f"elementwise traffic ({m['elementwise_mib']['adalfl'] / m['elementwise_mib']['ce']:.1f}× its MiB: the "
         "out-of-place θ' and its write-back, the meta batch's own forward and backward). On logistic "
