@@ -120,7 +120,7 @@ def test_bad_arguments_name_themselves() -> None:
         cma_search(sphere, np.zeros(8), sigma=0.0)
     with pytest.raises(ValueError, match=r"Expected `x0` to be at least 2 finite numbers"):
         cma_search(sphere, [1.0])
-    with pytest.raises(TypeError, match="the fitness must be picklable"):
+    with pytest.raises(TypeError, match="runs the fitness in other processes, which needs it picklable"):
         cma_search(lambda x, s: 0.0, np.zeros(8), workers=2, generations=1)
 
 

@@ -24,6 +24,7 @@ from adaloss.methods.ala.presets import (
     DEFAULT_TARGET_METRIC,
     PRESET_FAMILIES,
     PRESET_FORMS,
+    check_preset,
 )
 from adaloss.methods.ala.scheduler import ALA
 from adaloss.metrics import Metric, create_metric
@@ -131,7 +132,7 @@ class ALALearner(Learner):
             if task != "classification":
                 raise ValueError(f"ALA has default losses for classification (ClassPairLoss) and embedding "
                                  f"(PairDistanceLoss), but the task is {task}; pass a ParametricLoss as `loss`.")
-            preset_name = check_choice("preset", preset, tuple(PRESET_FORMS))
+            preset_name = check_preset(preset)
             loss = classification_loss(PRESET_FAMILIES[preset_name], preset=preset_name)
         self.core = ALA(
             loss, metric=metric_obj, every=K, total_steps=total_steps, features=state, policy=policy_path,
@@ -300,7 +301,7 @@ def create_ala_learner(*, task: Task, family: str | None = None, **options: Any)
     naming unknown ones."""
     learner_options = sorted([*(n for n in inspect.signature(ALALearner).parameters
                                 if n not in ("task", "loss", "core_options")), *CORE_OPTIONS, "family"])
-    preset = check_choice("preset", options.get("preset", "default"), tuple(PRESET_FORMS))
+    preset = check_preset(options.get("preset", "default"))
     if task == "embedding":
         if family is not None:
             raise ValueError(f"`family` chooses the classification loss; the embedding task has one "
@@ -335,5 +336,5 @@ def classification_loss(family: str, *, preset: str = "default", **loss_options:
     if "bounds" in loss_options:
         loss_options["bounds"] = tuple(loss_options["bounds"])
     if cls is ClassPairLoss:
-        loss_options.setdefault("form", PRESET_FORMS[check_choice("preset", preset, tuple(PRESET_FORMS))])
+        loss_options.setdefault("form", PRESET_FORMS[check_preset(preset)])
     return cls(**loss_options) if "num_classes" in loss_options else functools.partial(cls, **loss_options)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from adaloss.learners.base import TrainContext
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.losses.taylor import TaylorLoss, as_theta
 from adaloss.methods.base import group_hyperparameters
+from adaloss.methods.search import GENERATIONS, POPSIZE, SIGMA, check_picklable
 from adaloss.methods.taylorglo import LEGACY_SEARCH_STATE_FILE, SEARCH_STATE_FILE, PartialTrainingFitness, TaylorGLO
 from adaloss.typing import StateDict, Task
 
@@ -60,9 +60,9 @@ class TaylorGLOLearner(FixedLossLearner):
         self,
         *,
         task: Task = "classification",
-        popsize: int = 25,
-        generations: int = 50,
-        sigma: float = 1.2,
+        popsize: int = POPSIZE,
+        generations: int = GENERATIONS,
+        sigma: float = SIGMA,
         partial_steps: int = 500,
         workers: int | None = None,
         x0: Sequence[float] | None = None,
@@ -79,7 +79,7 @@ class TaylorGLOLearner(FixedLossLearner):
         self.seed = None if seed is None else check_int("seed", seed, minimum=0)
         super().__init__(TaylorLoss(task=task, theta=self.x0))
         #: the search's outcome: best fitness, per-generation best, evaluations, failures (None before)
-        self.search: dict[str, Any] | None = None
+        self.search_summary: dict[str, Any] | None = None
 
     def bind(self, context: TrainContext) -> None:
         super().bind(context)
@@ -109,13 +109,11 @@ class TaylorGLOLearner(FixedLossLearner):
         if wanted == 1:
             return 1
         try:
-            pickle.dumps(factory)
-        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            check_picklable(factory, what="the model_factory (e.g. functools.partial(create_model, ...))",
+                            workers=wanted)
+        except TypeError as e:
             if self.workers is not None:
-                raise TypeError(
-                    f"`workers`={self.workers} trains candidates in other processes, which needs a picklable "
-                    f"model_factory (e.g. functools.partial(create_model, ...)), but pickling it failed: {e}"
-                ) from e
+                raise
             logger.info("TaylorGLO: the model factory cannot be pickled (%s); evaluating candidates in this process", e)
             return 1
         return wanted
@@ -159,7 +157,7 @@ class TaylorGLOLearner(FixedLossLearner):
         finally:
             if bar is not None:
                 bar.close()
-        self.search = searcher.summary()
+        self.search_summary = searcher.summary()
         result = searcher.result
         assert result is not None
         scalars = {"evaluations": float(result.evaluations), "failures": float(result.failures)}
@@ -173,12 +171,12 @@ class TaylorGLOLearner(FixedLossLearner):
             "class": "TaylorLoss",
             "loss": self.loss.state_dict(),
             "loss_config": self.loss.config(),
-            "search": None if self.search is None else dict(self.search),
+            "search": None if self.search_summary is None else dict(self.search_summary),
         }
 
     def load_state_dict(self, state: StateDict) -> None:
         self.loss.load_state_dict(state["loss"])
-        self.search = None if state["search"] is None else dict(state["search"])
+        self.search_summary = None if state["search"] is None else dict(state["search"])
 
     def snapshot(self) -> dict[str, Any]:
         return self.loss.curves()

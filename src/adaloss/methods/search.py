@@ -136,6 +136,24 @@ def _worker_evaluate(x: np.ndarray, seed: int) -> tuple[float | None, str | None
     return _evaluate(_WORKER_FITNESS, x, seed)
 
 
+#: the CMA-ES settings of TaylorGLO's paper (Gonzalez & Miikkulainen, GECCO 2021): population
+#: λ, generations, initial step size — the defaults of :func:`cma_search` and of TaylorGLO
+POPSIZE, GENERATIONS, SIGMA = 25, 50, 1.2
+
+
+def check_picklable(obj: object, *, what: str, workers: int) -> bytes:
+    """``obj`` pickled, for ``workers`` > 1 processes; a ``TypeError`` naming ``what`` and the fix if
+    it cannot be (a lambda or a local function)."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        raise TypeError(
+            f"`workers`={workers} runs {what} in other processes, which needs it picklable (module-level "
+            f"functions, objects of module-level classes or functools.partial; not lambdas), but pickling it "
+            f"failed: {e}"
+        ) from e
+
+
 class _Evaluator:
     """Evaluates one generation, in this process or in a pool of spawned processes.
 
@@ -150,13 +168,7 @@ class _Evaluator:
         self.payload: bytes | None = None
         self.started = False  # whether a worker has returned a result yet
         if workers > 1:
-            try:
-                self.payload = pickle.dumps(fitness, protocol=pickle.HIGHEST_PROTOCOL)
-            except (pickle.PicklingError, TypeError, AttributeError) as e:
-                raise TypeError(
-                    f"`workers`={workers} evaluates candidates in other processes, so the fitness must be picklable "
-                    f"(a module-level function or an object of module-level classes), but pickling failed: {e}"
-                ) from e
+            self.payload = check_picklable(fitness, what="the fitness", workers=workers)
 
     def __call__(self, xs: Sequence[np.ndarray], seeds: Sequence[int]) -> list[tuple[float | None, str | None]]:
         if self.payload is None:
@@ -341,9 +353,9 @@ def cma_search(
     fitness: Fitness,
     x0: Sequence[float] | np.ndarray,
     *,
-    sigma: float = 1.2,
-    popsize: int = 25,
-    generations: int = 50,
+    sigma: float = SIGMA,
+    popsize: int = POPSIZE,
+    generations: int = GENERATIONS,
     workers: int = 1,
     seed: int = 0,
     state_path: str | os.PathLike[str] | None = None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from adaloss.data.loader import BatchLoader, iterate_batches
 from adaloss.data.types import TensorSplit
 from adaloss.losses.taylor import TaylorLoss
 from adaloss.methods.base import TrainingDiverged, loss_step
-from adaloss.methods.search import Progress, SearchResult, cma_search
+from adaloss.methods.search import GENERATIONS, POPSIZE, SIGMA, Progress, SearchResult, check_picklable, cma_search
 from adaloss.metrics import Metric, NonFiniteOutputs, create_metric, evaluate_batches
 from adaloss.typing import BatchForward, BatchTarget, Task
 
@@ -222,9 +221,9 @@ class TaylorGLO:
         *,
         loss: TaylorLoss | None = None,
         task: Task = "classification",
-        popsize: int = 25,
-        generations: int = 50,
-        sigma: float = 1.2,
+        popsize: int = POPSIZE,
+        generations: int = GENERATIONS,
+        sigma: float = SIGMA,
         seed: int = 0,
         workers: int = 1,
         state_path: str | os.PathLike[str] | None = None,
@@ -254,14 +253,7 @@ class TaylorGLO:
         """Run (or resume) the search; set the best θ into :attr:`loss` (kept as it is if every
         candidate failed) and return it."""
         if self.workers > 1:
-            try:
-                pickle.dumps(self.fitness)
-            except (pickle.PicklingError, TypeError, AttributeError) as e:
-                raise TypeError(
-                    f"`workers`={self.workers} evaluates candidates in other processes, which needs a picklable "
-                    f"`fitness` (module-level functions or functools.partial, not lambdas), but pickling it "
-                    f"failed: {e}"
-                ) from e
+            check_picklable(self.fitness, what="`fitness`", workers=self.workers)
         x0 = self.loss.theta.detach().cpu().double().numpy()
         result = cma_search(
             _OnTheta(self.fitness, self.loss.task), x0, sigma=self.sigma, popsize=self.popsize,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from adaloss._validation import check_choice
+
 __all__ = ["ALA_EMBEDDING_LOSS_OPTIONS", "ALA_LOSS_OPTIONS", "ALA_PRESETS", "DEFAULT_TARGET_METRIC", "FAMILY_DEFAULTS",
-           "PRESET_FAMILIES", "PRESET_FORMS"]
+           "PRESET_FAMILIES", "PRESET_FORMS", "check_preset"]
 
 #: Option values per preset; every one is also a keyword option of :class:`ALALearner`.
 #: ``faithful`` = the values the public re-implementation attributes to the paper (dossier §4,
@@ -59,3 +61,8 @@ ALA_LOSS_OPTIONS = ("form", "bounds", "diagonal_bounds", "symmetric", "adapt_dia
 ALA_EMBEDDING_LOSS_OPTIONS = ("bins", "base", "margin", "boundary", "max_distance", "normalize", "bounds")
 #: the metric rewarded when none is named, per task
 DEFAULT_TARGET_METRIC: dict[str, str] = {"classification": "error", "regression": "mse", "embedding": "recall@1"}
+
+
+def check_preset(preset: object) -> str:
+    """``preset`` if it names one of :data:`ALA_PRESETS`; else a ``ValueError`` naming it."""
+    return check_choice("preset", preset, tuple(ALA_PRESETS))

@@ -29,7 +29,7 @@ from adaloss.methods.ala.features import (
     PairDistanceFeatures,
 )
 from adaloss.methods.ala.policy import ALAController, ALAPolicy, load_policy
-from adaloss.methods.ala.presets import ALA_PRESETS, FAMILY_DEFAULTS
+from adaloss.methods.ala.presets import ALA_PRESETS, FAMILY_DEFAULTS, check_preset
 from adaloss.metrics import Metric, create_metric, evaluate_batches
 from adaloss.typing import BatchForward, BatchTarget, StateDict
 
@@ -62,7 +62,7 @@ def resolve_options(preset: str, loss: object, given: dict[str, Any]) -> dict[st
     """The controller's options: those ``given`` (not ``None``), else the preset's
     (:data:`ALA_PRESETS`), which the ``default`` preset completes with the measured settings of the
     loss's family (:data:`FAMILY_DEFAULTS`)."""
-    preset = check_choice("preset", preset, tuple(ALA_PRESETS))
+    preset = check_preset(preset)
     base = {**ALA_PRESETS[preset], **(FAMILY_DEFAULTS.get(type(loss).__name__, {}) if preset == "default" else {})}
     return {k: (base[k] if v is None else v) for k, v in given.items()}
 
@@ -216,7 +216,7 @@ class ALA:
         target: BatchTarget | None = None,
         task: str | None = None,
     ) -> None:
-        self.preset = check_choice("preset", preset, tuple(ALA_PRESETS))
+        self.preset = check_preset(preset)
         given: dict[str, Any] = {
             "K": every, "beta": beta, "gamma": gamma, "smoothing_window": smoothing_window,
             "state": features if isinstance(features, str) else None, "history": history, "hidden": hidden,
