@@ -179,7 +179,7 @@ def test_learner_window_reward_and_phi_update(tmp_path: Path) -> None:
                                       "total_steps": 20})
     trainer = build_trainer(cfg)
     learner = trainer.learner
-    assert isinstance(learner, ALALearner) and learner.state_kind == "pair_confusion"
+    assert isinstance(learner, ALALearner) and learner.core.state_kind == "pair_confusion"
     prep = learner.prepare()
     assert set(prep) >= {"ala_metric", "phi_offdiag_mean_abs", "phi_diag_mean"}
     loss = learner.criterion
@@ -200,12 +200,12 @@ def test_learner_window_reward_and_phi_update(tmp_path: Path) -> None:
                 metric.update(trainer.model(x), y)
         trainer.model.train()
         assert float(out["ala_metric"]) == pytest.approx(metric.compute())
-        prev, now = learner.metrics[-2], learner.metrics[-1]
+        prev, now = learner.core.metrics[-2], learner.core.metrics[-1]
         assert float(out["reward"]) == float((prev > now) - (prev < now))  # sign of the error decrease
         step_taken = (loss.parameter_vector() - phi_before).abs()
         assert torch.all((step_taken < 1e-6) | ((step_taken - 0.05).abs() < 1e-6))
-    assert learner.controller.episodes == 2
-    assert learner._progress() == 0.5
+    assert learner.core.controller.episodes == 2
+    assert learner.core._progress() == 0.5
 
 
 def test_ala_end_to_end_through_cli(tmp_path: Path) -> None:
@@ -250,8 +250,8 @@ def test_default_ala_is_the_tied_class_frequency_family_with_its_measured_settin
                                         minority_classes=[1, 2], minority_fraction=0.2))
     learner = trainer.learner
     measured = FAMILY_DEFAULTS["FrequencyWeightLoss"]
-    assert learner.K == measured["K"] and learner.controller.beta == measured["beta"]
-    assert learner.controller.reward_kind == measured["reward"] and learner.state_kind == "metric"
+    assert learner.core.K == measured["K"] and learner.core.controller.beta == measured["beta"]
+    assert learner.core.controller.reward_kind == measured["reward"] and learner.core.state_kind == "metric"
     trainer.fit()
     loss = learner.criterion
     assert isinstance(loss, FrequencyWeightLoss)
@@ -260,7 +260,7 @@ def test_default_ala_is_the_tied_class_frequency_family_with_its_measured_settin
     counts = torch.bincount(learner.context.train_split.y, minlength=10).double()
     assert loss.class_counts[1] / loss.class_counts[0] == pytest.approx(float(counts[1] / counts[0]), rel=0.25)
     tau = float(loss.parameter_vector())
-    assert 0.0 <= tau <= 1.0 and len(learner.controller.rewards) == 300 // measured["K"]  # one per window
+    assert 0.0 <= tau <= 1.0 and len(learner.core.controller.rewards) == 300 // measured["K"]  # one per window
     expected = (loss.class_counts + 1) ** -tau
     torch.testing.assert_close(loss.weights.double() / loss.weights[0], expected / expected[0], rtol=1e-5, atol=0)
 
@@ -306,19 +306,19 @@ def test_options_are_checked_before_training() -> None:
     with pytest.raises(ValueError, match=r"`family` to be one of"):
         create_learner("ala", task="classification", family="pairs")
     learner = create_learner("ala", task="classification", family="class_pair", symmetric=False)
-    assert isinstance(learner, ALALearner) and learner.state_kind == "metric"
+    assert isinstance(learner, ALALearner) and learner.core.state_kind == "metric"
     weights = create_learner("ala", task="classification", family="class_weight")
-    assert isinstance(weights, ALALearner) and weights.state_kind == "class_error"
+    assert isinstance(weights, ALALearner) and weights.core.state_kind == "class_error"
     faithful = ALALearner(preset="faithful")
-    assert faithful.K == 200 and faithful.controller.replay_capacity == 1000
-    assert faithful.controller.policy.config() == {"in_features": 24, "hidden": [32, 32]}
+    assert faithful.core.K == 200 and faithful.core.controller.replay_capacity == 1000
+    assert faithful.core.controller.policy.config() == {"in_features": 24, "hidden": [32, 32]}
 
 
 def test_policy_path_feature_mismatch_is_an_error(tmp_path: Path) -> None:
     path = save_policy(ALAPolicy(7), tmp_path / "p.pt")
     with pytest.raises(ValueError, match="takes 7 features per parameter"):
         ALALearner(policy_path=str(path))
-    assert ALALearner(policy_path=str(path), state="metric", history=5).controller.policy.in_features == 7
+    assert ALALearner(policy_path=str(path), state="metric", history=5).core.controller.policy.in_features == 7
 
 
 # ---------------------------------------------------------------------------- known optimum, real training
@@ -372,7 +372,7 @@ def _shift_run(*, train_policy: bool, windows: int = 600, shift: float = 0.5) ->
     train = stream(0.0)
     for _ in range(5 * windows):
         learner.step(next(train))
-    return [v[0] for v in learner.history["phi_trace"]]
+    return [v[0] for v in learner.core.history["phi_trace"]]
 
 
 def test_policy_learns_to_move_phi_toward_known_optimum_in_real_training() -> None:
@@ -429,7 +429,7 @@ def test_reward_is_oriented_by_higher_is_better(tmp_path: Path, metric: str) -> 
                 for x, y in learner._val:
                     m.update(trainer.model(x), y)
             trainer.model.train()
-            now, prev = m.compute(), learner.metrics[-2]
+            now, prev = m.compute(), learner.core.metrics[-2]
             assert float(out["ala_metric"]) == pytest.approx(now)
             better = now > prev if metric == "aucpr" else now < prev
             worse = now < prev if metric == "aucpr" else now > prev
@@ -612,9 +612,9 @@ def test_embedding_window_reward_from_retrieval_metric(tmp_path: Path, metric: s
                      method_args={"K": 4, "val_batches": 2, "smoothing_window": 1, "total_steps": 12})
     trainer = build_trainer(cfg)
     learner = trainer.learner
-    assert isinstance(learner, ALALearner) and learner.state_kind == "pair_distance"
-    assert learner.metric.name == metric and learner.val_subset == "fixed"
-    assert isinstance(learner.criterion, PairDistanceLoss) and learner.controller.policy.in_features == 16
+    assert isinstance(learner, ALALearner) and learner.core.state_kind == "pair_distance"
+    assert learner.core.metric.name == metric and learner.val_subset == "fixed"
+    assert isinstance(learner.criterion, PairDistanceLoss) and learner.core.controller.policy.in_features == 16
     learner.prepare()
     assert set(torch.cat([y for _, y in learner._val]).tolist()) == {0, 1, 2, 3, 4}
     for step in range(1, 13):
@@ -626,19 +626,19 @@ def test_embedding_window_reward_from_retrieval_metric(tmp_path: Path, metric: s
             emb = torch.cat([trainer.model(x) for x, _ in learner._val])
         trainer.model.train()
         labels = torch.cat([y for _, y in learner._val])
-        now = learner.metrics[-1]  # M of this window (smoothing_window=1: the metric now); logged as float32
+        now = learner.core.metrics[-1]  # M of this window (smoothing_window=1: the metric now); logged as float32
         assert float(out["ala_metric"]) == pytest.approx(now, rel=1e-6)
         if metric == "recall@1":
             low, high = _recall1_bounds(emb, labels)
             assert low - 1e-9 <= now <= high + 1e-9
         else:
             assert now == pytest.approx(float(nmi(emb, labels)))
-        prev = learner.metrics[-2]
+        prev = learner.core.metrics[-2]
         assert float(out["reward"]) == float((now > prev) - (now < prev))  # higher is better
         pos, neg = pair_distance_histograms(emb, labels, bins=10)
-        assert learner.history["distance_hist"]["pos"][-1] == pos.tolist()
-        assert learner.history["distance_hist"]["neg"][-1] == neg.tolist()
-    assert learner.controller.episodes == 3
+        assert learner.core.history["distance_hist"]["pos"][-1] == pos.tolist()
+        assert learner.core.history["distance_hist"]["neg"][-1] == neg.tolist()
+    assert learner.core.controller.episodes == 3
     snap = learner.snapshot()
     assert snap is not None and len(snap["distance_hist"]["pos"]) == len(snap["controller_steps"]) == 4
     assert len(snap["weights_pos"]) == len(snap["weights_neg"]) == 10
@@ -708,9 +708,9 @@ def test_embedding_bad_options_are_clear_errors(tmp_path: Path) -> None:
         ALALearner(task="regression", metric="mse")
     # the faithful preset's pair state becomes the pair-distance state; loss options reach the loss
     learner = create_learner("ala", task="embedding", preset="faithful", bins=4, base="margin", margin=0.2)
-    assert isinstance(learner, ALALearner) and learner.state_kind == "pair_distance"
+    assert isinstance(learner, ALALearner) and learner.core.state_kind == "pair_distance"
     assert isinstance(learner.criterion, PairDistanceLoss) and learner.criterion.config()["bins"] == 4
-    assert learner.metric.name == "recall@1" and len(learner.criterion.parameter_names) == 8
+    assert learner.core.metric.name == "recall@1" and len(learner.criterion.parameter_names) == 8
     # a fixed validation subset that would repeat examples (73 valid rows, batches of 30)
     cfg = _embed_cfg(tmp_path, method_args={"val_batches": 3, "val_subset": "fixed"})
     with pytest.raises(ValueError, match=r"Expected `val_batches` to be at most 2 .* for the retrieval metric "
@@ -725,7 +725,7 @@ def test_the_preset_picks_the_class_pair_form() -> None:
 
     def form(**options: object) -> str:
         learner = create_learner("ala", task="classification", family="class_pair", **options)
-        learner._build_loss(3)
+        learner.core._build_loss(3)
         return learner.criterion.form
 
     assert form() == "log_prob"  # Φ = I is exactly cross-entropy
@@ -755,7 +755,7 @@ def test_truncated_eq4_window_against_the_full_sum(tmp_path: Path) -> None:
                     metric.update(trainer.model(x), y)
             trainer.model.train()
             by_hand.append(float(metric.compute()))
-        return learner.metrics, [by_hand[0:4], by_hand[4:8]]
+        return learner.core.metrics, [by_hand[0:4], by_hand[4:8]]
 
     full, windows = run(0, "full")
     assert full[1:] == pytest.approx([smoothed_metric(w, 0.8) for w in windows], abs=1e-12)

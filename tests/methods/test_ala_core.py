@@ -47,11 +47,11 @@ def test_plain_loop_over_ala_matches_adaloss_train_after_100_steps(tmp_path: Pat
 
     learner = trainer.learner
     torch.testing.assert_close(learner.criterion.parameter_vector(), ala.loss.parameter_vector(), rtol=1e-6, atol=0)
-    for p, q in zip(learner.controller.policy.parameters(), ala.controller.policy.parameters()):
+    for p, q in zip(learner.core.controller.policy.parameters(), ala.controller.policy.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=0)
     for p, q in zip(trainer.model.parameters(), model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=0)
-    assert learner.controller.rewards == ala.controller.rewards and len(ala.controller.rewards) == 10
+    assert learner.core.controller.rewards == ala.controller.rewards and len(ala.controller.rewards) == 10
     assert not torch.equal(ala.loss.parameter_vector(), torch.zeros_like(ala.loss.parameter_vector()))
 
 

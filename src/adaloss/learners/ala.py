@@ -16,8 +16,7 @@ from adaloss.data.loader import iterate_batches
 from adaloss.functional.losses import contrastive_loss
 from adaloss.learners.base import Learner, TrainContext, loss_step
 from adaloss.losses.ala import ClassPairLoss, ClassWeightLoss, FrequencyWeightLoss, PairDistanceLoss, ParametricLoss
-from adaloss.methods.ala.features import Features
-from adaloss.methods.ala.policy import POLICY_FILE, ALAController, policy_state
+from adaloss.methods.ala.policy import POLICY_FILE, policy_state
 from adaloss.methods.ala.presets import (
     ALA_EMBEDDING_LOSS_OPTIONS,
     ALA_LOSS_OPTIONS,
@@ -27,7 +26,7 @@ from adaloss.methods.ala.presets import (
     check_preset,
 )
 from adaloss.methods.ala.scheduler import ALA
-from adaloss.metrics import Metric, create_metric
+from adaloss.metrics import create_metric
 from adaloss.typing import Batch, StateDict, Task
 
 __all__ = ["ALALearner", "create_ala_learner"]
@@ -141,8 +140,8 @@ class ALALearner(Learner):
         self.val_batches = check_int("val_batches", val_batches if val_batches is not None
                                      else self.core.options.get("val_batches", 16), minimum=1)
         self.val_subset = check_choice("val_subset", val_subset, ("auto", "fixed", "stream", "all"))
-        if self.val_subset == "stream" and self.metric.task == "embedding":
-            raise ValueError(f"`val_subset='stream'` is refused for the retrieval metric {self.metric.name!r}: a set "
+        if self.val_subset == "stream" and self.core.metric.task == "embedding":
+            raise ValueError(f"`val_subset='stream'` is refused for the retrieval metric {self.core.metric.name!r}: a set "
                              "drawn across two passes of the validation split repeats examples, and a repeated example "
                              "finds its own copy; use val_subset='fixed' or 'all'.")
         self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
@@ -154,50 +153,8 @@ class ALALearner(Learner):
         return self.core.criterion
 
     @property
-    def loss(self) -> ParametricLoss | None:
-        return self.core.loss
-
-    @property
-    def controller(self) -> ALAController:
-        return self.core.controller
-
-    @property
-    def features(self) -> Features:
-        return self.core.features
-
-    @property
-    def metric(self) -> Metric:
-        return self.core.metric
-
-    @property
-    def metrics(self) -> list[float]:
-        return self.core.metrics
-
-    @property
-    def history(self) -> dict[str, Any]:
-        return self.core.history
-
-    @property
-    def state_kind(self) -> str:
-        return self.core.state_kind
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return {**self.core.options, "val_batches": self.val_batches}
-
-    @property
-    def K(self) -> int:
-        return self.core.K
-
-    @property
     def steps(self) -> int:
         return self.core.steps
-
-    def _build_loss(self, num_classes: int) -> None:
-        self.core._build_loss(num_classes)
-
-    def _progress(self) -> float:
-        return self.core._progress()
 
     # ------------------------------------------------------------------ the trainer's side
     def bind(self, context: TrainContext) -> None:
@@ -209,7 +166,7 @@ class ALALearner(Learner):
             raise ValueError("ALA rewards a validation metric and needs a validation split; the run has none "
                              "(valid_fraction).")
         per_pass = getattr(context.meta_batches, "batches_per_epoch", None)
-        repeats = self.metric.task == "embedding" and per_pass is not None and self.val_batches > per_pass
+        repeats = self.core.metric.task == "embedding" and per_pass is not None and self.val_batches > per_pass
         if self.val_subset == "auto":
             self.val_subset = "all" if repeats and context.valid_split is not None else "fixed"
         if self.val_subset == "all" and context.valid_split is None:
@@ -217,7 +174,7 @@ class ALALearner(Learner):
         if self.val_subset == "fixed" and repeats:
             raise ValueError(
                 f"Expected `val_batches` to be at most {per_pass} (the validation batches of one pass over the "
-                f"validation split) for the retrieval metric {self.metric.name!r}, but got {self.val_batches}: more "
+                f"validation split) for the retrieval metric {self.core.metric.name!r}, but got {self.val_batches}: more "
                 "would repeat examples, and a repeated example finds its own copy. Lower it or use val_subset='all'."
             )
         self.core.to(context.device)
@@ -268,7 +225,7 @@ class ALALearner(Learner):
 
     def artifacts(self) -> dict[str, StateDict]:
         """``policy.pt``: the current policy, which a later run reuses (``policy_path``)."""
-        return {POLICY_FILE: policy_state(self.controller.policy)} if self.controller.train_policy else {}
+        return {POLICY_FILE: policy_state(self.core.controller.policy)} if self.core.controller.train_policy else {}
 
     def snapshot(self) -> dict[str, Any] | None:
         return self.core.snapshot()
