@@ -125,3 +125,14 @@ def test_builtin_compare_job_runs_the_documented_methods_on_digits(monkeypatch: 
     with pytest.raises(Stop):  # an explicit list still wins
         main(["compare", "--methods", "ce,taylorglo"])
     assert seen["methods"] == ["ce", "taylorglo"]
+
+
+def test_list_keys_reads_method_defaults_from_the_method_classes(capsys: pytest.CaptureFixture[str]) -> None:
+    from adaloss.methods import INIT_STEPS
+    from adaloss.methods.search import POPSIZE
+
+    assert main(["list", "keys"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"method_args.init_steps={INIT_STEPS}\t# adalfl" in out and "method_args.init_steps=250\t# ml3" in out
+    assert f"method_args.popsize={POPSIZE}\t# taylorglo" in out and "method_args.gamma=2.0\t# focal" in out
+    assert not any(line.startswith(("method_args.loss=", "method_args.collective=")) for line in out)

@@ -243,6 +243,11 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+#: method options that take Python objects (callables, modules, collectives): the Python API's, not a config's
+_OBJECT_OPTIONS = frozenset({"loss", "collective", "forward", "target", "progress", "identity", "state_path",
+                             "extra_loss", "meta_optimizer", "lr_meta_optimizer", "initialized"})
+
+
 def _list(what: str) -> int:
     if what == "datasets":
         from adaloss.data import DATASETS
@@ -272,6 +277,14 @@ def _list(what: str) -> int:
         notes = {"method": "unset: " + ", ".join(f"{m} for {t}" for t, m in DEFAULT_METHODS.items())}
         for k, v in TrainConfig().to_dict().items():
             print(f"{k}={v!r}" + (f"\t# {notes[k]}" if k in notes else ""))
+        from adaloss.learners import METHODS, method_defaults
+
+        print("# each method's options (method_args.<option> with method=<method>), read from its classes")
+        for method in METHODS:
+            for option, default in method_defaults(method).items():
+                # option tables (ALA's presets) are documented, not keys; objects a config cannot hold are left out
+                if not isinstance(default, dict) and option not in _OBJECT_OPTIONS:
+                    print(f"method_args.{option}={default!r}\t# {method}")
         return 0
     print("\n".join(names))
     return 0
