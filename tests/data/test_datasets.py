@@ -341,7 +341,7 @@ def test_real_mnist_shapes_and_balance() -> None:
     assert (train_share - valid_share).abs().max() < 1e-3
 
 
-# ---- the metric-learning task: split by class (ALA dossier §10.2) ---------------------------
+# ---- the metric-learning task: split by class (Huang et al., ICML 2019) ----------------------
 
 
 def test_digits_embedding_task_splits_by_class() -> None:

@@ -67,7 +67,7 @@ def test_crop_flip_batches_are_seeded_and_resume_exactly() -> None:
     assert all(torch.equal(next(c)[0], e) for e in expected)
 
 
-# ---- class-balanced batches (P classes × K examples, ALA dossier §10.2) ----------------------
+# ---- class-balanced batches (P classes × K examples, Huang et al., ICML 2019) ----------------
 
 #: class sizes 7, 9, 5, 12, 6 (class c has label 10 * c: labels need not be 0..C-1)
 SIZES = [7, 9, 5, 12, 6]

@@ -1,4 +1,4 @@
-"""Users' own data: dataset=csv / dataset=npz, and data= in the Python API (issue 17)."""
+"""Users' own data: dataset=csv / dataset=npz, and data= in the Python API."""
 
 from __future__ import annotations
 

@@ -349,7 +349,7 @@ class _ShiftLoss(nn.Module):
 
 def _shift_run(*, train_policy: bool, windows: int = 600, shift: float = 0.5) -> list[float]:
     """ALA on linear regression whose validation targets are shifted by ``shift`` (a train/val
-    distribution shift, dossier §1): validation MSE is minimised exactly at φ* = ``shift``.
+    distribution shift): validation MSE is minimised exactly at φ* = ``shift``.
     Sign reward (Eq. 5), K = 5, β = 0.1. Returns Φ after every controller action."""
     g = torch.Generator().manual_seed(0)
     w = torch.tensor([[1.5], [-2.0]])
@@ -376,7 +376,7 @@ def _shift_run(*, train_policy: bool, windows: int = 600, shift: float = 0.5) ->
 
 
 def test_policy_learns_to_move_phi_toward_known_optimum_in_real_training() -> None:
-    """Acceptance (issue 6): on a task whose best loss parameter is known (φ* = 0.5), ALA moves
+    """on a task whose best loss parameter is known (φ* = 0.5), ALA moves
     Φ there from the far bound −1 by REINFORCE on the validation-MSE reward; a frozen, untrained
     policy (same seeds) does not."""
     learned, frozen = _shift_run(train_policy=True), _shift_run(train_policy=False)

@@ -174,7 +174,8 @@ def _histograms_by_hand(e: torch.Tensor, labels: list[int], bins: int, max_dista
 
 
 def test_pair_distance_histograms_match_pairs_by_hand() -> None:
-    """The validation state of ALA's metric learning (dossier §10.2): one share per Φ entry."""
+    """The validation state of ALA's metric learning (Huang et al., ICML 2019, metric learning; reconstructed): one
+    share per Φ entry."""
     g = torch.Generator().manual_seed(3)
     e = torch.randn(40, 5, generator=g)
     labels = torch.randint(0, 4, (40,), generator=g)

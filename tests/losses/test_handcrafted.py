@@ -56,7 +56,7 @@ def test_create_loss_errors_name_the_problem() -> None:
         FocalLoss(gamma=-1)
 
 
-# ---- metric-learning baselines (ALA dossier §10.2, §10.3) -------------------------------------
+# ---- metric-learning baselines (the metric-learning protocol of Huang et al., ICML 2019) ----------
 
 
 def _pairs_by_hand(e: torch.Tensor, labels: torch.Tensor, cost) -> torch.Tensor:  # type: ignore[no-untyped-def]

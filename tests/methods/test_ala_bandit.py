@@ -1,4 +1,4 @@
-"""The ladder's first rung (issue 15): ALA's controller, with the settings the default preset
+"""The ladder's first rung: ALA's controller, with the settings the default preset
 takes for the tied class-frequency family, learns the direction of the better loss within the
 episodes one real run gives it, at the reward noise measured on the planted task.
 

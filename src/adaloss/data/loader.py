@@ -106,7 +106,7 @@ class BatchLoader:
 class ClassBalancedLoader:
     """An endless stream of class-balanced mini-batches: P classes × K examples each.
 
-    The sampler of pair-based metric learning (ALA dossier §10.2: "class-balanced sampler, e.g.
+    The sampler of pair-based metric learning (Huang et al., ICML 2019, metric learning: "class-balanced sampler, e.g.
     16 classes × 8 images"): every batch holds positive pairs of each of its classes and
     negative pairs between them. ``K = samples_per_class`` and ``P = batch_size / K``.
 

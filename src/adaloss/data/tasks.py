@@ -57,7 +57,8 @@ def split_by_class(
     train_classes: Sequence[int] | None = None,
     embedding_dim: int = DEFAULT_EMBEDDING_DIM,
 ) -> DatasetSplits:
-    """The metric-learning (``"embedding"``) task of a classification dataset (dossier §10.2).
+    """The metric-learning (``"embedding"``) task of a classification dataset (Huang et al., ICML 2019, metric
+    learning; reconstructed).
 
     The standard protocol of deep metric learning: the model is trained on some classes and
     evaluated by retrieval on classes it has never seen. ``train`` and ``valid`` keep the rows

@@ -50,7 +50,8 @@ def contrastive_loss(embeddings: Tensor, labels: Tensor, *, margin: float = 1.0,
     A pair at Euclidean distance ``d`` costs ``d²`` if its labels agree, else
     ``max(0, margin − d)²``. With ``normalize`` the embeddings are L2-normalised first (so
     ``d ∈ [0, 2]``). ALA's :class:`~adaloss.losses.ala.PairDistanceLoss` with all bin
-    weights 1 equals this loss (ALA dossier §10.2); the two are computed independently.
+    weights 1 equals this loss (Huang et al., ICML 2019, metric learning; reconstructed); the two are computed
+    independently.
     """
     d, same, mask = _pair_distances(embeddings, labels, normalize)
     per_pair = torch.where(same, d * d, F.relu(margin - d) ** 2)

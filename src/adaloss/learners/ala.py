@@ -85,13 +85,13 @@ class ALALearner(Learner):
         val_batches: validation batches per evaluation.
         val_subset: ``"auto"``, ``"fixed"``, ``"stream"`` or ``"all"``.
         total_steps: T of the ``t / T`` feature (``None``: the trainer's step count; 0 outside a trainer).
-        train_policy: ``False`` = frozen policy (transfer, dossier §9 #13).
+        train_policy: ``False`` = frozen policy (transfer).
         greedy: act greedily instead of sampling.
         policy_path: start from a policy saved by :func:`save_policy`, an ALA checkpoint, or an
             ALA run directory (a run keeps ``<run_dir>/policy.pt`` up to date after every policy update).
         seed: seed of the policy's initialisation and sampling (``None``: drawn from the global
             torch RNG at construction, so it follows the run's seed).
-        grad_ratio_every: every this many steps log ``‖∇_θ l_Φ‖ / ‖∇_θ l_ref‖`` (dossier §9 #2; 0 =
+        grad_ratio_every: every this many steps log ``‖∇_θ l_Φ‖ / ‖∇_θ l_ref‖`` (0 =
             never); ``l_ref`` is the loss's ``reference_loss`` if it has one (the pair-distance
             loss at Φ = 1), else CE (classification), MSE (regression) or the contrastive loss.
     """
@@ -199,7 +199,7 @@ class ALALearner(Learner):
         return self.core.start(self.context.model, self._valid_data())
 
     def _reference_loss(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """The loss of the gradient-norm ratio's denominator (dossier §9 #2)."""
+        """The loss of the gradient-norm ratio's denominator."""
         reference = getattr(self.core.loss, "reference_loss", None)
         if callable(reference):
             return reference  # type: ignore[no-any-return]

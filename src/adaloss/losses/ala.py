@@ -149,7 +149,7 @@ def class_pair_loss(
     """The class-pair loss of :class:`ClassPairLoss`, functional (differentiable in logits and Φ).
 
     ``form="sigmoid"`` gives ``−σ(s)`` with ``s = Φ[y] · log p`` (= ``yᵀ Φ log p`` for one-hot
-    y; dossier §3.1, "Eq. 6", reconstructed). ``form="log_prob"`` gives
+    y; Huang et al., ICML 2019, Eq. 6, as reconstructed). ``form="log_prob"`` gives
     ``−Σ_j [Φ⁺_yj log p_j + Φ⁻_yj log(1 − p_j)]`` with ``Φ⁺ = max(Φ, 0)``, ``Φ⁻ = max(−Φ, 0)``:
     cross-entropy at Φ = I, and bounded below by 0 for every Φ. A negative weight acts on
     ``log(1 − p_j)`` because on ``log p_j`` it would reward ``p_j → 0`` without limit (the loss
@@ -173,7 +173,8 @@ def class_pair_loss(
 
 
 class ClassPairLoss(BoundedVectorLoss):
-    """ALA's classification loss: a C×C matrix Φ applied to log-probabilities (dossier §3.1).
+    """ALA's classification loss: a C×C matrix Φ applied to log-probabilities (Huang et al., ICML 2019, Sec. 4;
+    reconstructed).
 
     ``form="log_prob"`` (default): ``l_Φ(z, y) = −Σ_j [Φ⁺_yj log p_j + Φ⁻_yj log(1 − p_j)]``,
     exactly cross-entropy at Φ = I and bounded below for every Φ (see :func:`class_pair_loss`).
@@ -181,7 +182,7 @@ class ClassPairLoss(BoundedVectorLoss):
     "Eq. 6"; the ``faithful`` preset): ``l_Φ(z, y) = −σ(yᵀ Φ log softmax(z))`` — it trains far
     worse than CE (see below and NOTES.md, "ALA loss form").
 
-    Gradient scale (dossier §3.1): at Φ = I the sigmoid form is ``−p_y / (1 + p_y)`` and its
+    Gradient scale (Huang et al., ICML 2019, Sec. 4; reconstructed): at Φ = I the sigmoid form is ``−p_y / (1 + p_y)`` and its
     gradient with respect to the logits is cross-entropy's times ``p_y / (1 + p_y)²`` —
     0.0098 at p_y = 0.01, 0.083 at 0.1, 0.22 at 0.5, never above 0.25. So it trains 4–100×
     more weakly than CE, hard examples damped most; a learning rate copied from a CE recipe
@@ -193,7 +194,7 @@ class ClassPairLoss(BoundedVectorLoss):
 
     The adapted vector (what the controller moves), in order:
 
-    * ``symmetric=True`` (default, dossier §3.1 [R]): one entry per unordered pair i < j
+    * ``symmetric=True`` (default; reconstructed): one entry per unordered pair i < j
       (row-major upper triangle), written to both Φ_ij and Φ_ji — C(C−1)/2 entries;
       ``symmetric=False``: every off-diagonal entry, row-major — C(C−1) entries;
     * with ``adapt_diagonal=True`` the C diagonal entries follow (default: diagonal fixed at 1,
@@ -207,7 +208,7 @@ class ClassPairLoss(BoundedVectorLoss):
         diagonal_bounds: clip range of the diagonal when adapted; default ``(0, 2)`` (ours).
         symmetric: one shared entry per unordered class pair.
         adapt_diagonal: let the controller move the diagonal too.
-        loss_scale: constant factor on the loss (dossier §9 #2; default 1).
+        loss_scale: constant factor on the loss (default 1).
     """
 
     def __init__(
@@ -305,7 +306,7 @@ class ClassWeightLoss(BoundedVectorLoss):
     Not in the ALA paper, which adapts a C×C matrix (:class:`ClassPairLoss`); this family has C
     parameters instead of C(C−1)/2 and contains the class-weighted cross-entropy that is the
     known answer on imbalanced data (weights ∝ 1 / class frequency, :meth:`inverse_frequency`),
-    so a controller's result can be checked against it (issue 15). :class:`ClassPairLoss` with
+    so a controller's result can be checked against it. :class:`ClassPairLoss` with
     ``adapt_diagonal=True`` holds the same weights in its diagonal, but unnormalised.
 
     Args:
@@ -377,7 +378,7 @@ class FrequencyWeightLoss(BoundedVectorLoss):
     total weight, as :class:`ClassWeightLoss`). ``τ = 0`` is cross-entropy, ``τ = 1`` the inverse
     class frequency, ``τ = ½`` its square root: one parameter spans the class-weighted losses
     known to serve imbalanced data, so a controller makes one decision per episode instead of C
-    (ours, issue 15: the tied form of :class:`ClassWeightLoss`, ``Φ_c = −τ log f_c``).
+    (ours: the tied form of :class:`ClassWeightLoss`, ``Φ_c = −τ log f_c``).
 
     ``f_c``: ``counts`` when given (e.g. the training split's class counts); otherwise counted
     from the targets of every call in training mode (the ``class_counts`` buffer, kept in the
@@ -468,7 +469,7 @@ def pair_distance_histograms(
     max_distance: float = 2.0,
     normalize: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Normalised histograms of the positive- and negative-pair distances of a set (dossier §10.2).
+    """Normalised histograms of the positive- and negative-pair distances of a set (Huang et al., ICML 2019, metric learning; reconstructed).
 
     Over all unordered pairs ``i < j`` of ``embeddings`` (L2-normalised first with
     ``normalize``), binned as :class:`PairDistanceLoss` bins them (:func:`distance_bins`); each
@@ -534,18 +535,18 @@ def pair_distance_loss(
 class PairDistanceLoss(BoundedVectorLoss):
     """A metric-learning pair loss re-weighted over bins of pair distance (reconstructed).
 
-    **Reconstruction** (dossier §3.2, §10.2): the paper's metric-learning parameterisation could
+    **Reconstruction**: the paper's metric-learning parameterisation could
     not be read. Here the range ``[0, max_distance]`` of pair distances (2 for L2-normalised
     embeddings) is split into ``bins`` equal bins; Φ = ``(w⁺_1..w⁺_B, w⁻_1..w⁻_B)`` weights the
     positive-pair and negative-pair terms by the bin their distance falls in, so the
     controller reshapes how strongly each distance range is pulled together or pushed apart.
     At Φ = 1 (the start) the loss is exactly the base loss: the contrastive loss
     (``base="contrastive"``) or the margin loss with a fixed boundary (``base="margin"``) —
-    see :func:`pair_distance_loss`. This differs from the dossier's hinge-segment sketch
+    see :func:`pair_distance_loss`. This differs from a hinge-segment form
     (§10.2), which reshapes the penalty's slope rather than re-weighting it.
 
     Args:
-        bins: B, bins per pair type (default 10, dossier §10.2).
+        bins: B, bins per pair type (default 10).
         base: the pair loss at Φ = 1.
         margin: contrastive margin m, or the margin-loss α (default 1.0 for contrastive; use
             0.2 with ``base="margin"`` for Wu et al.'s α).
@@ -596,7 +597,7 @@ class PairDistanceLoss(BoundedVectorLoss):
 
     def reference_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The base loss at Φ = 1 (contrastive or margin), whatever Φ is now — the reference of
-        ALA's gradient-norm ratio (dossier §9 #2)."""
+        ALA's gradient-norm ratio."""
         ones = torch.ones(self.bins, dtype=embeddings.dtype, device=embeddings.device)
         return pair_distance_loss(embeddings, labels, ones, ones, base=self.base, margin=self.margin,
                                   boundary=self.boundary, max_distance=self.max_distance, normalize=self.normalize)

@@ -34,7 +34,8 @@ class FocalLoss(nn.Module):
 
 class ContrastiveLoss(nn.Module):
     """Contrastive loss on embeddings (:func:`~adaloss.functional.losses.contrastive_loss`), the
-    fixed-loss baseline of ALA's metric-learning task (dossier §10.2, §10.3).
+    fixed-loss baseline of ALA's metric-learning task (Huang et al., ICML 2019, the metric-learning protocol as
+    reconstructed here).
 
     Args:
         margin: the negatives' margin m (default 1.0, the start of ALA's pair-distance loss).
@@ -56,7 +57,7 @@ class ContrastiveLoss(nn.Module):
 class MarginLoss(nn.Module):
     """Margin loss of Wu et al. 2017 with a fixed boundary β
     (:func:`~adaloss.functional.losses.margin_loss`), the metric-learning baseline of the ALA
-    paper's comparisons (dossier §5.3, §10.3).
+    paper's comparisons (Huang et al., ICML 2019, Sec. 5).
 
     Args:
         alpha: the margin α (default 0.2).

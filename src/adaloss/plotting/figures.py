@@ -421,7 +421,7 @@ def plot_ala_reward(snapshots: Sequence[dict[str, Any]], *, title: str | None = 
 
 def plot_ala_distances(snapshots: Sequence[dict[str, Any]], *, title: str | None = None) -> Figure:
     """ALA metric learning: the validation positive- and negative-pair distance histograms each
-    controller action saw (the state of dossier §10.2; columns = controller steps, rows = distance
+    controller action saw (the metric-learning state; columns = controller steps, rows = distance
     bins, colour = share of the pairs of that kind), and the final bin weights Φ.
 
     Raises:

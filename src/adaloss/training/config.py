@@ -249,7 +249,8 @@ class TrainConfig:
         return [self.logger] if isinstance(self.logger, str) else list(self.logger)
 
     def _check_embedding_keys(self) -> None:
-        """The metric-learning keys (ALA dossier §10.2): each fits the task and the batch."""
+        """The metric-learning keys (Huang et al., ICML 2019, metric learning; reconstructed): each fits the task and
+        the batch."""
         for name in ("train_classes", "embedding_dim"):
             if getattr(self, name) is not None and self.task != "embedding":
                 raise ConfigError(f"`{name}` applies to task=embedding only, but got task={self.task!r} "

@@ -2,8 +2,8 @@
 
 Huang et al., "Addressing the Loss-Metric Mismatch with Adaptive Loss Alignment" (ICML 2019).
 The paper body was not available; the loop follows the figure-2 caption and patent abstract
-(dossier ``papers/ala.md`` §2, verified), the numbers and layouts the public re-implementation
-attributes to the paper (§4, marked *reconstructed*) and the dossier's recommendations (§9).
+and the numbers and layouts a public re-implementation attributes to the paper (marked *reconstructed*),
+with choices of our own where the paper is silent.
 
 The loop (one-step episodes, T = 1, so a contextual bandit):
 

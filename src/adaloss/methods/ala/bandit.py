@@ -7,8 +7,7 @@ rewarded with is ``Δ·(+1 toward the target, −1 away, 0 keep) + σ·ε`` — 
 good action and the noise σ measured on a real run by ``experiments/ala_signal.py``. Once φ is
 within β/2 of the target, keeping is right and either move is −Δ.
 
-Used by the controller's sample-efficiency test and by ``experiments/ala_bandit.py`` (ours,
-issue 15).
+Used by the controller's sample-efficiency test and by ``experiments/ala_bandit.py`` (ours).
 """
 
 from __future__ import annotations

@@ -59,14 +59,14 @@ class Observation:
 
 
 class PairConfusionFeatures:
-    """The 24-d per-class-pair state of the re-implementation (dossier §4, reconstructed).
+    """The 24-d per-class-pair state of the re-implementation (reconstructed).
 
     For each unordered pair ``i < j`` (the order of a symmetric :class:`ClassPairLoss`'s vector):
     the last ``history`` soft-confusion values ``(C_ij, C_ji)`` (newest first, zero-padded) —
     ``2·history``; their relative change ``(C − mean) / (|mean| + ε)`` against the mean of that
     history — 2; ``Φ_ij`` — 1; ``t / T`` — 1. ``history = 10`` gives 24.
 
-    Addition (dossier §9 #12): with ``log_confusion`` (default) the confusion values, which are
+    Addition (ours): with ``log_confusion`` (default) the confusion values, which are
     unbounded NLLs, enter as ``log1p(C)``.
     """
 
@@ -114,7 +114,7 @@ class PairConfusionFeatures:
 
 
 class ClassErrorFeatures:
-    """A per-class state for one-parameter-per-class losses (:class:`ClassWeightLoss`; ours, issue 15).
+    """A per-class state for one-parameter-per-class losses (:class:`ClassWeightLoss`; ours).
 
     For each class c, from the validation outputs of the controller step:
 
@@ -202,7 +202,7 @@ class MetricHistoryFeatures:
 
 
 class PairDistanceFeatures:
-    """The per-bin metric-learning state (dossier §10.2, a reconstruction).
+    """The per-bin metric-learning state (Huang et al., ICML 2019, metric learning; a reconstruction).
 
     At each controller step the validation embeddings give the normalised histograms of the
     positive- and negative-pair distances in the bins of the

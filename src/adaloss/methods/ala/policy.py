@@ -20,7 +20,7 @@ from adaloss.typing import StateDict
 __all__ = ["ACTION_SIGNS", "ALAController", "ALAPolicy", "POLICY_FILE", "load_policy", "policy_state", "save_policy"]
 
 POLICY_FORMAT = "adaloss-ala-policy"
-#: the policy file an ALA run keeps up to date in its run directory (for reuse, dossier §9 #13)
+#: the policy file an ALA run keeps up to date in its run directory (for reuse)
 POLICY_FILE = "policy.pt"
 #: action index → multiple of β (decrease, keep, increase)
 ACTION_SIGNS = (-1.0, 0.0, 1.0)
@@ -30,7 +30,7 @@ class ALAPolicy(nn.Module):
     """The controller's policy π_θ: an MLP from one parameter's features to 3 action logits.
 
     Shared across all loss parameters (class pairs), so its size does not depend on the number
-    of classes and a trained policy transfers between tasks (dossier §4: MLP 24→32→32→3 with
+    of classes and a trained policy transfers between tasks (a public re-implementation's layout: MLP 24→32→32→3 with
     ReLU, reconstructed). Actions: 0 = decrease by β, 1 = keep, 2 = increase by β.
 
     Args:
@@ -97,7 +97,8 @@ def load_policy(path: str | os.PathLike[str]) -> ALAPolicy:
 
 
 class ALAController:
-    """REINFORCE over one-step episodes, with a moving-average reward baseline (dossier §4, §9 #7).
+    """REINFORCE over one-step episodes, with a moving-average reward baseline (the baseline as a public
+    re-implementation has it; reconstructed).
 
     :meth:`act` samples one action per parameter and remembers the episode; :meth:`give_reward`
     closes it and updates the policy: ``loss = −A · mean_p log π(a_p | s_p) − c_H · entropy`` with

@@ -10,8 +10,8 @@ __all__ = ["ALA_EMBEDDING_LOSS_OPTIONS", "ALA_LOSS_OPTIONS", "ALA_PRESETS", "DEF
            "PRESET_FAMILIES", "PRESET_FORMS", "check_preset"]
 
 #: Option values per preset; every one is also a keyword option of :class:`ALALearner`.
-#: ``faithful`` = the values the public re-implementation attributes to the paper (dossier §4,
-#: §9 #1; reconstructed), with Eq. 4 truncated to the last 40 steps of each window (§9 #5).
+#: ``faithful`` = the values the public re-implementation attributes to the paper (reconstructed),
+#: with Eq. 4 truncated to the last 40 steps of each window.
 #: ``default`` = the same but on-policy REINFORCE without replay (§9 #7) and a state chosen
 #: to fit the loss (the 24-d pair layout for the symmetric class-pair loss, else the generic one).
 ALA_PRESETS: dict[str, dict[str, Any]] = {
@@ -28,7 +28,7 @@ ALA_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 #: Settings the ``default`` preset takes for a loss family, over :data:`ALA_PRESETS`, chosen from
-#: measurements (issue 15; ``experiments/results/ala_signal.md``, ``ala_bandit.md``, ``ala_planted.md``):
+#: measurements (``experiments/results/ala_signal.md``, ``ala_bandit.md``, ``ala_planted.md``):
 #: the tied class-frequency family's one parameter τ ∈ [0, 1] needs steps a good action is seen
 #: through the reward noise with (SNR of one step ≈ 1 instead of 0.16 for β = 0.1 on the class
 #: weights), and more episodes: K = 50 (60 episodes in a 3000-step run) rather than K = 100, which
@@ -40,7 +40,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 #: The class-pair loss form each preset builds when no loss is given. ``faithful``: the paper's
-#: sigmoid form as reconstructed (dossier §3.1). ``default``: the log-probability form, exactly
+#: sigmoid form as reconstructed (Huang et al., ICML 2019, Sec. 4). ``default``: the log-probability form, exactly
 #: cross-entropy at Φ = I. Measured (Fashion-MNIST, LeNet-5, SGD 0.01 momentum 0.9, Φ = I held
 #: fixed, 2000 steps): CE 12.9 % test error, sigmoid form 56.0 % (loss_scale 4: 58.3 % at step
 #: 1000) — the sigmoid's gradient ``p_y / (1 + p_y)²`` vanishes for confidently wrong examples, so

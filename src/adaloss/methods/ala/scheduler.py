@@ -100,7 +100,7 @@ def smoothed_metric(values: Sequence[float], gamma: float) -> float:
     """Eq. 4 (reconstructed), normalised: ``Σ_j γ^{n−j} m_j / Σ_j γ^{n−j}`` over ``values = m_1..m_n``.
 
     The paper's sum is over all K steps of the window and unnormalised; normalising leaves the
-    sign reward unchanged and keeps ``M`` on the metric's scale (dossier §4, §9 #5).
+    sign reward unchanged and keeps ``M`` on the metric's scale (reconstructed).
     """
     n = len(values)
     if n == 0:
