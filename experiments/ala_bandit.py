@@ -1,4 +1,4 @@
-"""Can ALA's controller learn at the reward noise a real run gives it? (issue 15, the ladder's first rung)
+"""Can ALA's controller learn at the reward noise a real run gives it? (the ladder's first rung)
 
 Reads the measured signal (``experiments/results/ala_signal.json``: reward noise σ, the effect Δ
 of a good action, the episodes one run gives a controller) and runs the synthetic one-parameter

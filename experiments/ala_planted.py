@@ -1,4 +1,4 @@
-"""ALA on a planted loss-metric mismatch with a known answer (issue 15, the ladder's second rung).
+"""ALA on a planted loss-metric mismatch with a known answer (the ladder's second rung).
 
 Imbalanced Fashion-MNIST (classes 2, 4, 6 keep 5 % of their training and validation rows; the
 test split stays balanced), an MLP, target metric the balanced error
@@ -48,7 +48,7 @@ ROWS = [
     ("ala (class_frequency)", "ala", FREQUENCY, "ala"),
     ("ala (class_weight)", "ala", ("method_args.ala.family=class_weight", "method_args.ala.val_subset=all"),
      "ala_class_weight"),
-    # candidates for sample efficiency (issue 15, step 3), each beside the default row
+    # candidates for sample efficiency , each beside the default row
     ("ala (class_frequency, workers=4)", "ala", ("workers=4", *FREQUENCY), "ala_workers4"),
     ("ala (class_frequency, entropy_coef=0.01)", "ala", (*FREQUENCY, "method_args.ala.entropy_coef=0.01"), "ala_entropy"),
     # the previous default (sessions 8-9): windows of K = 100 steps, 30 episodes per run

@@ -16,7 +16,7 @@ ones counted):
   training on MNIST (``experiments/configs/mnist_ala_transfer.yaml``) against cross-entropy.
 
 Every row carries its wall time and the ratio to the fixed-loss run's. The ALA loss, state and
-reward follow the dossier's reconstruction (``../shared/papers/ala.md``): results are labelled
+reward follow our reconstruction of the paper: results are labelled
 "ALA-style (reconstructed)".
 
     python experiments/ala_protocol.py --data-dir ../shared/datasets [--parts classification transfer]

@@ -1,5 +1,5 @@
 """ALA's learning signal, measured: how noisy is the reward, how large is a good action's effect,
-and how many episodes does a REINFORCE controller need at that ratio (issue 15, step 1)?
+and how many episodes does a REINFORCE controller need at that ratio?
 
 On the planted-mismatch task (imbalanced Fashion-MNIST, an MLP, the target metric the balanced
 error; see ``experiments/configs/fmnist_imbalanced.yaml``) a base model is trained with the loss
