@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
-    t = sub.add_parser("train", help="train one run", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t = sub.add_parser("train", help="train one run", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     common(t)
     t.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoints/last.pt if present")
     t.add_argument("--overwrite", action="store_true",
@@ -88,7 +89,8 @@ def _int_list(flag: str, text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise SystemExit(f"adaloss: error: expected `{flag}` to be comma-separated integers, but got {text!r}") from None
+        raise SystemExit(f"adaloss: error: expected `{flag}` to be comma-separated integers, "
+                         f"but got {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

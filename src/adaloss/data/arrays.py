@@ -182,7 +182,9 @@ def from_arrays(
         y = _class_indices(y, names("y"))
         num_classes = int(y.max()) + 1
         absent = np.setdiff1d(np.arange(num_classes), y)
-        if absent.size and absent.size < num_classes - 1:  # (one class only is an error below) C comes from the largest label: a gap is a class the model outputs but never sees
+        # C comes from the largest label: a gap is a class the model outputs but never sees (one class
+        # only is an error below)
+        if absent.size and absent.size < num_classes - 1:
             warnings.warn(f"{names('y')} holds class indices 0..{num_classes - 1} but no row of class(es) "
                           f"{absent[:10].tolist()}{' …' if absent.size > 10 else ''}; the model gets {num_classes} "
                           "outputs and those classes are never trained (relabel the classes 0..C-1 if that is "
@@ -289,7 +291,8 @@ def _stack_dataset(dataset: torch.utils.data.Dataset) -> dict[str, np.ndarray]:
         item = dataset[i]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"Expected `data` to be a Dataset of (x, y) pairs, but item {i} is "
-                            f"{type(item).__name__}{'' if not isinstance(item, (tuple, list)) else f' of {len(item)}'}.")
+                            f"{type(item).__name__}"
+                            f"{'' if not isinstance(item, (tuple, list)) else f' of {len(item)}'}.")
         xs.append(torch.as_tensor(item[0]))
         ys.append(torch.as_tensor(item[1]))
     if not xs:
@@ -338,7 +341,8 @@ def as_splits(
         if unknown or missing:
             raise ValueError(f"Expected `data` to have the keys 'x' and 'y' (optionally 'x_test', 'y_test'), but got "
                              f"the keys {sorted(str(k) for k in data)}"
-                             f"{f' (unknown: {unknown})' if unknown else ''}{f' (missing: {missing})' if missing else ''}.")
+                             f"{f' (unknown: {unknown})' if unknown else ''}"
+                             f"{f' (missing: {missing})' if missing else ''}.")
         arrays = {k: _to_numpy(v, f"`data` {k!r}") for k, v in data.items()}
     elif isinstance(data, (tuple, list)):
         if len(data) != 2:

@@ -62,7 +62,8 @@ def holdout_rows(
     if test:
         rest, test_rows = split(rest, TEST_FRACTION, TEST_SPLIT_SEED)
     train, valid = split(rest, valid_fraction, seed)
-    return {"train": train, "valid": valid} if test_rows is None else {"train": train, "valid": valid, "test": test_rows}
+    index = {"train": train, "valid": valid}
+    return index if test_rows is None else {**index, "test": test_rows}
 
 
 def table_splits(

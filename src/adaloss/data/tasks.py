@@ -197,4 +197,5 @@ def split_for_task(
                 f"train_classes={None if train_classes is None else list(train_classes)!r} and embedding_dim={dim}.")
         return data
     allowed = [data.task, "embedding"] if data.task == "classification" else [data.task]
-    raise TaskOptionError("task", f"Expected `task` for dataset {data.name!r} to be one of {allowed}, but got {task!r}.")
+    raise TaskOptionError("task", f"Expected `task` for dataset {data.name!r} to be one of {allowed}, "
+                                  f"but got {task!r}.")

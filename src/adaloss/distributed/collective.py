@@ -142,7 +142,8 @@ class ProcessGroupCollective(FlatCollective):
         try:
             dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
         except RuntimeError as e:
-            raise DistributedError(f"An all-reduce across {self.world_size} ranks failed on rank {self.rank}: {e}") from e
+            raise DistributedError(f"An all-reduce across {self.world_size} ranks failed on rank {self.rank}: "
+                                   f"{e}") from e
         return int(t.item())
 
 

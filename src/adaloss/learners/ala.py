@@ -141,7 +141,8 @@ class ALALearner(Learner):
                                      else self.core.options.get("val_batches", 16), minimum=1)
         self.val_subset = check_choice("val_subset", val_subset, ("auto", "fixed", "stream", "all"))
         if self.val_subset == "stream" and self.core.metric.task == "embedding":
-            raise ValueError(f"`val_subset='stream'` is refused for the retrieval metric {self.core.metric.name!r}: a set "
+            raise ValueError(f"`val_subset='stream'` is refused for the retrieval metric "
+                             f"{self.core.metric.name!r}: a set "
                              "drawn across two passes of the validation split repeats examples, and a repeated example "
                              "finds its own copy; use val_subset='fixed' or 'all'.")
         self.grad_ratio_every = check_int("grad_ratio_every", grad_ratio_every, minimum=0)
@@ -174,7 +175,8 @@ class ALALearner(Learner):
         if self.val_subset == "fixed" and repeats:
             raise ValueError(
                 f"Expected `val_batches` to be at most {per_pass} (the validation batches of one pass over the "
-                f"validation split) for the retrieval metric {self.core.metric.name!r}, but got {self.val_batches}: more "
+                f"validation split) for the retrieval metric {self.core.metric.name!r}, "
+                f"but got {self.val_batches}: more "
                 "would repeat examples, and a repeated example finds its own copy. Lower it or use val_subset='all'."
             )
         self.core.to(context.device)

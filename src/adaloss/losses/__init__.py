@@ -8,5 +8,6 @@ from adaloss.losses.io import load, save
 from adaloss.losses.network import LossNetwork, SmoothLeakyReLU
 from adaloss.losses.taylor import TaylorLoss
 
-__all__ = ["HANDCRAFTED_LOSSES", "ClassPairLoss", "ClassWeightLoss", "ContrastiveLoss", "FrequencyWeightLoss", "FocalLoss", "LossNetwork", "MarginLoss", "PairDistanceLoss", "ParametricLoss", "SmoothLeakyReLU",
+__all__ = ["HANDCRAFTED_LOSSES", "ClassPairLoss", "ClassWeightLoss", "ContrastiveLoss", "FrequencyWeightLoss",
+           "FocalLoss", "LossNetwork", "MarginLoss", "PairDistanceLoss", "ParametricLoss", "SmoothLeakyReLU",
            "TaylorLoss", "create_loss", "load", "save"]

@@ -182,7 +182,7 @@ class ClassPairLoss(BoundedVectorLoss):
     "Eq. 6"; the ``faithful`` preset): ``l_Φ(z, y) = −σ(yᵀ Φ log softmax(z))`` — it trains far
     worse than CE (see below and NOTES.md, "ALA loss form").
 
-    Gradient scale (Huang et al., ICML 2019, Sec. 4; reconstructed): at Φ = I the sigmoid form is ``−p_y / (1 + p_y)`` and its
+    Gradient scale (reconstructed): at Φ = I the sigmoid form is ``−p_y / (1 + p_y)`` and its
     gradient with respect to the logits is cross-entropy's times ``p_y / (1 + p_y)²`` —
     0.0098 at p_y = 0.01, 0.083 at 0.1, 0.22 at 0.5, never above 0.25. So it trains 4–100×
     more weakly than CE, hard examples damped most; a learning rate copied from a CE recipe
@@ -469,7 +469,8 @@ def pair_distance_histograms(
     max_distance: float = 2.0,
     normalize: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Normalised histograms of the positive- and negative-pair distances of a set (Huang et al., ICML 2019, metric learning; reconstructed).
+    """Normalised histograms of the positive- and negative-pair distances of a set (the metric-learning
+    state; reconstructed).
 
     Over all unordered pairs ``i < j`` of ``embeddings`` (L2-normalised first with
     ``normalize``), binned as :class:`PairDistanceLoss` bins them (:func:`distance_bins`); each

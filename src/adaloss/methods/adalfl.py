@@ -40,7 +40,8 @@ from adaloss.methods.base import TrainingDiverged, group_hyperparameters, loss_s
 from adaloss.methods.differentiable import DifferentiableOptimizer
 from adaloss.typing import BatchForward, BatchTarget, Criterion, Params, StateDict, Task
 
-__all__ = ["INIT_STEPS", "META_GRADIENTS", "AdaLFL", "ExtraLoss", "MetaGradient", "MetaOptimizerFactory", "task_loss_for"]
+__all__ = ["INIT_STEPS", "META_GRADIENTS", "AdaLFL", "ExtraLoss", "MetaGradient", "MetaOptimizerFactory",
+           "task_loss_for"]
 
 #: offline initialisation unrolls S_init of Algorithm 1 (the paper's 2500)
 INIT_STEPS = 2500

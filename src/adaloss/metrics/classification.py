@@ -7,7 +7,8 @@ from torch import Tensor
 
 from adaloss.metrics.base import Metric, _WholeSetMetric, register_metric
 
-__all__ = ["AUCPR", "BalancedAUCPR", "BalancedError", "ErrorRate", "average_precision", "balanced_error", "error_rate", "per_class_recall"]
+__all__ = ["AUCPR", "BalancedAUCPR", "BalancedError", "ErrorRate", "average_precision", "balanced_error", "error_rate",
+           "per_class_recall"]
 
 
 def error_rate(prediction: Tensor, target: Tensor) -> Tensor:

@@ -59,7 +59,8 @@ def run_plot(args: argparse.Namespace) -> int:
     for run in runs:
         if not (run / "metrics.jsonl").is_file():
             what = "does not exist" if not run.exists() else "has no metrics.jsonl"
-            raise FileNotFoundError(f"Expected RUN_DIR to be a run directory with metrics.jsonl, but {str(run)!r} {what}.")
+            raise FileNotFoundError(f"Expected RUN_DIR to be a run directory with metrics.jsonl, "
+                                    f"but {str(run)!r} {what}.")
     for run, out in zip(runs, _out_dirs(runs, args.out)):
         paths = plot_run(run, out_dir=out, formats=formats)
         if not paths:

@@ -102,7 +102,8 @@ def _metric_names() -> list[str]:
 
 def _floats(values: Sequence[Any] | None, *, field: str, step: Any) -> list[float]:
     if values is None or isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise ValueError(f"Expected snapshot field `{field}` to be a list of numbers (step {step}), but got {values!r}.")
+        raise ValueError(f"Expected snapshot field `{field}` to be a list of numbers (step {step}), "
+                         f"but got {values!r}.")
     return [float("nan") if v is None else float(v) for v in values]
 
 
@@ -529,7 +530,8 @@ def plot_run(
     metrics_path = run / "metrics.jsonl"
     if not metrics_path.is_file():
         what = "does not exist" if not run.exists() else "has no metrics.jsonl"
-        raise FileNotFoundError(f"Expected `run_dir` to be a run directory with metrics.jsonl, but {str(run)!r} {what}.")
+        raise FileNotFoundError(f"Expected `run_dir` to be a run directory with metrics.jsonl, "
+                                f"but {str(run)!r} {what}.")
     out = Path(out_dir) if out_dir is not None else run / "figures"
     figures = run_figures(run)
 

@@ -200,9 +200,9 @@ def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> l
     """One row per method: mean and sample std (n−1) over seeds of every final metric and wall time.
 
     ``seeds`` counts the runs that finished, ``diverged`` those that stopped early (left out of the
-    metric means, kept in the wall time: their compute was spent). Each row also carries ``p_value``: the Welch t-test of its final test metric (the first
-    ``test_*`` key) against ``baseline`` (default: the first of :data:`BASELINES` present, else
-    the first method), over seeds.
+    metric means, kept in the wall time: their compute was spent). Each row also carries
+    ``p_value``: the Welch t-test of its final test metric (the first ``test_*`` key) against
+    ``baseline`` (default: the first of :data:`BASELINES` present, else the first method), over seeds.
     """
     methods = list(dict.fromkeys(r.method for r in results))
     if baseline is None:
@@ -252,7 +252,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | Non
         headers.append(f"p vs {baseline} (Welch)")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        cells = [str(row["method"]), str(row["seeds"]) + (f" (+{row['diverged']} diverged)" if row.get("diverged") else "")]
+        diverged = f" (+{row['diverged']} diverged)" if row.get("diverged") else ""
+        cells = [str(row["method"]), str(row["seeds"]) + diverged]
         for k in keys:
             scale = 100.0 if _metric_of(k) == "error" else 1.0
             mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
@@ -279,7 +280,8 @@ def write_csv(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], out_
         w = csv.writer(f)
         w.writerow(["method", "seed", *metric_keys, "wall_time_s", "run_dir", "diverged"])
         for r in results:
-            w.writerow([r.method, r.seed, *[r.final.get(k) for k in metric_keys], f"{r.wall_time_s:.3f}", str(r.run_dir),
+            w.writerow([r.method, r.seed, *[r.final.get(k) for k in metric_keys], f"{r.wall_time_s:.3f}",
+                        str(r.run_dir),
                         r.diverged or ""])
     fields = list(dict.fromkeys(k for row in rows for k in row))
     with summary_path.open("w", newline="") as f:

@@ -212,7 +212,8 @@ class TrainConfig:
             if value is not None and not value > 0:
                 raise ConfigError(f"Expected `{name}` to be a positive number or null (no limit), but got {value!r}.")
         if self.threads is not None and self.threads <= 0:
-            raise ConfigError(f"Expected `threads` to be a positive integer (torch's intra-op threads) or null (torch's "
+            raise ConfigError(f"Expected `threads` to be a positive integer (torch's intra-op threads) or null "
+                              f"(torch's "
                               f"default), but got {self.threads!r}.")
         self._check_device()
         if isinstance(self.logger, list):
@@ -371,7 +372,8 @@ def load_config(
         except UnicodeDecodeError as e:
             raise ConfigError(f"Config file {str(p)!r} is not UTF-8 text (byte {e.start}): {e.reason}.") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"Config file {str(p)!r} must hold a mapping of keys to values, got {type(loaded).__name__}.")
+            raise ConfigError(f"Config file {str(p)!r} must hold a mapping of keys to values, "
+                              f"got {type(loaded).__name__}.")
         _merge(values, loaded)
     _merge(values, parse_overrides(overrides))
     return from_mapping(values, source=str(path) if path else "overrides")

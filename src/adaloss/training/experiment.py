@@ -134,7 +134,8 @@ def check_device(device: torch.device) -> None:
     """
     if device.type == "cuda":
         if not torch.backends.cuda.is_built():
-            raise ConfigError(f"Expected `device` to be a device this torch can use, but got device={str(device)!r} and "
+            raise ConfigError(f"Expected `device` to be a device this torch can use, but got "
+                              f"device={str(device)!r} and "
                               f"torch {torch.__version__} is built without CUDA; use device=cpu, or install a CUDA "
                               "build of torch.")
         count = torch.cuda.device_count()

@@ -18,8 +18,8 @@ The loop (one-step episodes, T = 1, so a contextual bandit):
 
 Modules, one seam each: :mod:`.features` (the state), :mod:`.policy` (policy, controller, policy
 files), :mod:`.presets` (option tables), :mod:`.scheduler` (:class:`ALA`, the method as a loss
-scheduler for any training loop) and :mod:`.bandit` (a synthetic task with a known answer, at a given reward noise, for the controller). The
-trainer's adapter (``method=ala``) is :class:`adaloss.learners.ALALearner`.
+scheduler for any training loop) and :mod:`.bandit` (a synthetic task with a known answer, at a
+given reward noise, for the controller). The trainer's adapter (``method=ala``) is :class:`adaloss.learners.ALALearner`.
 """
 
 from __future__ import annotations
