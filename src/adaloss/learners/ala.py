@@ -249,6 +249,11 @@ CLASSIFICATION_FAMILIES: dict[str, tuple[type, tuple[str, ...]]] = {
 }
 
 
+def check_family(family: object) -> str:
+    """``family`` if it names one of :data:`CLASSIFICATION_FAMILIES`; else a ``ValueError`` naming it."""
+    return check_choice("family", family, tuple(CLASSIFICATION_FAMILIES))
+
+
 def create_ala_learner(*, task: Task, family: str | None = None, **options: Any) -> ALALearner:
     """``method=ala``: split ``options`` between :class:`ALALearner` and the task's default loss —
     for classification the ``family`` (``"class_pair"``: :class:`~adaloss.losses.ala.ClassPairLoss`,
@@ -267,8 +272,7 @@ def create_ala_learner(*, task: Task, family: str | None = None, **options: Any)
                              f"(PairDistanceLoss), but got family={family!r}.")
         loss_names: tuple[str, ...] = ALA_EMBEDDING_LOSS_OPTIONS
     else:
-        family = check_choice("family", PRESET_FAMILIES[preset] if family is None else family,
-                              tuple(CLASSIFICATION_FAMILIES))
+        family = check_family(PRESET_FAMILIES[preset] if family is None else family)
         loss_names = CLASSIFICATION_FAMILIES[family][1]
     all_loss_names = {*ALA_EMBEDDING_LOSS_OPTIONS} if task == "embedding" else {
         n for _, names in CLASSIFICATION_FAMILIES.values() for n in names}
@@ -290,8 +294,7 @@ def classification_loss(family: str, *, preset: str = "default", **loss_options:
     """ALA's classification loss of ``family`` (:data:`CLASSIFICATION_FAMILIES`): built now when
     ``num_classes`` is among ``loss_options``, else a factory ``num_classes → loss``. The
     class-pair family takes the preset's ``form`` unless one is given."""
-    family = check_choice("family", family, tuple(CLASSIFICATION_FAMILIES))
-    cls = CLASSIFICATION_FAMILIES[family][0]
+    cls = CLASSIFICATION_FAMILIES[check_family(family)][0]
     if "bounds" in loss_options:
         loss_options["bounds"] = tuple(loss_options["bounds"])
     if cls is ClassPairLoss:
