@@ -29,7 +29,7 @@ from adaloss.methods.ala.scheduler import ALA
 from adaloss.metrics import create_metric
 from adaloss.typing import Batch, StateDict, Task
 
-__all__ = ["ALALearner", "create_ala_learner"]
+__all__ = ["ALALearner", "check_family", "create_ala_learner"]
 
 #: options :class:`ALALearner` passes to :class:`ALA` as they are (see its docstring)
 CORE_OPTIONS = ("beta", "gamma", "smoothing_window", "history", "hidden", "policy_lr", "baseline_decay",
