@@ -1,5 +1,5 @@
-"""The README's command lines run as written: every ``adaloss …`` line of its bash blocks is run,
-in README order, on a tiny budget (overrides appended), in an empty working directory with the own-data
+"""The documented command lines run as written: every ``adaloss …`` line of the bash blocks of the
+README and of the docs pages is run, in reading order, on a tiny budget (overrides appended), in an empty working directory with the own-data
 files its examples name. A line that needs the shared datasets must say ``--data-dir`` (and is
 skipped here); ``python -m adaloss …`` and torchrun lines are not ``adaloss`` lines."""
 
@@ -14,17 +14,25 @@ import pytest
 
 from adaloss.cli import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 #: a line that reads the shared datasets (not in tests); the README must say so on the line
 NEEDS_DATA = "--data-dir"
 TINY_TRAIN = ["steps=10", "progress=off", "threads=1", "log_every=5"]
 
 
+def documented_pages() -> list[Path]:
+    """The README, then the docs site's pages in the order of its navigation (``mkdocs.yml``)."""
+    nav = re.findall(r"^\s*-\s*(?:[^:\n]+:\s*)?([\w/.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    return [README, *(ROOT / "docs" / page for page in nav)]
+
+
 def readme_commands() -> list[str]:
-    """The ``adaloss`` command lines of the README's bash blocks (continuation lines joined)."""
+    """The ``adaloss`` command lines of the bash blocks of the README and the docs pages
+    (continuation lines joined), in reading order."""
     lines = []
-    for block in BLOCK.findall(README.read_text()):
+    for block in (b for page in documented_pages() for b in BLOCK.findall(page.read_text())):
         for line in block.replace("\\\n", " ").splitlines():
             if line.strip().startswith("adaloss "):
                 lines.append(line.strip())
@@ -78,6 +86,8 @@ def _own_data(folder: Path) -> None:
 
 
 def test_the_readme_has_command_lines() -> None:
+    pages = documented_pages()
+    assert len(pages) > 5 and all(p.is_file() for p in pages), pages
     lines = readme_commands()
     assert len(lines) > 10 and any(NEEDS_DATA not in line for line in lines)
 

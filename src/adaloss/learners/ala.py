@@ -70,18 +70,11 @@ class ALALearner(Learner):
         metric: the validation metric rewarded (a registered metric name fitting the task;
             ``None``: :data:`DEFAULT_TARGET_METRIC` of the task — error, mse, recall@1).
         K: base steps per controller step.
-        beta: action step size β.
-        gamma: discount γ of Eq. 4.
-        smoothing_window: evaluate the metric after each of the last L steps of a window (0 = K).
         state: ``"pair_confusion"`` (24-d, faithful, class-pair loss), ``"pair_distance"``
             (:class:`PairDistanceFeatures`, pair-distance loss), ``"class_error"``
             (:class:`ClassErrorFeatures`, class-weight loss), ``"metric"`` (generic), or
             ``"auto"`` (the one fitting the loss; a preset's ``pair_confusion`` also becomes
             ``pair_distance`` for the pair-distance loss).
-        history: controller steps of history in the state.
-        hidden: the policy's hidden widths.
-        policy_lr, baseline_decay, entropy_coef, replay_capacity, replay_batch, clip_ratio, reward:
-            see :class:`ALAController`.
         val_batches: validation batches per evaluation.
         val_subset: ``"auto"``, ``"fixed"``, ``"stream"`` or ``"all"``.
         total_steps: T of the ``t / T`` feature (``None``: the trainer's step count; 0 outside a trainer).
@@ -94,6 +87,11 @@ class ALALearner(Learner):
         grad_ratio_every: every this many steps log ``‖∇_θ l_Φ‖ / ‖∇_θ l_ref‖`` (0 =
             never); ``l_ref`` is the loss's ``reference_loss`` if it has one (the pair-distance
             loss at Φ = 1), else CE (classification), MSE (regression) or the contrastive loss.
+
+    Other Parameters:
+        **core_options: the controller's options, passed to :class:`~adaloss.methods.ALA` (``beta``,
+            ``gamma``, ``smoothing_window``, ``history``, ``hidden``, ``policy_lr``, ``baseline_decay``,
+            ``entropy_coef``, ``replay_capacity``, ``replay_batch``, ``clip_ratio``, ``reward``).
     """
 
     data_parallel = False  # under torchrun every rank is a worker with its own child model (§2)

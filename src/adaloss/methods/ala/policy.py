@@ -113,7 +113,9 @@ class ALAController:
         lr: Adam learning rate of the policy.
         baseline_decay: ρ of the reward baseline.
         entropy_coef: c_H (0 = none).
-        replay_capacity, replay_batch, clip_ratio: replay memory (0 = on-policy only).
+        replay_capacity: replay memory size (0 = on-policy only).
+        replay_batch: replayed episodes per update.
+        clip_ratio: the clipped importance ratio of replayed episodes.
         reward: ``"sign"`` (Eq. 5: sign of the improvement), ``"difference"`` (the improvement), or
             ``"normalized"`` (ours: the improvement divided by the running root-mean-square of the
             improvements so far, decay ``baseline_decay`` — the magnitude kept, the scale of the

@@ -176,14 +176,24 @@ class ALA:
         policy: an :class:`ALAPolicy` to start from (e.g. one trained on another task), a path
             :func:`load_policy` reads, or ``None`` for a fresh one (seeded by ``seed``).
         preset: ``"default"`` or ``"faithful"``.
-        beta, gamma, smoothing_window, history, hidden, policy_lr, baseline_decay, entropy_coef,
-            replay_capacity, replay_batch, clip_ratio, reward: see :class:`ALAController`, Eq. 4,
-            the features and the policy.
+        beta: action step size β (:class:`ALAController`).
+        gamma: discount γ of Eq. 4.
+        smoothing_window: evaluate the metric after each of the last L steps of a window (0 = K).
+        history: controller steps of history in the state.
+        hidden: the policy's hidden widths.
+        policy_lr: Adam learning rate of the policy.
+        baseline_decay: ρ of the reward baseline.
+        entropy_coef: c_H (0 = none).
+        replay_capacity: replay memory size (0 = on-policy only).
+        replay_batch: replayed episodes per update.
+        clip_ratio: the clipped importance ratio of replayed episodes.
+        reward: ``"sign"``, ``"difference"`` or ``"normalized"`` (:class:`ALAController`).
         train_policy: ``False`` freezes the policy (transfer).
         greedy: take the most probable action instead of sampling.
         seed: seed of the policy's initialisation and sampling (``None``: drawn from torch's
             global generator now, so it follows the caller's seed).
-        forward, target: how to get outputs and targets from a validation batch (as in :class:`adaloss.AdaLFL`).
+        forward: how to get outputs from a validation batch (as in :class:`adaloss.AdaLFL`).
+        target: how to get targets from a validation batch.
         task: checks that a metric given by name fits the task.
     """
 
