@@ -211,6 +211,10 @@ class ClassPairLoss(BoundedVectorLoss):
         loss_scale: constant factor on the loss (default 1).
     """
 
+    phi: Tensor
+    _rows: Tensor
+    _cols: Tensor
+
     def __init__(
         self,
         num_classes: int,
@@ -316,6 +320,8 @@ class ClassWeightLoss(BoundedVectorLoss):
         label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
     """
 
+    log_weights: Tensor
+
     def __init__(self, num_classes: int, *, bounds: tuple[float, float] = (-2.0, 2.0),
                  label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -392,6 +398,9 @@ class FrequencyWeightLoss(BoundedVectorLoss):
             higher learning rate (``experiments/results/ala_planted.md``).
         label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
     """
+
+    tau: Tensor
+    class_counts: Tensor
 
     def __init__(self, num_classes: int, *, counts: Tensor | list[int] | None = None,
                  bounds: tuple[float, float] = (0.0, 1.0), label_smoothing: float = 0.0) -> None:
@@ -556,6 +565,8 @@ class PairDistanceLoss(BoundedVectorLoss):
         normalize: L2-normalise the embeddings first.
         bounds: clip range of every weight; default ``(0, 2)`` (ours).
     """
+
+    weights: Tensor
 
     def __init__(
         self,

@@ -124,13 +124,18 @@ class LossNetwork(nn.Module):
         self.act = SmoothLeakyReLU(beta, gamma)
         sizes = [2, *self.hidden, 1]
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=self.bias) for a, b in zip(sizes[:-1], sizes[1:]))
-        for layer in self.layers:
+        for layer in self.linears:
             if self.init == "kaiming_normal":
                 nn.init.kaiming_normal_(layer.weight)
             else:
                 nn.init.xavier_uniform_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """The network's linear layers, in order."""
+        return [layer for layer in self.layers if isinstance(layer, nn.Linear)]
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, to rebuild this network (see :func:`adaloss.losses.save`)."""
@@ -168,15 +173,15 @@ class LossNetwork(nn.Module):
         only needs the gradient); the values of ``self(prediction, target)`` and of its autograd
         gradient, to rounding (see :mod:`adaloss.functional.pairwise_mlp`)."""
         # in the network's own dtype, autocast off: under a bf16 autocast the loss and its derivatives stay fp32
-        weight = self.layers[0].weight
+        weight = self.linears[0].weight
         width = max(self.hidden, default=1)
         with torch.autocast(weight.device.type, enabled=False), \
                 _one_thread_if_small(prediction.numel() * width, weight.device):
             y, p = self.inputs(prediction.detach().to(weight.dtype), target)
             pairs = torch.stack((y, p), dim=-1).reshape(-1, 2)
             value, grad_p, cache = pairwise_mlp_value_and_grad(
-                [layer.weight.detach() for layer in self.layers],
-                [None if layer.bias is None else layer.bias.detach() for layer in self.layers],
+                [layer.weight.detach() for layer in self.linears],
+                [None if layer.bias is None else layer.bias.detach() for layer in self.linears],
                 pairs, beta=self.act.beta, gamma=self.act.gamma, output=self.output_activation,  # type: ignore[arg-type]
                 curvature=mixed,
             )
@@ -206,7 +211,7 @@ class LossNetwork(nn.Module):
         Regression curves fix the target at 0 and vary the prediction over [−3, 3] (targets are
         standardised, so this spans three standard deviations).
         """
-        w = self.layers[0].weight
+        w = self.linears[0].weight
         if self.task == "classification":
             p = torch.linspace(0.0, 1.0, num, dtype=w.dtype, device=w.device)
             return {
