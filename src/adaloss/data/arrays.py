@@ -217,6 +217,7 @@ def _named_labels(
             raise error(f"{names('y_test')} holds strings (dtype {y_test.dtype}), but {names.noun('y')} holds "
                         f"{y.dtype if y is not None else 'nothing'}; expected labels of one kind in both.")
         return arrays, ()
+    assert y is not None
     if task == "regression":
         raise error(f"{names('y')} holds strings (dtype {y.dtype}); expected numbers for task='regression' (leave "
                     "`task` unset to read them as class names).")

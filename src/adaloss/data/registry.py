@@ -311,7 +311,9 @@ def _classification(
         input_shape=tuple(int(d) for d in data.train_x.shape[1:]),
         num_outputs=num_classes,
         augment=augment,
-        **splits,
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits["test"],
     )
 
 

@@ -157,7 +157,9 @@ def pairwise_mlp_mixed_grad(cache: PairwiseMLPCache, direction: Tensor) -> tuple
     for i in range(n_layers - 1, -1, -1):
         d = delta[i]
         if i > 0:
-            g_w = d.T @ dpost[i] if abar is None else torch.addmm(d.T @ dpost[i], abar.T, post[i])
+            dp = dpost[i]
+            assert dp is not None
+            g_w = d.T @ dp if abar is None else torch.addmm(d.T @ dp, abar.T, post[i])
         else:  # dH_0 = (0, w): only the prediction column gets the tangent term
             g_w = torch.zeros_like(weights[0]) if abar is None else abar.T @ post[0]
             g_w[:, 1] += d.T @ direction

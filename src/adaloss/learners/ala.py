@@ -131,6 +131,7 @@ class ALALearner(Learner):
                                  f"(PairDistanceLoss), but the task is {task}; pass a ParametricLoss as `loss`.")
             preset_name = check_preset(preset)
             loss = classification_loss(PRESET_FAMILIES[preset_name], preset=preset_name)
+        assert loss is not None
         self.core = ALA(
             loss, metric=metric_obj, every=K, total_steps=total_steps, features=state, policy=policy_path,
             preset=preset, train_policy=train_policy, greedy=greedy, seed=seed, task=task, **core_options,
@@ -203,8 +204,9 @@ class ALALearner(Learner):
         reference = getattr(self.core.loss, "reference_loss", None)
         if callable(reference):
             return reference  # type: ignore[no-any-return]
-        return {"classification": F.cross_entropy, "regression": F.mse_loss,
-                "embedding": contrastive_loss}[self.task]
+        plain: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+            "classification": F.cross_entropy, "regression": F.mse_loss, "embedding": contrastive_loss}
+        return plain[self.task]
 
     def prepare(self) -> dict[str, float]:
         """Before step 0 of a fresh run: validation subset, initial metric, first action."""
@@ -247,7 +249,7 @@ CLASSIFICATION_FAMILIES: dict[str, tuple[type, tuple[str, ...]]] = {
 }
 
 
-def check_family(family: object) -> str:
+def check_family(family: str) -> str:
     """``family`` if it names one of :data:`CLASSIFICATION_FAMILIES`; else a ``ValueError`` naming it."""
     return check_choice("family", family, tuple(CLASSIFICATION_FAMILIES))
 

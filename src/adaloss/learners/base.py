@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from adaloss.distributed import Collective, LocalCollective
 from adaloss.methods.base import TrainingDiverged, loss_step
-from adaloss.typing import Batch, StateDict, Task
+from adaloss.typing import StateDict, Task
 
 if TYPE_CHECKING:
     from adaloss.data.types import TensorSplit
@@ -60,8 +60,8 @@ class TrainContext:
     optimizer: Optimizer
     scheduler: LRScheduler | None
     task: Task
-    meta_batches: Iterator[Batch] | None
-    train_batches: Iterator[Batch]
+    meta_batches: Iterator[Any] | None
+    train_batches: Iterator[Any]
     device: torch.device
     model_factory: Callable[[], nn.Module] | None = None
     run_dir: Path | None = None
@@ -110,7 +110,7 @@ class Learner(ABC):
         return True
 
     @abstractmethod
-    def step(self, batch: Batch) -> dict[str, Tensor]:
+    def step(self, batch: Any) -> dict[str, Tensor]:
         """Do one base update on ``batch`` (and any meta-update).
 
         Returns:

@@ -14,7 +14,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -208,7 +208,7 @@ class AdaLFL:
         #: a DistributedDataParallel wrapper's module: its reducer only hooks ``backward()``, which the
         #: functional step never runs, so AdaLFL averages over the wrapper's process group itself
         self.ddp = model if isinstance(model, DistributedDataParallel) else None
-        model = model.module if self.ddp is not None else model
+        model = cast(nn.Module, model.module) if self.ddp is not None else model
         self.model = model
         self.optimizer = optimizer
         self.diffopt = DifferentiableOptimizer(optimizer, model)
@@ -321,7 +321,8 @@ class AdaLFL:
                 zb = z.detach().requires_grad_(True)
                 extra = self.extra_loss(zb, batch)
                 values["extra_loss"] = extra.detach()
-                s_extra, *direct = torch.autograd.grad(extra, [zb, *param_list], allow_unused=True)
+                s_extra, *rest = torch.autograd.grad(extra, [zb, *param_list], allow_unused=True)
+                direct = list(rest)
                 if s_extra is not None:
                     s = s + s_extra
             s = s.to(z.dtype)
@@ -381,12 +382,13 @@ class AdaLFL:
         factoring = (factor is not None and self.meta_gradient == "exact" and sync.world_size == 1
                      and lr_scale is None and all(mb.through is None for mb in base.micro))
         rows = sum(len(mb.y) for mb in base.micro) / max(len(ym), 1) if factoring else 1.0
-        with FactoredLinear(theta1, rows_ratio=rows) if factoring else contextlib.nullcontext() as factored_calls:
+        factored_calls = FactoredLinear(theta1, rows_ratio=rows) if factoring else None
+        with factored_calls if factored_calls is not None else contextlib.nullcontext():
             meta_loss = self.task_loss(call_at(model, theta1, buffers, meta_inputs, forward), ym)
-        kept = [out for _, _, out in factored_calls.calls] if factoring else []
+        kept = [out for _, _, out in factored_calls.calls] if factored_calls is not None else []
         out_grads = torch.autograd.grad(meta_loss, [*(theta1[n] for n in names), *kept], allow_unused=bool(kept))
         factors: dict[str, Any] = {}
-        if factoring:  # ∇θ'L: dense tensors, and δᵀa factors for the factored weights
+        if factored_calls is not None:  # ∇θ'L: dense tensors, and δᵀa factors for the factored weights
             g_meta_named, factors = factored_calls.gradients(dict(zip(names, out_grads)), out_grads[len(names):])
             g_meta_named = {n: g_meta_named.get(n, torch.zeros_like(theta1[n])) for n in names if n not in factors}
         else:
@@ -402,6 +404,7 @@ class AdaLFL:
         meta_grads: tuple[Tensor, ...] = ()
         for mb in base.micro:  # ∂/∂φ of the mean over micro-batches: one Jacobian-vector product each
             if mb.through is not None:  # J v = ∂⟨J^T s, v⟩/∂s; frees the kept graphs
+                assert mb.s_leaf is not None
                 (u,) = torch.autograd.grad(mb.through, mb.s_leaf, grad_outputs=[v[n] for n in names])
             elif self.meta_gradient == "exact":
                 u = model_jvp(model, params, v, mb.inputs, rng_state=mb.rng, forward=forward, device=mb.y.device,
@@ -718,7 +721,7 @@ class AdaLFL:
         ranks seeded differently, or restored from different files, still take one trajectory."""
         if self.collective.world_size == 1:
             return
-        tensors = [*self.loss.parameters(), self.log_lr]
+        tensors: list[Tensor] = [*self.loss.parameters(), self.log_lr]
         for opt in (self.meta_optimizer, self.lr_meta_optimizer):
             for entry in opt.state.values():
                 tensors += [v for k, v in entry.items() if isinstance(v, Tensor) and k != "step"]

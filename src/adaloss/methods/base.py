@@ -60,7 +60,7 @@ def loss_step(
     return scalars
 
 
-def group_hyperparameters(optimizer: Optimizer, index: int = 0) -> dict[str, object]:
+def group_hyperparameters(optimizer: Optimizer, index: int = 0) -> dict[str, Any]:
     """Param group ``index``'s hyperparameters (the optimiser's own options, current LR included; not
     its ``params``), to build the same optimiser over another model's parameters."""
     group = optimizer.param_groups[index]

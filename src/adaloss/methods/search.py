@@ -433,7 +433,7 @@ def cma_search(
                 )
             with _cma_context(runtime):
                 es.tell(list(stored), _told_values(fs))
-            _account(summary, stored, fs)
+            _account(summary, list(stored), fs)
         logger.info("CMA-ES: resuming %s after generation %d", path, len(records))
     start = len(records)
     evaluate = _Evaluator(fitness, min(workers, popsize))

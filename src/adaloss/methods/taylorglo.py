@@ -164,8 +164,8 @@ class PartialTrainingFitness:
         batches = BatchLoader(self.train, batch_size=self.batch_size, seed=seed,
                               augment=self.augment, device=device)  # type: ignore[arg-type]
         _partial_train(model, optimizer, loss.to(device), batches, self.steps, device=device)
-        batches = iterate_batches(self.valid, batch_size=self.eval_batch_size, device=device)
-        return _score(model, batches, _default_metric(self.task))
+        valid = iterate_batches(self.valid, batch_size=self.eval_batch_size, device=device)
+        return _score(model, valid, _default_metric(self.task))
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ class SqueezeNet(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         final = self.classifier[1]
+        assert isinstance(final, nn.Conv2d)
         nn.init.normal_(final.weight, mean=0.0, std=0.01)
 
     def forward(self, x: Tensor) -> Tensor:

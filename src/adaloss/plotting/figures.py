@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,7 @@ def _series(records: Iterable[dict[str, Any]], key: str) -> tuple[list[float], l
     for r in records:
         value, step = r.get(key), r.get("step")
         if _is_number(value) and _is_number(step):
-            by_step[step] = float(value)
+            by_step[float(step)] = float(value)  # type: ignore[arg-type]
     steps = sorted(by_step)
     return steps, [by_step[s] for s in steps]
 
@@ -111,7 +111,7 @@ def _snapshot_kind(snapshot: dict[str, Any]) -> str:
     kind = snapshot.get("kind")
     if kind is None:  # older snapshots: infer from the fields
         kind = "classification" if "p" in snapshot else "regression" if "residual" in snapshot else None
-    return check_choice("snapshot kind", kind, SNAPSHOT_KINDS)
+    return str(check_choice("snapshot kind", kind, SNAPSHOT_KINDS))
 
 
 # ---------------------------------------------------------------------------- figures
@@ -291,7 +291,7 @@ def mean_std_curves(
 
 
 def plot_compare_curves(
-    runs_by_method: dict[str, Sequence[Sequence[dict[str, Any]]]], *, key: str, title: str | None = None
+    runs_by_method: Mapping[str, Sequence[Sequence[dict[str, Any]]]], *, key: str, title: str | None = None
 ) -> Figure:
     """``key`` (e.g. ``test_error``) against step: the mean over seeds per method, with a ±1 std band.
 

@@ -226,7 +226,7 @@ def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> l
         row["wall_time_s_mean"], row["wall_time_s_std"] = _mean_std([r.wall_time_s for r in runs])
         row["baseline"] = baseline
         row["p_value"] = (
-            None if test_key is None or method == baseline
+            None if test_key is None or baseline is None or method == baseline
             else welch_p_value(values(method, test_key), values(baseline, test_key))
         )
         rows.append(row)
@@ -257,7 +257,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | Non
         for k in keys:
             scale = 100.0 if _metric_of(k) == "error" else 1.0
             mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
-            cells.append("n/a" if mean is None else f"{scale * mean:.{_digits(k)}f} ± {scale * std:.{_digits(k)}f}")
+            cells.append("n/a" if mean is None or std is None
+                         else f"{scale * mean:.{_digits(k)}f} ± {scale * std:.{_digits(k)}f}")
         cells.append(f"{row['wall_time_s_mean']:.1f} ± {row['wall_time_s_std']:.1f}")
         if baseline is not None:
             p = row.get("p_value")
@@ -285,8 +286,8 @@ def write_csv(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], out_
                         r.diverged or ""])
     fields = list(dict.fromkeys(k for row in rows for k in row))
     with summary_path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
+        dw = csv.DictWriter(f, fieldnames=fields)
+        dw.writeheader()
         for row in rows:
-            w.writerow({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()})
+            dw.writerow({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()})
     return runs_path, summary_path

@@ -416,9 +416,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         allowed = " or ".join(_type_name(a) for a in args if a is not type(None))
         raise ConfigError(f"Expected `{key}` to be {allowed}, but got {value!r}.")
     if origin is Literal:
-        allowed = list(get_args(tp))
-        if value not in allowed:
-            raise ConfigError(f"Expected `{key}` to be one of {allowed}, but got {value!r}.")
+        choices = list(get_args(tp))
+        if value not in choices:
+            raise ConfigError(f"Expected `{key}` to be one of {choices}, but got {value!r}.")
         return value
     if origin is list:
         (item_tp,) = get_args(tp)

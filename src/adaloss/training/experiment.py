@@ -105,19 +105,21 @@ def _target_metric(config: TrainConfig, task: Task) -> tuple[dict[str, Any], lis
     received when the metric does not fit the task — before anything is trained.
     """
     method_args = dict(config.method_args)
+    method = config.method
+    assert method is not None, "resolve_method() first"
     target = config.metric
     if target is not None:
         try:
             create_metric(target, task=task)
         except ValueError as e:
             raise ConfigError(f"Invalid config key `metric`: {e}") from None
-        if takes_target_metric(config.method):
+        if takes_target_metric(method):
             given = method_args.get("metric")
             if given is not None and given != target:
                 raise ConfigError(f"The target metric is set twice: `metric`={target!r} and "
                                   f"`method_args.metric`={given!r}; set only `metric`.")
             method_args["metric"] = target
-    elif takes_target_metric(config.method):
+    elif takes_target_metric(method):
         target = method_args.get("metric")
     metrics = list(config.metrics) or list(DEFAULT_METRICS[task])
     if target is not None and target not in metrics:
@@ -204,7 +206,7 @@ def build_trainer(config: TrainConfig, *, data: object = None,
     with _SEEDED:
         seed_everything(config.seed, deterministic=config.deterministic)
         model = _create_model(config, data, device)
-        learner = create_learner(config.method, task=data.task, **method_args)
+        learner = create_learner(config.method or "", task=data.task, **method_args)
         seed = config.seed
         if collective.world_size > 1 and not learner.data_parallel:
             # independent workers (ALA): each its own initialisation, data order and RNG streams

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
 
 def get_rng_state() -> StateDict:
     """All global RNG states, in types that ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state())
     state: StateDict = {
         "python": random.getstate(),
         "numpy": {
@@ -54,7 +55,7 @@ def get_rng_state() -> StateDict:
 
 def set_rng_state(state: StateDict) -> None:
     """Restore what :func:`get_rng_state` captured."""
-    random.setstate(_as_tuple(state["python"]))
+    random.setstate(cast(Any, _as_tuple(state["python"])))
     n = state["numpy"]
     np.random.set_state(
         (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])

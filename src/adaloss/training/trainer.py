@@ -326,7 +326,7 @@ class Trainer:
                 state = self._worker_checkpoint(ckpt) if self.workers else (
                     load_checkpoint(ckpt, map_location=self.device) if ckpt.exists() else None)
             resumed = state is not None
-            if resumed:
+            if state is not None:
                 self.load_state_dict(state)
                 self._checkpoint_step = self.step
                 logger.info("resumed from %s at step %d", ckpt, self.step)

@@ -63,6 +63,6 @@ ALA_EMBEDDING_LOSS_OPTIONS = ("bins", "base", "margin", "boundary", "max_distanc
 DEFAULT_TARGET_METRIC: dict[str, str] = {"classification": "error", "regression": "mse", "embedding": "recall@1"}
 
 
-def check_preset(preset: object) -> str:
+def check_preset(preset: str) -> str:
     """``preset`` if it names one of :data:`ALA_PRESETS`; else a ``ValueError`` naming it."""
     return check_choice("preset", preset, tuple(ALA_PRESETS))

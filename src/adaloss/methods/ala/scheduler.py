@@ -46,7 +46,7 @@ LossOrFactory = Union[ParametricLoss, Callable[[int], ParametricLoss]]
 
 #: the controller's state by name: its features and, for a state made for one loss family, what
 #: that family must be (the features' ``fits``); ``metric`` fits every loss
-FEATURES: dict[str, tuple[type, str | None]] = {
+FEATURES: dict[str, tuple[Any, str | None]] = {
     "pair_confusion": (PairConfusionFeatures, "a ClassPairLoss with symmetric=True and adapt_diagonal=False"),
     "pair_distance": (PairDistanceFeatures, "a PairDistanceLoss"),
     "class_error": (ClassErrorFeatures, "a ClassWeightLoss"),
@@ -392,7 +392,8 @@ class ALA:
         self._act(logits, targets)
         self.started = True
         self.window_start = self.steps
-        return {"ala_metric": value, **{f"phi_{k}": v for k, v in phi_statistics(self.criterion).items()}}
+        assert self.loss is not None
+        return {"ala_metric": value, **{f"phi_{k}": v for k, v in phi_statistics(self.loss).items()}}
 
     def step(self, model: nn.Module, valid_data: ValidData) -> dict[str, float]:
         """Count one base step (call it after ``optimizer.step()``); evaluate and act when due.
