@@ -81,7 +81,8 @@ BUILTIN_COMPARE = ["dataset=digits", "model=mlp", "model_args.hidden=[256,256]",
                    "method_args.adalfl.init_steps=250"]
 # TaylorGLO is left out of the built-in job: a search small enough for a demo (48 candidates × 100
 # steps) found a loss that trains digits to chance on one seed in three, and 250-step fitness runs
-# still gave 17% error on two of three seeds (NOTES.md); `--methods ...,taylorglo` adds it.
+# still gave 17% error on two of three seeds (docs/decisions.md, "TaylorGLO out of the built-in job");
+# `--methods ...,taylorglo` adds it.
 BUILTIN_METHODS = ("ce", "label_smoothing", "focal", "adalfl", "ml3", "ala")
 
 

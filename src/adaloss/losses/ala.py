@@ -180,7 +180,7 @@ class ClassPairLoss(BoundedVectorLoss):
     exactly cross-entropy at Φ = I and bounded below for every Φ (see :func:`class_pair_loss`).
     ``form="sigmoid"`` (the paper's form as reconstructed from the public re-implementation,
     "Eq. 6"; the ``faithful`` preset): ``l_Φ(z, y) = −σ(yᵀ Φ log softmax(z))`` — it trains far
-    worse than CE (see below and NOTES.md, "ALA loss form").
+    worse than CE (see below and docs/decisions.md, "ALA loss form").
 
     Gradient scale (reconstructed): at Φ = I the sigmoid form is ``−p_y / (1 + p_y)`` and its
     gradient with respect to the logits is cross-entropy's times ``p_y / (1 + p_y)²`` —

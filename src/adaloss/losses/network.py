@@ -83,7 +83,7 @@ class LossNetwork(nn.Module):
     * ``output_activation``: ``"smooth_leaky_relu"`` for classification, ``"identity"`` for
       regression (``None`` picks by task). Regression with the smooth leaky ReLU output diverged
       on Diabetes in every run we tried (NaN within 25–100 online steps after 50–2500 offline
-      steps); with the identity output no run diverged (see NOTES.md, "Regression").
+      steps); with the identity output no run diverged (see docs/decisions.md, "Regression output of the loss network").
       For classification: the paper drops ML3's Softplus output for being
       overly flat but keeps the loss C¹; the smooth leaky ReLU satisfies both.
     * ``bias=False`` and ``init="kaiming_normal"``: as in the authors' ML3/EvoMAL loss networks.

@@ -44,7 +44,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 #: cross-entropy at Φ = I. Measured (Fashion-MNIST, LeNet-5, SGD 0.01 momentum 0.9, Φ = I held
 #: fixed, 2000 steps): CE 12.9 % test error, sigmoid form 56.0 % (loss_scale 4: 58.3 % at step
 #: 1000) — the sigmoid's gradient ``p_y / (1 + p_y)²`` vanishes for confidently wrong examples, so
-#: whole classes are given up; no learning-rate scale repairs that (NOTES, "ALA loss form").
+#: whole classes are given up; no learning-rate scale repairs that (docs/decisions.md, "ALA loss form").
 PRESET_FORMS: dict[str, str] = {"faithful": "sigmoid", "default": "log_prob"}
 
 #: The classification loss family ``method=ala`` adapts when none is named, per preset.
