@@ -105,6 +105,14 @@ def check_fraction(name: str, value: Any, *, low_open: bool = True, high_open: b
     return float(value)
 
 
+def check_known_options(what: str, given: Iterable[str], accepted: Iterable[str]) -> None:
+    """A ``TypeError`` naming ``what``, the unknown option names among ``given`` and the accepted
+    ones, instead of Python's bare "unexpected keyword argument"."""
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise TypeError(f"Unknown option(s) {unknown} for {what}; accepted options: {sorted(set(accepted))}.")
+
+
 def call_with_options(what: str, factory: Callable[..., T], options: Mapping[str, Any]) -> T:
     """Call ``factory(**options)`` after checking every option name against its signature.
 
@@ -115,9 +123,5 @@ def call_with_options(what: str, factory: Callable[..., T], options: Mapping[str
     takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if not takes_var_kw:
         accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise TypeError(
-                f"Unknown option(s) {unknown} for {what}; accepted options: {sorted(accepted)}."
-            )
+        check_known_options(what, options, accepted)
     return factory(**options)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from adaloss._validation import check_choice, check_int
+from adaloss._validation import check_choice, check_int, check_known_options
 from adaloss.learners.base import Learner, TrainContext
 from adaloss.losses.network import LossNetwork
 from adaloss.methods.adalfl import INIT_STEPS, AdaLFL
@@ -51,10 +51,7 @@ class AdaLFLLearner(Learner):
         meta_batch: Literal["valid", "train"] = "valid",
         **options: Any,
     ) -> None:
-        unknown = sorted(set(options) - set(ADALFL_OPTIONS))
-        if unknown:
-            raise TypeError(f"Unknown option(s) {unknown} for AdaLFL; options: "
-                            f"{sorted(['init_steps', 'meta_batch', *ADALFL_OPTIONS])}.")
+        check_known_options("AdaLFL", options, ["init_steps", "meta_batch", *ADALFL_OPTIONS])
         self.task: Task = task
         self.loss = loss if loss is not None else LossNetwork(task=task)
         if self.loss.task != task:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaloss._validation import check_choice, check_int
+from adaloss._validation import check_choice, check_int, check_known_options
 from adaloss.data.loader import iterate_batches
 from adaloss.functional.losses import contrastive_loss
 from adaloss.learners.base import Learner, TrainContext, loss_step
@@ -115,10 +115,7 @@ class ALALearner(Learner):
         grad_ratio_every: int = 10,
         **core_options: Any,
     ) -> None:
-        unknown = sorted(set(core_options) - set(CORE_OPTIONS))
-        if unknown:
-            raise TypeError(f"Unknown option(s) {unknown} for ALA; options of the controller and state: "
-                            f"{list(CORE_OPTIONS)}.")
+        check_known_options("ALA's controller and state", core_options, CORE_OPTIONS)
         self.task: Task = task
         if metric is None:
             metric = DEFAULT_TARGET_METRIC[check_choice("task", task, tuple(DEFAULT_TARGET_METRIC))]
