@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import adaloss
-from adaloss.lightning import ALACallback, AdaLFLMixin
+from adaloss.lightning import AdaLFLMixin, ALACallback
 
 
 def digits_loaders(seed: int, batch_size: int) -> dict[str, Any]:
