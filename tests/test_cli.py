@@ -110,7 +110,8 @@ def test_builtin_compare_job_runs_the_documented_methods_on_digits(monkeypatch: 
     class Stop(Exception):
         pass
 
-    def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None, overwrite=False):  # type: ignore[no-untyped-def]
+    def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None, overwrite=False,  # type: ignore[no-untyped-def]
+                     on_plan=None):
         seen.update(cfg=cfg, methods=list(methods), seeds=list(seeds), out=out_dir)
         raise Stop
 

@@ -481,12 +481,16 @@ def test_overrides_modify_the_built_in_job_and_the_plan_is_printed(tmp_path: Pat
     class Stop(Exception):
         pass
 
-    def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None, overwrite=False):  # type: ignore[no-untyped-def]
+    compare_module = importlib.import_module("adaloss.training.compare")
+
+    def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None, overwrite=False,  # type: ignore[no-untyped-def]
+                     on_plan=None):
         seen.update(cfg=cfg, methods=list(methods), out=out_dir)
+        on_plan(compare_module.plan(cfg, methods=methods, seeds=seeds, out_dir=out_dir))  # what compare announces
         raise Stop
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(importlib.import_module("adaloss.training.compare"), "compare", fake_compare)
+    monkeypatch.setattr(compare_module, "compare", fake_compare)
     with pytest.raises(Stop):
         main(["compare", "threads=1"])
     cfg = seen["cfg"]

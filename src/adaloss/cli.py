@@ -138,13 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as e:
         print(f"adaloss: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if not isinstance(e, FileNotFoundError) and e.errno in STORAGE_ERRNOS:
-            print(f"adaloss: error: {storage_error(e.filename or '?', e)}", file=sys.stderr)
-            return 2
-        if not isinstance(e, FileNotFoundError):
-            raise
+    except FileNotFoundError as e:
         print(f"adaloss: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"adaloss: error: {storage_error(e.filename or '?', e)}", file=sys.stderr)
         return 2
     except (ConfigError, ValueError, TypeError, CheckpointError) as e:
         print(f"adaloss: error: {e}", file=sys.stderr)
@@ -198,7 +198,7 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from adaloss.learners import methods_for
     from adaloss.plotting import write_learning_curves
-    from adaloss.training.compare import compare, compare_key, format_markdown, plan, summarise, write_csv
+    from adaloss.training.compare import compare, compare_key, format_markdown, summarise, write_csv
     from adaloss.training.experiment import data_name, load_data, task_splits
     from adaloss.training.rundir import write_text_atomic
 
@@ -220,19 +220,21 @@ def _compare(args: argparse.Namespace) -> int:
     seeds = _int_list("--seeds", args.seeds)
     out = (Path(args.out) if args.out
            else Path("runs") / "compare" / f"{data_name(cfg)}-{cfg.model}-{compare_key(cfg)}")
-    todo = plan(cfg, methods=methods, seeds=seeds, out_dir=out)
-    print(f"about to run {len(methods)} methods × {len(seeds)} seeds × {cfg.steps} steps on {data_name(cfg)} / "
-          f"{cfg.model}: {len(todo['train'])} runs to train, {len(todo['reuse'])} already finished"
-          + (f", {len(todo['conflicts'])} of another configuration ({'replaced' if args.overwrite else 'refused'})"
-             if todo["conflicts"] else "") + f"\n  methods: {', '.join(methods)}; seeds: {seeds}\n  folder: {out}",
-          file=sys.stderr)
+
+    def announce(todo: dict[str, list]) -> None:  # before the first run
+        print(f"about to run {len(methods)} methods × {len(seeds)} seeds × {cfg.steps} steps on {data_name(cfg)} / "
+              f"{cfg.model}: {len(todo['train'])} runs to train, {len(todo['reuse'])} already finished"
+              + (f", {len(todo['conflicts'])} of another configuration "
+                 f"({'replaced' if args.overwrite else 'refused'})" if todo["conflicts"] else "")
+              + f"\n  methods: {', '.join(methods)}; seeds: {seeds}\n  folder: {out}", file=sys.stderr)
 
     def report(r) -> None:  # type: ignore[no-untyped-def]
         state = "reused" if r.reused else f"{r.wall_time_s:.1f}s"
         metrics = f"diverged: {r.diverged}" if r.diverged else ", ".join(f"{k}={v:.4g}" for k, v in r.final.items())
         print(f"  {r.method:<16} seed {r.seed}: {metrics} ({state})", file=sys.stderr)
 
-    results = compare(cfg, methods=methods, seeds=seeds, out_dir=out, on_result=report, overwrite=args.overwrite)
+    results = compare(cfg, methods=methods, seeds=seeds, out_dir=out, on_result=report, overwrite=args.overwrite,
+                      on_plan=announce)
     write_text_atomic(out / "compare.yaml", yaml.safe_dump(
         {"methods": methods, "seeds": seeds, "config": cfg.to_dict()}, sort_keys=False))
     rows = summarise(results)

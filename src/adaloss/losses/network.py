@@ -173,15 +173,16 @@ class LossNetwork(nn.Module):
         only needs the gradient); the values of ``self(prediction, target)`` and of its autograd
         gradient, to rounding (see :mod:`adaloss.functional.pairwise_mlp`)."""
         # in the network's own dtype, autocast off: under a bf16 autocast the loss and its derivatives stay fp32
-        weight = self.linears[0].weight
+        linears = self.linears
+        weight = linears[0].weight
         width = max(self.hidden, default=1)
         with torch.autocast(weight.device.type, enabled=False), \
                 _one_thread_if_small(prediction.numel() * width, weight.device):
             y, p = self.inputs(prediction.detach().to(weight.dtype), target)
             pairs = torch.stack((y, p), dim=-1).reshape(-1, 2)
             value, grad_p, cache = pairwise_mlp_value_and_grad(
-                [layer.weight.detach() for layer in self.linears],
-                [None if layer.bias is None else layer.bias.detach() for layer in self.linears],
+                [layer.weight.detach() for layer in linears],
+                [None if layer.bias is None else layer.bias.detach() for layer in linears],
                 pairs, beta=self.act.beta, gamma=self.act.gamma, output=self.output_activation,  # type: ignore[arg-type]
                 curvature=mixed,
             )

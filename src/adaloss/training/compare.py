@@ -9,6 +9,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +44,46 @@ def _run_config(base: TrainConfig, method: str, seed: int, out: Path) -> TrainCo
                         method_args=base.method_args.get(method, {}))
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """One run of a comparison as its folder stands: its summary if it finished with this
+    configuration, else the keys in which a run recorded there differs (empty: none)."""
+
+    method: str
+    seed: int
+    config: TrainConfig
+    summary: dict[str, Any] | None
+    stale: str
+
+
+def _survey(base: TrainConfig, methods: Sequence[str], seeds: Sequence[int], out: Path) -> list[_Planned]:
+    runs = []
+    for method in methods:
+        for seed in seeds:
+            cfg = _run_config(base, method, seed, out)
+            summary = finished_summary(cfg.run_dir, cfg.identity())  # type: ignore[arg-type]
+            stale = "" if summary is not None else _recorded_elsewise(Path(cfg.run_dir), cfg)  # type: ignore[arg-type]
+            runs.append(_Planned(method, seed, cfg, summary, stale))
+    return runs
+
+
+def _plan_of(runs: Sequence[_Planned]) -> dict[str, list]:
+    found: dict[str, list] = {"reuse": [], "train": [], "conflicts": []}
+    for r in runs:
+        if r.summary is not None:
+            found["reuse"].append((r.method, r.seed))
+        elif r.stale:
+            found["conflicts"].append((r.method, r.seed, r.stale))
+        else:
+            found["train"].append((r.method, r.seed))
+    return found
+
+
 def plan(base: TrainConfig, *, methods: Sequence[str], seeds: Sequence[int], out_dir: str | Path) -> dict[str, list]:
     """What :func:`compare` would do: the ``(method, seed)`` runs it reuses (finished with this
     configuration), ``train`` (new, or resumed from a checkpoint) and ``conflicts``: run directories
     that hold a run of another configuration, as ``(method, seed, differing keys)``."""
-    out = Path(out_dir)
-    found: dict[str, list] = {"reuse": [], "train": [], "conflicts": []}
-    for method in methods:
-        for seed in seeds:
-            cfg = _run_config(base, method, seed, out)
-            if finished_summary(cfg.run_dir, cfg.identity()) is not None:  # type: ignore[arg-type]
-                found["reuse"].append((method, seed))
-                continue
-            stale = _recorded_elsewise(Path(cfg.run_dir), cfg)  # type: ignore[arg-type]
-            found["conflicts" if stale else "train"].append((method, seed, stale) if stale else (method, seed))
-    return found
+    return _plan_of(_survey(base, methods, seeds, Path(out_dir)))
 
 
 def compare(
@@ -69,6 +95,7 @@ def compare(
     on_result: Callable[[RunResult], None] | None = None,
     data: object = None,
     overwrite: bool = False,
+    on_plan: Callable[[dict[str, list]], None] | None = None,
 ) -> list[RunResult]:
     """Train every method with every seed on ``base``'s task; reuse runs already finished.
 
@@ -87,7 +114,8 @@ def compare(
     (:func:`~adaloss.training.experiment.load_data`); arrays, tensors and datasets get each seed's own
     validation split, a ``DatasetSplits`` is used as it is.
     A finished run is recognised by its configuration only, so give other data another
-    ``out_dir``.
+    ``out_dir``. ``on_plan`` receives :func:`plan`'s answer before anything is trained (the folder
+    is read once for both).
     """
     if not methods:
         raise ValueError("Expected `methods` to name at least one method, but got an empty list.")
@@ -102,7 +130,11 @@ def compare(
             f"expected method names {sorted(METHODS)} with mapping values, but got {stray}."
         )
     out = Path(out_dir)
-    conflicts = plan(base, methods=methods, seeds=seeds, out_dir=out)["conflicts"]
+    runs = _survey(base, methods, seeds, out)
+    found = _plan_of(runs)
+    if on_plan is not None:
+        on_plan(found)
+    conflicts = found["conflicts"]
     if conflicts and not overwrite:
         listed = "; ".join(f"{out / m / f'seed{k}'} ({keys})" for m, k, keys in conflicts[:5])
         raise RunDirectoryError(
@@ -113,36 +145,34 @@ def compare(
         )
     results: list[RunResult] = []
     data_cache: dict[int, DatasetSplits] = {}
-    for method in methods:
-        for seed in seeds:
-            cfg = _run_config(base, method, seed, out)
-            run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
-            summary = finished_summary(run_dir, cfg.identity())
-            reused = summary is not None
-            if summary is None:
-                if seed not in data_cache:
-                    data_cache[seed] = load_data(cfg, data=data, seed=seed)
-                logger.info("training %s seed %d -> %s", method, seed, run_dir)
-                start = time.perf_counter()
-                # a run of this configuration continues (from its checkpoint, if any); one of another
-                # configuration is replaced only on request (checked for every run above)
-                stale = _recorded_elsewise(run_dir, cfg)
-                if stale:
-                    logger.warning("%s seed %d: replacing the run in %s, recorded with another configuration (%s), "
-                                   "as asked (overwrite)", method, seed, run_dir, stale)
-                try:
-                    summary = train(cfg, resume=not stale, overwrite=bool(stale), data=data_cache[seed])
-                except TrainingDiverged as e:
-                    summary = {"config": cfg.identity(), "diverged": str(e), "final": {},
-                               "wall_time_s": time.perf_counter() - start}
-                    run_dir.mkdir(parents=True, exist_ok=True)
-                    write_text_atomic(run_dir / _DIVERGED, json.dumps(summary, indent=2))  # a kill leaves none or all
-                    logger.warning("%s seed %d diverged: %s", method, seed, e)
-            result = RunResult(method, seed, summary["final"], float(summary["wall_time_s"]), run_dir, reused,
-                               summary.get("diverged"))
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+    for planned in runs:
+        method, seed, cfg, summary, stale = (planned.method, planned.seed, planned.config, planned.summary,
+                                             planned.stale)
+        run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
+        reused = summary is not None
+        if summary is None:
+            if seed not in data_cache:
+                data_cache[seed] = load_data(cfg, data=data, seed=seed)
+            logger.info("training %s seed %d -> %s", method, seed, run_dir)
+            start = time.perf_counter()
+            # a run of this configuration continues (from its checkpoint, if any); one of another
+            # configuration is replaced only on request (checked for every run above)
+            if stale:
+                logger.warning("%s seed %d: replacing the run in %s, recorded with another configuration (%s), "
+                               "as asked (overwrite)", method, seed, run_dir, stale)
+            try:
+                summary = train(cfg, resume=not stale, overwrite=bool(stale), data=data_cache[seed])
+            except TrainingDiverged as e:
+                summary = {"config": cfg.identity(), "diverged": str(e), "final": {},
+                           "wall_time_s": time.perf_counter() - start}
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(run_dir / _DIVERGED, json.dumps(summary, indent=2))  # a kill leaves none or all
+                logger.warning("%s seed %d diverged: %s", method, seed, e)
+        result = RunResult(method, seed, summary["final"], float(summary["wall_time_s"]), run_dir, reused,
+                           summary.get("diverged"))
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
     return results
 
 

@@ -27,8 +27,10 @@ WATCHED = ("loss", "meta_loss")
 
 
 class _Watch:
-    """One scalar: ``ok`` is the AND over steps of "finite and |value| <= limit", on the value's
-    device; the first bad value and its step are kept."""
+    """One scalar, checked on its device with no host synchronisation: ``ok`` is the AND over the
+    values seen of "finite and |value| <= limit" (a few 0-d ops a step); the first bad value is
+    kept, and ``good`` counts the values before it, whose steps ``steps`` lists (cleared by
+    :meth:`passed`)."""
 
     def __init__(self, name: str, *, scale: float | None, factor: float | None, bound: float | None) -> None:
         self.name, self.factor, self.bound = name, factor, bound
@@ -36,35 +38,39 @@ class _Watch:
         self.limit: Tensor | None = None
         self.ok: Tensor | None = None
         self.bad_value: Tensor | None = None
-        self.bad_step: Tensor | None = None
+        self.good: Tensor | None = None
+        self.steps: list[int] = []
 
     def update(self, value: Any, step: int) -> None:
         v = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
         v = (v if v.dim() == 0 else v.sum()).float()
-        if self.limit is None:
+        if self.ok is None:
             if self.scale is None:  # a non-finite first value is flagged anyway: scale 1
                 self.scale = torch.nan_to_num(v.abs(), nan=1.0, posinf=1.0).clamp_min(1.0)
             self.scale = self.scale.to(v.device)
-            limit = torch.tensor(math.inf, device=v.device)
-            if self.factor is not None:
-                limit = self.scale * self.factor
-            if self.bound is not None:
-                limit = limit.clamp_max(self.bound)
-            self.limit = limit
-        ok = torch.isfinite(v) & (v.abs() <= self.limit)
-        if self.ok is None:
-            self.ok, self.bad_value = ok.clone(), v.clone()
-            self.bad_step = torch.where(ok, 0, step)
-        else:
-            assert self.bad_value is not None and self.bad_step is not None
-            newly_bad = self.ok & ~ok  # frozen once the flag is down
-            self.bad_value = torch.where(newly_bad, v, self.bad_value)
-            self.bad_step = torch.where(newly_bad, step, self.bad_step)
-            self.ok.logical_and_(ok)
+            if self.factor is not None or self.bound is not None:
+                limit = self.scale * self.factor if self.factor is not None else torch.tensor(math.inf, device=v.device)
+                self.limit = limit.clamp_max(self.bound) if self.bound is not None else limit
+            self.ok = torch.ones((), dtype=torch.bool, device=v.device)
+            self.bad_value = torch.zeros((), device=v.device)
+            self.good = torch.zeros((), dtype=torch.int64, device=v.device)
+        assert self.bad_value is not None and self.good is not None
+        # a finite limit is also a finiteness test: NaN and ±inf compare false
+        ok = torch.isfinite(v) if self.limit is None else v.abs() <= self.limit
+        self.bad_value = torch.where(self.ok, v, self.bad_value)  # frozen once the flag is down
+        self.ok.logical_and_(ok)
+        self.good.add_(self.ok)
+        self.steps.append(step)
+
+    def passed(self) -> None:
+        """Every value so far was good (the caller read ``ok``): forget their steps."""
+        assert self.good is not None
+        self.good.zero_()
+        self.steps.clear()
 
     def describe(self, step: int) -> str:
         what = "Training loss" if self.name == "loss" else f"The task loss on the meta batch ({self.name})"
-        bad, first = float(self.bad_value), int(self.bad_step)  # type: ignore[arg-type]
+        bad, first = float(self.bad_value), self.steps[int(self.good)]  # type: ignore[arg-type]
         if not math.isfinite(bad):
             return f"{what} became {bad} by step {step} (first non-finite at step {first})"
         terms = []
@@ -109,6 +115,8 @@ class DivergenceMonitor:
         """``None`` while every watched scalar so far was good; else what went wrong, and where."""
         watches = [w for w in self._watches.values() if w.ok is not None]
         if not watches or bool(torch.stack([w.ok.to(watches[0].ok.device) for w in watches]).all()):  # type: ignore[union-attr]
+            for w in watches:
+                w.passed()
             return None
         return next(w for w in watches if not bool(w.ok)).describe(step)
 

@@ -31,7 +31,7 @@ from adaloss.models import create_model
 from adaloss.training.config import ConfigError, TrainConfig
 from adaloss.training.evaluation import DEFAULT_METRICS
 from adaloss.training.optim import create_optimizer, create_scheduler
-from adaloss.training.rundir import check_run_dir, finished_summary
+from adaloss.training.rundir import check_run_dir, finished_run
 from adaloss.training.seed import seed_everything
 from adaloss.training.trainer import Trainer
 from adaloss.typing import Task
@@ -307,10 +307,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     # fail fast, before data and model are built; the trainer checks again under the lock
     check_run_dir(run_dir, resume=resume, overwrite=overwrite, probe=True)
     if resume:
-        done = finished_summary(run_dir, config.identity())
+        done = finished_run(run_dir, config.identity())
         if done is not None:
-            logger.warning("%s holds the finished run of this configuration: nothing to do (--overwrite trains it "
-                           "afresh)", run_dir)
             return {**done, "run_dir": str(run_dir)}
     data = load_data(config, data=data)  # already-loaded splits are used as they are
     if config.workers is not None and config.workers > 1:

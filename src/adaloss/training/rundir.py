@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ __all__ = [
     "config_diff",
     "clean_stale_temp_files",
     "clear_run",
+    "finished_run",
     "finished_summary",
     "holds_run",
     "write_text_atomic",
@@ -117,6 +119,21 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         f.write(text.encode("utf-8"))
 
     return atomic_write(path, write)
+
+
+def finished_run(run_dir: str | os.PathLike[str], identity: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What ``--resume`` does on a finished run: nothing. The summary of the finished run of
+    ``identity`` in ``run_dir`` (logging that there is nothing to do), or ``None``.
+
+    Raises:
+        RunDirectoryBusy: another process is writing ``run_dir`` (it may be replacing that run).
+    """
+    RunDirLock(run_dir).probe()
+    done = finished_summary(run_dir, identity)
+    if done is not None:
+        logging.getLogger("adaloss").warning(
+            "%s holds the finished run of this configuration: nothing to do (--overwrite trains it afresh)", run_dir)
+    return done
 
 
 def finished_summary(run_dir: str | os.PathLike[str], identity: Mapping[str, Any]) -> dict[str, Any] | None:

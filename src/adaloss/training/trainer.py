@@ -33,7 +33,7 @@ from adaloss.metrics import create_metric
 from adaloss.training.divergence import DivergenceMonitor, initial_task_loss, non_finite_parameters
 from adaloss.training.evaluation import DEFAULT_METRICS, evaluate
 from adaloss.training.interrupt import Interrupted, stop_requested
-from adaloss.training.rundir import RunDirectory, RunDirLock, config_diff, finished_summary, write_text_atomic
+from adaloss.training.rundir import RunDirectory, config_diff, finished_run, write_text_atomic
 from adaloss.training.seed import get_rng_state, set_rng_state
 from adaloss.training.sinks import LOGGERS, MetricSink, RunLog, tensorboard_available
 from adaloss.typing import Device, StateDict, Task
@@ -311,11 +311,8 @@ class Trainer:
         """
         ckpt = self.checkpoint_path
         if resume and self.run_dir is not None and self.config is not None and self.collective.world_size == 1:
-            RunDirLock(self.run_dir).probe()
-            done = finished_summary(self.run_dir, self.config)
-            if done is not None and done.get("step") == self.steps:
-                logger.warning("%s holds the finished run of this configuration: nothing to do (--overwrite "
-                               "trains it afresh)", self.run_dir)
+            done = finished_run(self.run_dir, self.config)
+            if done is not None:
                 return done
         resumed = False
         directory = self._directory
@@ -446,8 +443,7 @@ class Trainer:
         assert signum is not None
         self._tick()
         if self.checkpoint_every and (self.is_main or self.workers) and self._checkpoint_step != self.step:
-            self.check_finite()
-            self.save_checkpoint()
+            self.save_checkpoint()  # checks for divergence first
             self._write_artifacts()
         raise Interrupted(signum, step=self.step, checkpoint=self.checkpoint_path if self._checkpoint_step
                                     is not None else None, checkpoint_step=self._checkpoint_step)
