@@ -52,8 +52,8 @@ ROWS = [
     ("ala (class_frequency, workers=4)", "ala", ("workers=4", *FREQUENCY), "ala_workers4"),
     ("ala (class_frequency, entropy_coef=0.01)", "ala", (*FREQUENCY, "method_args.ala.entropy_coef=0.01"), "ala_entropy"),
     # the previous default (sessions 8-9): windows of K = 100 steps, 30 episodes per run
-    ("ala (class_frequency, K=100)", "ala", (*FREQUENCY, "method_args.ala.K=100"), "ala_K100"),
-    ("ala (class_frequency, warm-started policy)", "ala", (*FREQUENCY, "method_args.ala.policy_path={warm_policy}"), "ala_warm"),
+    ("ala (class_frequency, K=100)", "ala", (*FREQUENCY, "method_args.ala.every=100"), "ala_K100"),
+    ("ala (class_frequency, warm-started policy)", "ala", (*FREQUENCY, "method_args.ala.policy={warm_policy}"), "ala_warm"),
 ]
 #: the warm-started row's policy: ALA runs with these seeds (none of them an evaluation seed), each
 #: starting from the previous run's policy, so the policy has seen their episodes in turn
@@ -68,7 +68,7 @@ def warm_policy(runs: Path, data_dir: str, runtime: list[str]) -> tuple[Path, li
     policy: Path | None = None
     commands = []
     for i, seed in enumerate(WARMUP_SEEDS):
-        overrides = [*FREQUENCY, *([f"method_args.ala.policy_path={policy}"] if policy else [])]
+        overrides = [*FREQUENCY, *([f"method_args.ala.policy={policy}"] if policy else [])]
         cfg = load_config(HERE / "configs" / f"{CONFIG}.yaml", [*overrides, *runtime]).replace(data_dir=data_dir)
         folder = runs / "ala_warmup" / f"run{i}"
         compare(cfg, methods=("ala",), seeds=[seed], out_dir=folder)

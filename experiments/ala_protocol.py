@@ -73,7 +73,7 @@ def _parts(policy_seed: int, runs: Path, variant: str | None = None) -> dict[str
         "transfer": Part(
             f"Transfer: the Fashion-MNIST policy (seed {policy_seed}), frozen, on MNIST, LeNet-5 vs cross-entropy",
             "mnist_ala_transfer", ("ce", "ala"),
-            ("metric=error", f"method_args.ala.policy_path={policy_source / 'ala' / f'seed{policy_seed}' / 'policy.pt'}",
+            ("metric=error", f"method_args.ala.policy={policy_source / 'ala' / f'seed{policy_seed}' / 'policy.pt'}",
              "method_args.ala.train_policy=false"),
             str(runs / "mnist-lenet5-ala_transfer")),
     }

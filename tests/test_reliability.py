@@ -81,7 +81,7 @@ def test_workers_stop_together_when_rank_0_cannot_lock(tmp_path: Path, monkeypat
     """ALA workers (threads here, ranks under torchrun) share one run directory: rank 0 alone
     takes the lock, and every worker stops with rank 0's error when it cannot."""
     run = tmp_path / "run"
-    args = [*TINY, "method=ala", "workers=2", "checkpoint_every=10", "method_args.K=5", f"run_dir={run}"]
+    args = [*TINY, "method=ala", "workers=2", "checkpoint_every=10", "method_args.every=5", f"run_dir={run}"]
     assert main(["train", *args]) == 0
     assert (run / "checkpoints" / "rank1" / "last.pt").exists()
     capsys.readouterr()

@@ -16,7 +16,7 @@ from adaloss.methods.ala import ALAPolicy
 Run = Callable[..., "subprocess.CompletedProcess[str]"]  # the torchrun and train_in_subprocess fixtures
 
 ARGS = ["dataset=digits", "model=mlp", "model_args.hidden=[32]", "batch_size=64", "threads=1", "progress=off",
-        "log_every=5", "method=ala", "method_args.K=5", "method_args.smoothing_window=2", "method_args.val_batches=2",
+        "log_every=5", "method=ala", "method_args.every=5", "method_args.smoothing_window=2", "method_args.val_batches=2",
         "method_args.reward=difference", "steps=30", "checkpoint_every=5", "keep_checkpoints=true"]
 
 

@@ -30,7 +30,7 @@ from adaloss.methods.ala import (
 from adaloss.metrics import ErrorRate
 from adaloss.training import TrainConfig, build_trainer, read_jsonl, train
 
-TINY = {"ala_args": {"K": 10, "val_batches": 2, "smoothing_window": 3, "grad_ratio_every": 5}}
+TINY = {"ala_args": {"every": 10, "val_batches": 2, "smoothing_window": 3, "grad_ratio_every": 5}}
 #: the paper's class-pair family, which most classification tests below inspect (the default
 #: preset's family is class_frequency: ``test_default_ala_*``)
 PAIR = {"family": "class_pair"}
@@ -175,7 +175,7 @@ def test_frozen_controller_does_not_change_policy() -> None:
 
 
 def test_learner_window_reward_and_phi_update(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, method_args={"K": 5, "val_batches": 2, "smoothing_window": 1, "beta": 0.05,
+    cfg = _cfg(tmp_path, method_args={"every": 5, "val_batches": 2, "smoothing_window": 1, "beta": 0.05,
                                       "total_steps": 20})
     trainer = build_trainer(cfg)
     learner = trainer.learner
@@ -210,7 +210,7 @@ def test_learner_window_reward_and_phi_update(tmp_path: Path) -> None:
 
 def test_ala_end_to_end_through_cli(tmp_path: Path) -> None:
     rc = main(["train", "method=ala", "steps=60", "batch_size=32", "log_every=10", "eval_every=30",
-               "model_args.hidden=[16]", "method_args.K=10", "method_args.val_batches=2",
+               "model_args.hidden=[16]", "method_args.every=10", "method_args.val_batches=2",
                "method_args.smoothing_window=3", "method_args.form=log_prob", "method_args.family=class_pair",
                "progress=off",
                f"run_dir={tmp_path}"])
@@ -229,7 +229,7 @@ def test_ala_end_to_end_through_cli(tmp_path: Path) -> None:
 def test_default_ala_class_pair_trains_a_classifier_and_its_loss_stays_bounded(tmp_path: Path) -> None:
     # Regression: the default (log_prob) form once put negative off-diagonal weights on log p_j, its
     # loss fell without limit (−27 by step 400) and the error went to chance on the built-in digits job.
-    rc = main(["train", "method=ala", "steps=600", "log_every=50", "eval_every=600", "method_args.K=50",
+    rc = main(["train", "method=ala", "steps=600", "log_every=50", "eval_every=600", "method_args.every=50",
                "method_args.val_batches=2", "method_args.smoothing_window=5", "method_args.family=class_pair",
                "progress=off", "threads=1", f"run_dir={tmp_path}"])
     assert rc == 0
@@ -250,7 +250,7 @@ def test_default_ala_is_the_tied_class_frequency_family_with_its_measured_settin
                                         minority_classes=[1, 2], minority_fraction=0.2))
     learner = trainer.learner
     measured = FAMILY_DEFAULTS["FrequencyWeightLoss"]
-    assert learner.core.K == measured["K"] and learner.core.controller.beta == measured["beta"]
+    assert learner.core.every == measured["every"] and learner.core.controller.beta == measured["beta"]
     assert learner.core.controller.reward_kind == measured["reward"] and learner.core.state_kind == "metric"
     trainer.fit()
     loss = learner.criterion
@@ -260,7 +260,7 @@ def test_default_ala_is_the_tied_class_frequency_family_with_its_measured_settin
     counts = torch.bincount(learner.context.train_split.y, minlength=10).double()
     assert loss.class_counts[1] / loss.class_counts[0] == pytest.approx(float(counts[1] / counts[0]), rel=0.25)
     tau = float(loss.parameter_vector())
-    assert 0.0 <= tau <= 1.0 and len(learner.core.controller.rewards) == 300 // measured["K"]  # one per window
+    assert 0.0 <= tau <= 1.0 and len(learner.core.controller.rewards) == 300 // measured["every"]  # one per window
     expected = (loss.class_counts + 1) ** -tau
     torch.testing.assert_close(loss.weights.double() / loss.weights[0], expected / expected[0], rtol=1e-5, atol=0)
 
@@ -278,7 +278,7 @@ def test_policy_transfer_into_frozen_policy_run(tmp_path: Path) -> None:
     policy = load_policy(tmp_path / "a" / "checkpoints" / "last.pt")
     path = save_policy(policy, tmp_path / "policy.pt")
     frozen = _cfg(tmp_path / "b", checkpoint_every=40, seed=1,
-                  method_args={**TINY["ala_args"], "policy_path": str(path), "train_policy": False})
+                  method_args={**TINY["ala_args"], "policy": str(path), "train_policy": False})
     train(frozen)
     state = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["learner"]["controller"]
     for k, v in policy.state_dict().items():
@@ -293,10 +293,10 @@ def test_options_are_checked_before_training() -> None:
         create_learner("ala", task="classification", metric="eror")
     with pytest.raises(ValueError, match="Metric 'mse' is for regression"):
         create_learner("ala", task="classification", metric="mse")
-    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['k'\] for method 'ala'.*'K'.*loss options"):
+    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['k'\] for method 'ala'.*'every'.*loss options"):
         create_learner("ala", task="classification", k=10)
     with pytest.raises(ValueError, match="symmetric=True"):
-        create_learner("ala", task="classification", family="class_pair", state="pair_confusion", symmetric=False)
+        create_learner("ala", task="classification", family="class_pair", features="pair_confusion", symmetric=False)
     with pytest.raises(ValueError, match=r"`form` to be one of"):
         create_learner("ala", task="classification", family="class_pair", form="hinge")
     with pytest.raises(ValueError, match=r"`preset` to be one of \['default', 'faithful'\]"):
@@ -310,15 +310,28 @@ def test_options_are_checked_before_training() -> None:
     weights = create_learner("ala", task="classification", family="class_weight")
     assert isinstance(weights, ALALearner) and weights.core.state_kind == "class_error"
     faithful = ALALearner(preset="faithful")
-    assert faithful.core.K == 200 and faithful.core.controller.replay_capacity == 1000
+    assert faithful.core.every == 200 and faithful.core.controller.replay_capacity == 1000
     assert faithful.core.controller.policy.config() == {"in_features": 24, "hidden": [32, 32]}
 
 
-def test_policy_path_feature_mismatch_is_an_error(tmp_path: Path) -> None:
+def test_policy_feature_mismatch_is_an_error(tmp_path: Path) -> None:
     path = save_policy(ALAPolicy(7), tmp_path / "p.pt")
     with pytest.raises(ValueError, match="takes 7 features per parameter"):
-        ALALearner(policy_path=str(path))
-    assert ALALearner(policy_path=str(path), state="metric", history=5).core.controller.policy.in_features == 7
+        ALALearner(policy=str(path))
+    assert ALALearner(policy=str(path), features="metric", history=5).core.controller.policy.in_features == 7
+
+
+def test_the_options_old_names_still_work_with_a_future_warning(tmp_path: Path) -> None:
+    path = save_policy(ALAPolicy(7), tmp_path / "p.pt")
+    with pytest.warns(FutureWarning, match="`K` is now `every`"):
+        old = create_learner("ala", task="classification", K=30)
+    assert isinstance(old, ALALearner) and old.core.every == 30
+    with pytest.warns(FutureWarning) as caught:
+        both = ALALearner(policy_path=str(path), state="metric", history=5)  # type: ignore[call-arg]
+    assert sorted(str(w.message).split("`")[1] for w in caught) == ["policy_path", "state"]
+    assert both.core.state_kind == "metric" and both.core.controller.policy.in_features == 7
+    with pytest.warns(FutureWarning), pytest.raises(TypeError, match="`every` was given twice"):
+        ALALearner(every=10, K=20)  # type: ignore[call-arg]
 
 
 # ---------------------------------------------------------------------------- known optimum, real training
@@ -362,8 +375,8 @@ def _shift_run(*, train_policy: bool, windows: int = 600, shift: float = 0.5) ->
     torch.manual_seed(0)
     model = nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.3)  # converges within a window: no lag
-    learner = ALALearner(task="regression", loss=_ShiftLoss(-1.0), metric="mse", K=5, smoothing_window=1,
-                         val_batches=1, state="metric", history=1, hidden=[16], policy_lr=1e-2, beta=0.1,
+    learner = ALALearner(task="regression", loss=_ShiftLoss(-1.0), metric="mse", every=5, smoothing_window=1,
+                         val_batches=1, features="metric", history=1, hidden=[16], policy_lr=1e-2, beta=0.1,
                          train_policy=train_policy, grad_ratio_every=0, seed=0)
     learner.bind(TrainContext(model=model, optimizer=optimizer, scheduler=None, task="regression",
                               meta_batches=stream(shift), train_batches=stream(0.0), device=torch.device("cpu"),
@@ -415,7 +428,7 @@ def test_reward_is_oriented_by_higher_is_better(tmp_path: Path, metric: str) -> 
     """The reward is the sign of the metric's *improvement*: a fall of the error, a rise of AUCPR."""
     from adaloss.metrics import create_metric
 
-    cfg = _cfg(tmp_path, method_args={"K": 4, "val_batches": 2, "smoothing_window": 1, "metric": metric})
+    cfg = _cfg(tmp_path, method_args={"every": 4, "val_batches": 2, "smoothing_window": 1, "metric": metric})
     trainer = build_trainer(cfg)
     learner = trainer.learner
     assert isinstance(learner, ALALearner)
@@ -438,7 +451,7 @@ def test_reward_is_oriented_by_higher_is_better(tmp_path: Path, metric: str) -> 
 
 # ---------------------------------------------------------------------------- command line
 
-CLI_TINY = ["steps=40", "batch_size=32", "log_every=10", "eval_every=20", "model_args.hidden=[16]", "method_args.K=10",
+CLI_TINY = ["steps=40", "batch_size=32", "log_every=10", "eval_every=20", "model_args.hidden=[16]", "method_args.every=10",
             "method_args.val_batches=2", "method_args.smoothing_window=3", "method_args.family=class_pair", "progress=off",
             "threads=1"]
 
@@ -507,14 +520,14 @@ def test_cli_policy_reuse_frozen_on_another_architecture(tmp_path: Path) -> None
     for k, v in load_checkpoint(a / "checkpoints" / "last.pt")["learner"]["controller"]["policy"].items():
         assert torch.equal(v, trained.state_dict()[k])  # policy.pt is the policy at the end of A
     assert main(["train", "method=ala", "model=logistic", *[o for o in CLI_TINY if "hidden" not in o], "seed=3",
-                 f"method_args.policy_path={a}", "method_args.train_policy=false", "checkpoint_every=40",
+                 f"method_args.policy={a}", "method_args.train_policy=false", "checkpoint_every=40",
                  f"run_dir={b}"]) == 0
     controller = load_checkpoint(b / "checkpoints" / "last.pt")["learner"]["controller"]
     for k, v in trained.state_dict().items():
         assert torch.equal(v, controller["policy"][k])
     assert len(controller["rewards"]) == 4 and not (b / "policy.pt").exists()
     assert read_jsonl(b / "snapshots.jsonl")[-1]["phi"] != torch.eye(10).tolist()
-    assert main(["train", "method=ala", *CLI_TINY, f"method_args.policy_path={tmp_path / 'none'}",
+    assert main(["train", "method=ala", *CLI_TINY, f"method_args.policy={tmp_path / 'none'}",
                  f"run_dir={tmp_path / 'c'}"]) == 2
 
 
@@ -609,7 +622,7 @@ def test_embedding_window_reward_from_retrieval_metric(tmp_path: Path, metric: s
     from adaloss.metrics import nmi
 
     cfg = _embed_cfg(tmp_path, metric=metric,
-                     method_args={"K": 4, "val_batches": 2, "smoothing_window": 1, "total_steps": 12})
+                     method_args={"every": 4, "val_batches": 2, "smoothing_window": 1, "total_steps": 12})
     trainer = build_trainer(cfg)
     learner = trainer.learner
     assert isinstance(learner, ALALearner) and learner.core.state_kind == "pair_distance"
@@ -664,7 +677,7 @@ def test_embedding_end_to_end_resume_is_exact(tmp_path: Path, kill_and_resume) -
 
 
 def test_embedding_cli_run_and_compare_with_contrastive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "method=ala", *EMBED_CLI, "steps=20", "log_every=10", "method_args.K=10",
+    assert main(["train", "method=ala", *EMBED_CLI, "steps=20", "log_every=10", "method_args.every=10",
                  "method_args.smoothing_window=2", f"run_dir={tmp_path / 'run'}"]) == 0
     final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
     assert {"test_recall@1", "test_recall@8", "test_nmi", "valid_recall@1"} <= set(final)
@@ -672,7 +685,7 @@ def test_embedding_cli_run_and_compare_with_contrastive(tmp_path: Path, capsys: 
     assert snap["metric_name"] == "recall@1"  # the embedding task's default target
     out = tmp_path / "cmp"
     assert main(["compare", "--methods", "contrastive,ala", "--seeds", "0", "--out", str(out), *EMBED_CLI,
-                 "steps=20", "metric=nmi", "method_args.ala.K=10", "method_args.ala.smoothing_window=2"]) == 0
+                 "steps=20", "metric=nmi", "method_args.ala.every=10", "method_args.ala.smoothing_window=2"]) == 0
     table = (out / "summary.md").read_text()
     assert "| contrastive |" in table and "| ala |" in table and "test_recall@1" in table and "test_nmi" in table
     assert read_jsonl(out / "ala" / "seed0" / "snapshots.jsonl")[-1]["metric_name"] == "nmi"
@@ -696,10 +709,10 @@ def test_embedding_bad_options_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"Unknown option\(s\) \['form'\] for method 'ala' on the embedding task.*"
                                         r"loss options: \['base', 'bins', 'boundary', 'bounds', 'margin'"):
         create_learner("ala", task="embedding", form="sigmoid")
-    with pytest.raises(ValueError, match=r"`state='pair_confusion'` needs a ClassPairLoss"):
-        create_learner("ala", task="embedding", state="pair_confusion")
-    with pytest.raises(ValueError, match=r"`state='pair_distance'` needs a PairDistanceLoss"):
-        create_learner("ala", task="classification", state="pair_distance")
+    with pytest.raises(ValueError, match=r"`features='pair_confusion'` needs a ClassPairLoss"):
+        create_learner("ala", task="embedding", features="pair_confusion")
+    with pytest.raises(ValueError, match=r"`features='pair_distance'` needs a PairDistanceLoss"):
+        create_learner("ala", task="classification", features="pair_distance")
     with pytest.raises(ValueError, match=r"`val_subset='stream'` is refused for the retrieval metric 'recall@1'"):
         create_learner("ala", task="embedding", val_subset="stream")
     with pytest.raises(ValueError, match=r"`base` to be one of \['contrastive', 'margin'\], but got 'triplet'"):
@@ -738,7 +751,7 @@ def test_the_preset_picks_the_class_pair_form() -> None:
 
 def test_truncated_eq4_window_against_the_full_sum(tmp_path: Path) -> None:
     """Dossier §9 #5: M_t from the last L steps; L = K is Eq. 4 verbatim (smoothing_window=0)."""
-    args = {"K": 4, "val_batches": 2, "gamma": 0.8, "total_steps": 8}
+    args = {"every": 4, "val_batches": 2, "gamma": 0.8, "total_steps": 8}
 
     def run(window: int, name: str) -> tuple[list[float], list[list[float]]]:
         trainer = build_trainer(_cfg(tmp_path / name, method_args={**args, "smoothing_window": window}))

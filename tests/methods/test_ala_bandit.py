@@ -58,7 +58,7 @@ def test_constants_are_the_measured_signal() -> None:
     assert res["reward_sigma"] == pytest.approx(SIGMA, rel=1e-3)
     assert res["effects"]["tau"]["delta"] == pytest.approx(DELTA, rel=1e-3)
     assert res["windows"] == BUDGET
-    assert 3000 // FAMILY_DEFAULTS["FrequencyWeightLoss"]["K"] >= BUDGET  # the default's run gives at least this
+    assert 3000 // FAMILY_DEFAULTS["FrequencyWeightLoss"]["every"] >= BUDGET  # the default's run gives at least this
 
 
 @pytest.mark.parametrize(("start", "target"), [(0.0, 1.0), (1.0, 0.0)], ids=["raise", "lower"])

@@ -21,7 +21,7 @@ from adaloss.training import TrainConfig, build_trainer, seed_everything
 
 def test_plain_loop_over_ala_matches_adaloss_train_after_100_steps(tmp_path: Path) -> None:
     cfg = TrainConfig(dataset="digits", model="mlp", model_args={"hidden": [32]}, method="ala",
-                      method_args={"K": 10, "smoothing_window": 3, "val_batches": 2, "seed": 7, "beta": 0.1,
+                      method_args={"every": 10, "smoothing_window": 3, "val_batches": 2, "seed": 7, "beta": 0.1,
                                    "grad_ratio_every": 0, "family": "class_pair"},
                       steps=100, batch_size=32, lr=0.05, momentum=0.9, seed=3, log_every=0, eval_every=0,
                       progress="off", run_dir=str(tmp_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Union
 
@@ -34,6 +35,9 @@ __all__ = ["ALALearner", "check_family", "create_ala_learner"]
 #: options :class:`ALALearner` passes to :class:`ALA` as they are (see its docstring)
 CORE_OPTIONS = ("beta", "gamma", "smoothing_window", "history", "hidden", "policy_lr", "baseline_decay",
                 "entropy_coef", "replay_capacity", "replay_batch", "clip_ratio", "reward")
+
+#: option names of earlier releases, still accepted with a ``FutureWarning``
+RENAMED_OPTIONS = {"K": "every", "state": "features", "policy_path": "policy"}
 
 LossSpec = Union[ParametricLoss, Callable[[int], ParametricLoss], None]
 
@@ -69,8 +73,8 @@ class ALALearner(Learner):
         preset: ``"default"`` or ``"faithful"``.
         metric: the validation metric rewarded (a registered metric name fitting the task;
             ``None``: :data:`DEFAULT_TARGET_METRIC` of the task — error, mse, recall@1).
-        K: base steps per controller step.
-        state: ``"pair_confusion"`` (24-d, faithful, class-pair loss), ``"pair_distance"``
+        every: base steps K per controller step.
+        features: ``"pair_confusion"`` (24-d, faithful, class-pair loss), ``"pair_distance"``
             (:class:`PairDistanceFeatures`, pair-distance loss), ``"class_error"``
             (:class:`ClassErrorFeatures`, class-weight loss), ``"metric"`` (generic), or
             ``"auto"`` (the one fitting the loss; a preset's ``pair_confusion`` also becomes
@@ -80,7 +84,7 @@ class ALALearner(Learner):
         total_steps: T of the ``t / T`` feature (``None``: the trainer's step count; 0 outside a trainer).
         train_policy: ``False`` = frozen policy (transfer).
         greedy: act greedily instead of sampling.
-        policy_path: start from a policy saved by :func:`save_policy`, an ALA checkpoint, or an
+        policy: start from a policy saved by :func:`save_policy`, an ALA checkpoint, or an
             ALA run directory (a run keeps ``<run_dir>/policy.pt`` up to date after every policy update).
         seed: seed of the policy's initialisation and sampling (``None``: drawn from the global
             torch RNG at construction, so it follows the run's seed).
@@ -103,18 +107,27 @@ class ALALearner(Learner):
         loss: LossSpec = None,
         preset: Literal["default", "faithful"] = "default",
         metric: str | None = None,
-        K: int | None = None,
-        state: Literal["auto", "pair_confusion", "pair_distance", "class_error", "metric"] | None = None,
+        every: int | None = None,
+        features: Literal["auto", "pair_confusion", "pair_distance", "class_error", "metric"] | None = None,
         val_batches: int | None = None,
         val_subset: Literal["auto", "fixed", "stream", "all"] = "auto",
         total_steps: int | None = None,
         train_policy: bool = True,
         greedy: bool = False,
-        policy_path: str | None = None,
+        policy: str | None = None,
         seed: int | None = None,
         grad_ratio_every: int = 10,
         **core_options: Any,
     ) -> None:
+        renamed = {"every": every, "features": features, "policy": policy}
+        for old, name in RENAMED_OPTIONS.items():
+            if old in core_options:
+                warnings.warn(f"ALA's option `{old}` is now `{name}`; `{old}` will be removed in a future release.",
+                              FutureWarning, stacklevel=2)
+                if renamed[name] is not None:
+                    raise TypeError(f"ALA's option `{name}` was given twice: as `{name}` and as its old name `{old}`.")
+                renamed[name] = core_options.pop(old)
+        every, features, policy = renamed["every"], renamed["features"], renamed["policy"]
         check_known_options("ALA's controller and state", core_options, CORE_OPTIONS)
         self.task: Task = task
         if metric is None:
@@ -130,7 +143,7 @@ class ALALearner(Learner):
             loss = classification_loss(PRESET_FAMILIES[preset_name], preset=preset_name)
         assert loss is not None
         self.core = ALA(
-            loss, metric=metric_obj, every=K, total_steps=total_steps, features=state, policy=policy_path,
+            loss, metric=metric_obj, every=every, total_steps=total_steps, features=features, policy=policy,
             preset=preset, train_policy=train_policy, greedy=greedy, seed=seed, task=task, **core_options,
         )
         self.val_batches = check_int("val_batches", val_batches if val_batches is not None
@@ -223,7 +236,7 @@ class ALALearner(Learner):
         return scalars
 
     def artifacts(self) -> dict[str, StateDict]:
-        """``policy.pt``: the current policy, which a later run reuses (``policy_path``)."""
+        """``policy.pt``: the current policy, which a later run reuses (``policy``)."""
         return {POLICY_FILE: policy_state(self.core.controller.policy)} if self.core.controller.train_policy else {}
 
     def snapshot(self) -> dict[str, Any] | None:
@@ -273,7 +286,7 @@ def create_ala_learner(*, task: Task, family: str | None = None, **options: Any)
         loss_names = CLASSIFICATION_FAMILIES[family][1]
     all_loss_names = {*ALA_EMBEDDING_LOSS_OPTIONS} if task == "embedding" else {
         n for _, names in CLASSIFICATION_FAMILIES.values() for n in names}
-    unknown = sorted(set(options) - set(learner_options) - all_loss_names)
+    unknown = sorted(set(options) - set(learner_options) - all_loss_names - set(RENAMED_OPTIONS))
     if unknown:
         raise TypeError(f"Unknown option(s) {unknown} for method 'ala' on the {task} task; learner options: "
                         f"{learner_options}; loss options: {sorted(loss_names)}.")

@@ -87,7 +87,7 @@ class PairConfusionFeatures:
         loss = obs.loss
         if not self.fits(loss):
             raise ValueError("The pair-confusion state needs a ClassPairLoss with symmetric=True and "
-                             "adapt_diagonal=False; use state='metric' for other losses.")
+                             "adapt_diagonal=False; use features='metric' for other losses.")
         assert isinstance(loss, ClassPairLoss)
         c = loss.num_classes
         conf = soft_confusion(obs.logits, obs.targets, c).cpu()
@@ -244,7 +244,8 @@ class PairDistanceFeatures:
     def __call__(self, obs: Observation) -> Tensor:
         loss = obs.loss
         if not isinstance(loss, PairDistanceLoss):
-            raise ValueError("The pair-distance state needs a PairDistanceLoss; use state='metric' for other losses.")
+            raise ValueError("The pair-distance state needs a PairDistanceLoss; "
+                             "use features='metric' for other losses.")
         pos, neg = loss.histograms(obs.logits, obs.targets)
         self._hists = [(pos, neg), *self._hists][: self.history]
         b = loss.bins

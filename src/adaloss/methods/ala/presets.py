@@ -16,12 +16,12 @@ __all__ = ["ALA_EMBEDDING_LOSS_OPTIONS", "ALA_LOSS_OPTIONS", "ALA_PRESETS", "DEF
 #: to fit the loss (the 24-d pair layout for the symmetric class-pair loss, else the generic one).
 ALA_PRESETS: dict[str, dict[str, Any]] = {
     "faithful": {
-        "K": 200, "beta": 0.1, "gamma": 0.9, "smoothing_window": 40, "state": "pair_confusion",
+        "every": 200, "beta": 0.1, "gamma": 0.9, "smoothing_window": 40, "features": "pair_confusion",
         "history": 10, "hidden": [32, 32], "policy_lr": 1e-3, "baseline_decay": 0.9, "entropy_coef": 0.0,
         "replay_capacity": 1000, "replay_batch": 8, "clip_ratio": 0.2, "reward": "sign", "val_batches": 16,
     },
     "default": {
-        "K": 200, "beta": 0.1, "gamma": 0.9, "smoothing_window": 40, "state": "auto",
+        "every": 200, "beta": 0.1, "gamma": 0.9, "smoothing_window": 40, "features": "auto",
         "history": 10, "hidden": [32, 32], "policy_lr": 1e-3, "baseline_decay": 0.9, "entropy_coef": 0.0,
         "replay_capacity": 0, "replay_batch": 8, "clip_ratio": 0.2, "reward": "sign", "val_batches": 16,
     },
@@ -31,11 +31,11 @@ ALA_PRESETS: dict[str, dict[str, Any]] = {
 #: measurements (``experiments/results/ala_signal.md``, ``ala_bandit.md``, ``ala_planted.md``):
 #: the tied class-frequency family's one parameter τ ∈ [0, 1] needs steps a good action is seen
 #: through the reward noise with (SNR of one step ≈ 1 instead of 0.16 for β = 0.1 on the class
-#: weights), and more episodes: K = 50 (60 episodes in a 3000-step run) rather than K = 100, which
+#: weights), and more episodes: every = K = 50 (60 episodes in a 3000-step run) rather than K = 100, which
 #: on the planted task beat CE only marginally (``ala_planted.md`` and its replicate on other seeds,
 #: ``ala_planted-replicate.md``, row "K=100").
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "FrequencyWeightLoss": {"K": 50, "smoothing_window": 10, "beta": 0.3, "policy_lr": 1e-2,
+    "FrequencyWeightLoss": {"every": 50, "smoothing_window": 10, "beta": 0.3, "policy_lr": 1e-2,
                             "reward": "normalized"},
 }
 

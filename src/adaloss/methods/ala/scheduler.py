@@ -76,7 +76,7 @@ def choose_features(state: str, loss: object, *, history: int, from_preset: bool
         kind = next(k for k, (cls, needs) in FEATURES.items() if needs is None or cls.fits(loss))
     cls, needs = FEATURES[kind]
     if needs is not None and not cls.fits(loss):
-        raise ValueError(f"`state={kind!r}` needs {needs}, but the loss is {loss!r}; use state='metric'.")
+        raise ValueError(f"`features={kind!r}` needs {needs}, but the loss is {loss!r}; use features='metric'.")
     return kind, cls(history=history)
 
 
@@ -228,8 +228,8 @@ class ALA:
     ) -> None:
         self.preset = check_preset(preset)
         given: dict[str, Any] = {
-            "K": every, "beta": beta, "gamma": gamma, "smoothing_window": smoothing_window,
-            "state": features if isinstance(features, str) else None, "history": history, "hidden": hidden,
+            "every": every, "beta": beta, "gamma": gamma, "smoothing_window": smoothing_window,
+            "features": features if isinstance(features, str) else None, "history": history, "hidden": hidden,
             "policy_lr": policy_lr, "baseline_decay": baseline_decay, "entropy_coef": entropy_coef,
             "replay_capacity": replay_capacity, "replay_batch": replay_batch, "clip_ratio": clip_ratio,
             "reward": reward,
@@ -250,7 +250,7 @@ class ALA:
                             f"but got {type(loss).__name__}.")
         probe = self.loss if self.loss is not None else self._loss_factory(2)  # type: ignore[misc]
         opts = self.options = resolve_options(self.preset, probe, given)
-        self.K = check_int("every", opts["K"], minimum=1)
+        self.every = check_int("every", opts["every"], minimum=1)
         self.gamma = check_fraction("gamma", opts["gamma"], high_open=False)
         self.smoothing_window = check_int("smoothing_window", opts["smoothing_window"], minimum=0)
         self.total_steps = None if total_steps is None else check_int("total_steps", total_steps, minimum=1)
@@ -260,7 +260,7 @@ class ALA:
         history_len = check_int("history", opts["history"], minimum=1)
         self.features: Features
         if features is None or isinstance(features, str):
-            self.state_kind, self.features = choose_features(opts["state"], probe, history=history_len,
+            self.state_kind, self.features = choose_features(opts["features"], probe, history=history_len,
                                                              from_preset=features is None)
         elif isinstance(features, Features):
             self.state_kind = type(features).__name__
@@ -413,12 +413,12 @@ class ALA:
             return self.start(model, valid_data)
         self.steps += 1
         j = self.steps - self.window_start
-        window = self.smoothing_window or self.K
-        if j <= self.K - window:
+        window = self.smoothing_window or self.every
+        if j <= self.every - window:
             return {}
-        value, logits, targets = self._evaluate(model, valid_data, keep_outputs=j == self.K)
+        value, logits, targets = self._evaluate(model, valid_data, keep_outputs=j == self.every)
         self.window_values.append(value)
-        if j < self.K:
+        if j < self.every:
             return {}
         m = smoothed_metric(self.window_values, self.gamma)
         prev = self.metrics[-1]
