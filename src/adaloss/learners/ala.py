@@ -119,7 +119,7 @@ class ALALearner(Learner):
         grad_ratio_every: int = 10,
         **core_options: Any,
     ) -> None:
-        renamed = {"every": every, "features": features, "policy": policy}
+        renamed: dict[str, Any] = {"every": every, "features": features, "policy": policy}
         for old, name in RENAMED_OPTIONS.items():
             if old in core_options:
                 warnings.warn(f"ALA's option `{old}` is now `{name}`; `{old}` will be removed in a future release.",
