@@ -8,6 +8,7 @@ from adaloss.data.augment import random_crop_flip
 from adaloss.data.download import ChecksumError, DownloadError, resolve_data_dir
 from adaloss.data.formats import DataFormatError, UnsafePickleError, read_idx
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader, iterate_batches
+from adaloss.data.noise import add_label_noise, corrupt_labels
 from adaloss.data.own import OWN_FORMATS, load_csv, load_npz
 from adaloss.data.registry import DATASETS, load_dataset
 from adaloss.data.splits import random_split, stratified_split
@@ -26,7 +27,9 @@ __all__ = [
     "TaskOptionError",
     "TensorSplit",
     "UnsafePickleError",
+    "add_label_noise",
     "as_splits",
+    "corrupt_labels",
     "iterate_batches",
     "load_csv",
     "load_dataset",

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["contrastive_loss", "focal_loss", "margin_loss", "target_prediction_pairs"]
+__all__ = ["contrastive_loss", "focal_loss", "generalized_cross_entropy", "margin_loss", "symmetric_cross_entropy",
+           "target_prediction_pairs"]
 
 
 def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0) -> Tensor:
@@ -27,6 +28,26 @@ def focal_loss(logits: Tensor, target: Tensor, *, gamma: float = 2.0) -> Tensor:
     pt = log_pt.exp()
     # clamp: (1 - pt) can be a tiny negative number from rounding, and a fractional power of it is NaN
     return -(torch.clamp(1.0 - pt, min=0.0).pow(gamma) * log_pt).mean()
+
+
+def generalized_cross_entropy(logits: Tensor, target: Tensor, *, q: float = 0.7) -> Tensor:
+    """Generalised cross-entropy ``L_q = (1 − p_y^q) / q`` averaged over the batch (Zhang &
+    Sabuncu, "Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels",
+    NeurIPS 2018, Eq. 6): cross-entropy as ``q → 0``, MAE (noise-robust) at ``q = 1``."""
+    log_p = F.log_softmax(logits, dim=-1).gather(-1, target.long().unsqueeze(-1)).squeeze(-1)
+    return ((1.0 - torch.exp(q * log_p)) / q).mean()
+
+
+def symmetric_cross_entropy(
+    logits: Tensor, target: Tensor, *, alpha: float = 0.1, beta: float = 1.0, log_zero: float = -4.0
+) -> Tensor:
+    """Symmetric cross-entropy ``α CE + β RCE`` averaged over the batch (Wang et al., "Symmetric
+    Cross Entropy for Robust Learning with Noisy Labels", ICCV 2019, Eq. 4): the reverse term
+    ``RCE = −Σ_k p_k log q_k`` with the one-hot label ``q`` and ``log 0`` taken as ``A`` =
+    ``log_zero`` is ``−A (1 − p_y)``. Defaults: the paper's MNIST setting (α 0.1, β 1, A −4)."""
+    ce = F.cross_entropy(logits, target.long())
+    p_y = F.softmax(logits, dim=-1).gather(-1, target.long().unsqueeze(-1)).squeeze(-1)
+    return alpha * ce + beta * (-log_zero * (1.0 - p_y)).mean()
 
 
 def _pair_distances(embeddings: Tensor, labels: Tensor, normalize: bool) -> tuple[Tensor, Tensor, Tensor]:

@@ -20,7 +20,20 @@ from adaloss.typing import StateDict, Task
 if TYPE_CHECKING:
     from adaloss.data.types import TensorSplit
 
-__all__ = ["Learner", "TrainContext", "TrainingDiverged", "loss_step"]
+__all__ = ["Learner", "RunOptimizer", "TrainContext", "TrainingDiverged", "loss_step"]
+
+
+@dataclass(frozen=True)
+class RunOptimizer:
+    """The run's optimiser settings, which a method bringing its own optimiser
+    (:meth:`Learner.create_optimizer`) reads: its learning rate, momentum, Nesterov flag and
+    weight decay, and the number of base steps (for warm-ups)."""
+
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    steps: int = 0
 
 
 @dataclass
@@ -96,6 +109,11 @@ class Learner(ABC):
     def bind(self, context: TrainContext) -> None:
         """Attach to the run's model, optimiser and data streams."""
         self.context = context
+
+    def create_optimizer(self, params: list[nn.Parameter], run: RunOptimizer) -> Optimizer | None:
+        """The optimiser this method trains with in place of the run's (built before :meth:`bind`),
+        or ``None`` (default): the run's own ``optimizer``."""
+        return None
 
     def prepare(self) -> dict[str, float]:
         """Offline work before step 0 of a fresh run (e.g. a loss search); returns scalars to log.

@@ -203,6 +203,25 @@ def _libauc_ap(*, task: Task, **options: Any) -> Learner:
 
 
 register_method("libauc_ap", _libauc_ap, tasks=("classification",), optional_dependency=True)
+
+
+def _optimizer_peer(name: str) -> Callable[..., Learner]:
+    def factory(*, task: Task, **options: Any) -> Learner:
+        """The task's plain loss trained with a learning-rate-free optimiser:
+        :class:`~adaloss.learners.peers.OptimizerPeerLearner`."""
+        from adaloss.learners.peers import OptimizerPeerLearner
+
+        loss = create_loss(default_method(task), task=task)
+        peer = functools.partial(OptimizerPeerLearner, loss, optimizer=name)  # type: ignore[arg-type]
+        return call_with_options(f"method {name!r}", peer, options)
+
+    return factory
+
+
+for _name in ("hd_sgd", "schedulefree_sgd", "prodigy", "dadapt_sgd"):
+    register_method(_name, _optimizer_peer(_name), tasks=("classification", "regression"),
+                    optional_dependency=_name != "hd_sgd",
+                    defaults_from=("adaloss.learners.peers:OptimizerPeerLearner",))
 _ADALFL_DEFAULTS = ("adaloss.losses.network:LossNetwork", "adaloss.learners.adalfl:AdaLFLLearner",
                     "adaloss.methods.adalfl:AdaLFL")
 register_method("adalfl", _adalfl, tasks=("classification", "regression"), defaults_from=_ADALFL_DEFAULTS)

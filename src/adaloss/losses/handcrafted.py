@@ -8,10 +8,17 @@ from typing import Any
 from torch import Tensor, nn
 
 from adaloss._validation import call_with_options, check_positive, unknown_name_error
-from adaloss.functional.losses import contrastive_loss, focal_loss, margin_loss
+from adaloss.functional.losses import (
+    contrastive_loss,
+    focal_loss,
+    generalized_cross_entropy,
+    margin_loss,
+    symmetric_cross_entropy,
+)
 from adaloss.typing import Task
 
-__all__ = ["ContrastiveLoss", "FocalLoss", "HANDCRAFTED_LOSSES", "MarginLoss", "create_loss"]
+__all__ = ["ContrastiveLoss", "FocalLoss", "GeneralizedCrossEntropy", "HANDCRAFTED_LOSSES", "MarginLoss",
+           "SymmetricCrossEntropy", "create_loss"]
 
 
 class FocalLoss(nn.Module):
@@ -30,6 +37,52 @@ class FocalLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}"
+
+
+class GeneralizedCrossEntropy(nn.Module):
+    """Generalised cross-entropy (:func:`~adaloss.functional.losses.generalized_cross_entropy`;
+    Zhang & Sabuncu, NeurIPS 2018), robust to label noise.
+
+    Args:
+        q: in (0, 1]; the paper's default ``0.7``.
+    """
+
+    def __init__(self, q: float = 0.7) -> None:
+        super().__init__()
+        if not 0.0 < float(q) <= 1.0:
+            raise ValueError(f"Expected `q` to be in (0, 1], but got {q!r}.")
+        self.q = float(q)
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return generalized_cross_entropy(prediction, target, q=self.q)
+
+    def extra_repr(self) -> str:
+        return f"q={self.q}"
+
+
+class SymmetricCrossEntropy(nn.Module):
+    """Symmetric cross-entropy ``α CE + β RCE`` (:func:`~adaloss.functional.losses.symmetric_cross_entropy`;
+    Wang et al., ICCV 2019), robust to label noise.
+
+    Args:
+        alpha: weight of cross-entropy (the paper's MNIST value ``0.1``).
+        beta: weight of reverse cross-entropy (``1.0``).
+        log_zero: ``A``, the value taken for ``log 0`` (``-4.0``).
+    """
+
+    def __init__(self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = -4.0) -> None:
+        super().__init__()
+        self.alpha = float(check_positive("alpha", alpha, allow_zero=True))
+        self.beta = float(check_positive("beta", beta, allow_zero=True))
+        if not float(log_zero) < 0.0:
+            raise ValueError(f"Expected `log_zero` to be negative, but got {log_zero!r}.")
+        self.log_zero = float(log_zero)
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return symmetric_cross_entropy(prediction, target, alpha=self.alpha, beta=self.beta, log_zero=self.log_zero)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, log_zero={self.log_zero}"
 
 
 class ContrastiveLoss(nn.Module):
@@ -92,6 +145,14 @@ def _focal(gamma: float = 2.0) -> nn.Module:
     return FocalLoss(gamma=gamma)
 
 
+def _gce(q: float = 0.7) -> nn.Module:
+    return GeneralizedCrossEntropy(q=q)
+
+
+def _sce(alpha: float = 0.1, beta: float = 1.0, log_zero: float = -4.0) -> nn.Module:
+    return SymmetricCrossEntropy(alpha=alpha, beta=beta, log_zero=log_zero)
+
+
 def _mse() -> nn.Module:
     return nn.MSELoss()
 
@@ -109,6 +170,8 @@ HANDCRAFTED_LOSSES: dict[str, tuple[Task, Callable[..., nn.Module]]] = {
     "ce": ("classification", _cross_entropy),
     "label_smoothing": ("classification", _label_smoothing),
     "focal": ("classification", _focal),
+    "gce": ("classification", _gce),
+    "sce": ("classification", _sce),
     "mse": ("regression", _mse),
     "contrastive": ("embedding", _contrastive),
     "margin": ("embedding", _margin),

@@ -130,6 +130,14 @@ class TrainConfig:
     minority_classes: Union[list[int], None] = None
     #: the share those classes keep (``null``: 0.1)
     minority_fraction: Union[float, None] = None
+    #: classification: this share of the training (and validation) labels replaced at random,
+    #: seeded by ``seed`` (``null``: clean labels); the test split stays clean
+    label_noise: Union[float, None] = None
+    #: ``symmetric`` (another class, uniformly) or ``pairflip`` (the next class) (``null``: symmetric)
+    label_noise_type: Union[Literal["symmetric", "pairflip"], None] = None
+    #: whether the validation labels are noisy too (``null``: true); ``false`` assumes a trusted,
+    #: clean validation split (e.g. for a meta-objective on clean data)
+    label_noise_valid: Union[bool, None] = None
     # model and method
     model: str = "mlp"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -274,6 +282,15 @@ class TrainConfig:
         if self.minority_classes is not None and self.task == "embedding":
             raise ConfigError(f"`minority_classes` applies to classification, but got task='embedding' "
                               f"(and minority_classes={self.minority_classes!r}).")
+        if self.label_noise is None:
+            for key in ("label_noise_type", "label_noise_valid"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"`{key}` applies with `label_noise` only, but got {key}={getattr(self, key)!r} "
+                                      "and no label_noise.")
+        elif not 0.0 <= self.label_noise < 1.0:
+            raise ConfigError(f"Expected `label_noise` to be in [0, 1), but got {self.label_noise!r}.")
+        elif self.task in ("embedding", "regression"):
+            raise ConfigError(f"`label_noise` applies to classification, but got task={self.task!r}.")
         k = self.samples_per_class
         if k is not None:
             if k <= 0:
@@ -292,7 +309,8 @@ class TrainConfig:
     #: so that finished runs and checkpoints from before them still match
     UNSET_OMITTED_KEYS: typing.ClassVar[frozenset[str]] = frozenset(
         {"metric", "task", "train_classes", "embedding_dim", "samples_per_class", "minority_classes",
-         "minority_fraction", "workers", "data_path", "target", "test_path"}
+         "minority_fraction", "workers", "data_path", "target", "test_path", "label_noise", "label_noise_type",
+         "label_noise_valid"}
     )
 
     def identity(self) -> dict[str, Any]:

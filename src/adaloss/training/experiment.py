@@ -15,6 +15,7 @@ import torch
 from adaloss.data import DatasetSplits, TaskOptionError, load_dataset, split_for_task
 from adaloss.data.arrays import as_splits
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader
+from adaloss.data.noise import add_label_noise
 from adaloss.data.own import OWN_FORMATS, load_own
 from adaloss.distributed import (
     Collective,
@@ -25,6 +26,7 @@ from adaloss.distributed import (
     launched_by_torchrun,
 )
 from adaloss.learners import create_learner
+from adaloss.learners.base import RunOptimizer
 from adaloss.learners.registry import default_method, takes_target_metric
 from adaloss.metrics import create_metric
 from adaloss.models import create_model
@@ -83,18 +85,26 @@ def load_data(config: TrainConfig, *, data: object = None, seed: int | None = No
 def task_splits(config: TrainConfig, data: DatasetSplits) -> DatasetSplits:
     """The splits of the config's ``task`` from the dataset's own splits ``data``:
     :func:`~adaloss.data.split_for_task` with the config keys of the same names (``task``,
-    ``train_classes``, ``embedding_dim``, ``minority_classes``, ``minority_fraction``, ``seed``).
+    ``train_classes``, ``embedding_dim``, ``minority_classes``, ``minority_fraction``, ``seed``),
+    then the label noise of ``label_noise`` (:func:`~adaloss.data.noise.add_label_noise`).
 
     Raises a :class:`ConfigError` naming the key, what is allowed and what was received.
     """
     try:
-        return split_for_task(data, task=config.task, train_classes=config.train_classes,
+        data = split_for_task(data, task=config.task, train_classes=config.train_classes,
                               embedding_dim=config.embedding_dim, minority_classes=config.minority_classes,
                               minority_fraction=config.minority_fraction, seed=config.seed)
     except TaskOptionError as e:
         if e.key == "task":  # the message already names the key and the dataset
             raise ConfigError(str(e)) from None
         raise ConfigError(f"Invalid config key `{e.key}` for dataset {data.name!r}: {e}") from None
+    if config.label_noise is None:
+        return data
+    try:
+        return add_label_noise(data, rate=config.label_noise, kind=config.label_noise_type or "symmetric",
+                               valid=config.label_noise_valid is not False, seed=config.seed)
+    except ValueError as e:
+        raise ConfigError(f"Invalid config key `label_noise` for dataset {data.name!r}: {e}") from None
 
 
 def _target_metric(config: TrainConfig, task: Task) -> tuple[dict[str, Any], list[str]]:
@@ -216,10 +226,18 @@ def build_trainer(config: TrainConfig, *, data: object = None,
         elif isinstance(collective, ThreadCollective):
             raise ConfigError(f"`workers` applies to methods whose workers share what they learn (ala); method "
                               f"{config.method!r} trains one model (run it under torchrun for data parallelism).")
-    optimizer = create_optimizer(
-        model.parameters(), config.optimizer, lr=config.lr, momentum=config.momentum,
-        nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
-    )
+    optimizer = learner.create_optimizer(list(model.parameters()), RunOptimizer(
+        lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay,
+        steps=config.steps))
+    if optimizer is not None and config.optimizer != "sgd":
+        raise ConfigError(f"method {config.method!r} trains with its own optimiser and reads the run's lr, momentum, "
+                          f"nesterov and weight_decay as SGD settings; leave `optimizer` at 'sgd', but got "
+                          f"optimizer={config.optimizer!r}.")
+    if optimizer is None:
+        optimizer = create_optimizer(
+            model.parameters(), config.optimizer, lr=config.lr, momentum=config.momentum,
+            nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
+        )
     scheduler = create_scheduler(optimizer, milestones=config.milestones, gamma=config.lr_gamma)
     batch_size = config.batch_size
     if batch_size > len(data.train) and config.samples_per_class is None:

@@ -30,6 +30,7 @@ from adaloss.data.types import TensorSplit
 from adaloss.distributed import Collective, LocalCollective, ShardedBatches
 from adaloss.learners.base import Learner, TrainContext, TrainingDiverged
 from adaloss.metrics import create_metric
+from adaloss.optim import eval_weights, final_weights, train_weights
 from adaloss.training.divergence import DivergenceMonitor, initial_task_loss, non_finite_parameters
 from adaloss.training.evaluation import DEFAULT_METRICS, evaluate
 from adaloss.training.interrupt import Interrupted, stop_requested
@@ -340,6 +341,7 @@ class Trainer:
                 scale = initial_task_loss(self.model, self.eval_splits.get("valid"), self.task, device=self.device)
                 if scale is not None:
                     self.divergence.scales["meta_loss"] = scale
+            train_weights(self.optimizer)  # a schedule-free optimiser starts in eval mode
             if not resumed or not self.learner.prepared:  # a run killed in prepare() continues it
                 prep = self.learner.prepare()
                 if prep:
@@ -352,6 +354,7 @@ class Trainer:
             self.run(self.steps - self.step)
             self.check_finite()
             final = self.evaluate() if self.is_main else {}
+            final_weights(self.optimizer)  # the model keeps the weights it was evaluated at
             self._snapshot()
             self._tick()
             summary = {
@@ -460,7 +463,9 @@ class Trainer:
 
             handle = self.model.register_forward_hook(check_outputs)
             try:
-                values = evaluate(self.model, split, self.metrics, batch_size=self.eval_batch_size, device=self.device)
+                with eval_weights(self.optimizer):
+                    values = evaluate(self.model, split, self.metrics, batch_size=self.eval_batch_size,
+                                      device=self.device)
             finally:
                 handle.remove()
             if finite and not bool(torch.stack(finite).all()):
