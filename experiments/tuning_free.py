@@ -170,6 +170,198 @@ def _collect(protocol: str, config: str) -> dict[str, dict[str, dict[str, Any]]]
         _store(protocol, config).write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     return stored
 
+#: rows of each protocol's table, in order; a ``*_tuned`` row is picked per seed from its grid on validation
+TABLE = {"tuning_free": ("{base}", "{base}_tuned", "adalfl", "adalfl_amortised", "learned_lr", *PEERS),
+         "label_noise": ("ce", "ce_tuned", "label_smoothing_tuned", "gce", "sce", "adalfl_amortised",
+                         "adalfl_amortised_clean")}
+#: the AdaLFL row the others are tested against
+ADALFL_ROW = {"tuning_free": "adalfl", "label_noise": "adalfl_amortised"}
+
+
+def _grids(protocol: str, config: str, lr: float) -> dict[str, dict[str, float]]:
+    """Tuned row -> {folder: its grid value}."""
+    base = plain(config)
+    grids = {f"{base}_tuned": {(base if g == lr else f"{base}_lr{g}"): g for g in lr_grid(config, lr)}}
+    if protocol == "label_noise":
+        grids["label_smoothing_tuned"] = {f"ls{e}": e for e in SMOOTHING_GRID}
+    return grids
+
+
+def _step_costs(config: str) -> dict[str, float]:
+    """Idle per-step cost ratios to the plain step (``benchmarks/results/peer_step_cost_cpu.json``)."""
+    path = HERE.parent / "benchmarks" / "results" / "peer_step_cost_cpu.json"
+    if not path.exists():
+        return {}
+    model = _base("tuning_free" if config in PROTOCOLS["tuning_free"] else "label_noise", config, None, 1).model
+    entry = json.loads(path.read_text())["results"].get(model, {})
+    return dict(entry.get("ratio_to_plain_median", {}))
+
+
+def _adalfl_cost(config: str, options: dict[str, Any], steps: int) -> float | None:
+    from adalfl_variants import _cost_model, run_cost
+
+    from adaloss.learners.adalfl import AdaLFLLearner
+    import inspect
+
+    cost = _cost_model(_base("label_noise" if config in PROTOCOLS["label_noise"] else "tuning_free", config,
+                             None, 1).model)
+    if cost is None:
+        return None
+    init = int(options.get("init_steps", inspect.signature(AdaLFLLearner).parameters["init_steps"].default))
+    return run_cost(steps, init, int(options.get("meta_every", 1)), cost) if not options.get("learn_lr") else None
+
+
+def report(protocol: str, config: str) -> None:
+    from adaloss.training.compare import welch_p_value
+
+    base = _base(protocol, config, None, 1)
+    stored = {**_collect(protocol, config), **_variants(protocol, config, base.lr)}
+    if not stored:
+        raise SystemExit(f"no finished runs for {protocol} {config}; nothing to report")
+    metric = "mse" if config in REGRESSION else "error"
+    scale = 1.0 if metric == "mse" else 100.0
+    unit = "" if metric == "mse" else " (%)"
+    table = rows(protocol, config, base.lr)
+    grids = _grids(protocol, config, base.lr)
+    finite = {f: {int(s): r for s, r in runs.items() if "diverged" not in r} for f, runs in stored.items()}
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    picks: dict[str, dict[int, float]] = {}
+    for name in TABLE[protocol]:
+        name = name.format(base=plain(config))
+        if name in grids:
+            results[name], picks[name] = {}, {}
+            for seed in SEEDS:
+                have = {f: finite.get(f, {}).get(seed) for f in grids[name]}
+                if all(str(seed) in stored.get(f, {}) for f in grids[name]):  # the whole sweep ran
+                    ok = {f: r for f, r in have.items() if r is not None}
+                    best = min(ok, key=lambda f: ok[f][f"valid_{metric}"])  # chosen on validation only
+                    results[name][seed], picks[name][seed] = ok[best], grids[name][best]
+        else:
+            results[name] = finite.get(name, {})
+    walls = {f: [r["wall_time_s"] for r in runs.values()] for f, runs in stored.items()}
+    plain_wall = statistics.mean(walls[plain(config)]) if walls.get(plain(config)) else None
+    step_costs = _step_costs(config)
+
+    def wall_of(name: str) -> float | None:
+        folders = list(grids[name]) if name in grids else [name]
+        if any(not walls.get(f) for f in folders):
+            return None
+        return sum(statistics.mean(walls[f]) for f in folders)
+
+    def priced(name: str) -> float | None:
+        """Total cost in plain runs, from idle step costs: the sweep for tuned rows."""
+        if name in grids:
+            return float(len(grids[name]))
+        method, options, _ = table[name]
+        if method == "adalfl":
+            return _adalfl_cost(config, options, base.steps)
+        key = "label_smoothing" if name.startswith("ls") else method
+        return step_costs.get(key, 1.0 if method == plain(config) else None)
+
+    def fmt(values: list[float], digits: int) -> str:
+        if not values:
+            return "—"
+        if len(values) < 2:
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+    def test(name: str) -> list[float]:
+        return [scale * r[f"test_{metric}"] for r in results.get(name, {}).values()]
+
+    def p(name: str, against: str) -> str:
+        value = welch_p_value(test(name), test(against)) if name != against else None
+        return "—" if value is None else f"{value:.3g}"
+
+    tuned = f"{plain(config)}_tuned"
+    adalfl = ADALFL_ROW[protocol]
+    digits = 4 if metric == "mse" else 2
+    lines = [
+        f"## {'Tuning-free peers' if protocol == 'tuning_free' else 'Label noise'}: {config} "
+        "(`experiments/tuning_free.py`)",
+        "",
+        _preamble(protocol, config, base, picks),
+        "",
+        f"| row | seeds | test {metric}{unit} | p vs {tuned} | p vs {adalfl} | wall of one run (s) | "
+        "total cost (plain runs, idle step costs) | total cost (plain runs, wall) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    points = []
+    for name in results:
+        if not results[name] and not any(str(s) in stored.get(f, {}) for f in grids.get(name, [name]) for s in SEEDS):
+            continue
+        diverged = sum(1 for f in grids.get(name, [name]) for r in stored.get(f, {}).values() if "diverged" in r)
+        one = statistics.mean(walls[name]) if walls.get(name) else (
+            statistics.mean(walls[plain(config)]) if name in grids and walls.get(plain(config)) else None)
+        total_wall = wall_of(name)
+        ratio = total_wall / plain_wall if total_wall is not None and plain_wall else None
+        cost = priced(name)
+        label = name + (f" ({diverged} diverged)" if diverged else "")
+        lines.append(f"| {label} | {len(results[name])} | {fmt(test(name), digits)} | {p(name, tuned)} | "
+                     f"{p(name, adalfl)} | {'—' if one is None else f'{one:.1f}'} | "
+                     f"{'—' if cost is None else f'{cost:.2f}'} | {'—' if ratio is None else f'{ratio:.2f}'} |")
+        if test(name) and (cost if cost is not None else ratio) is not None:
+            points.append((name, cost if cost is not None else ratio, test(name)))
+    figure = _figure(protocol, config, points, f"test {metric}{unit}")
+    lines += ["", f"Test {metric} against total cost, the Pareto front marked: `{figure}`", "",
+              "Generated by:", "", "```",
+              f"python experiments/tuning_free.py --protocol {protocol} --config {config} --data-dir ../shared/datasets",
+              "python benchmarks/peer_step_cost.py > benchmarks/results/peer_step_cost_cpu.json",
+              f"python experiments/tuning_free.py --protocol {protocol} --config {config} --report", "```", ""]
+    write_section(f"{protocol}_{config}", "\n".join(lines))
+
+
+def _preamble(protocol: str, config: str, base: Any, picks: dict[str, dict[int, float]]) -> str:
+    picked = "; ".join(f"`{name}` picked {[pk.get(s) for s in SEEDS]}" for name, pk in picks.items())
+    text = (f"Protocol `experiments/configs/{config}.yaml` ({base.steps} steps, {base.optimizer} lr {base.lr}"
+            + (f", momentum {base.momentum}" if base.momentum else "") + f"), seeds {','.join(map(str, SEEDS))}; "
+            "mean ± sample std over seeds; p: two-sided Welch t-test of the test metric. ")
+    if protocol == "label_noise":
+        text += ("**40 % symmetric label noise** on the training and validation labels (`label_noise=0.4`, seeded "
+                 "by the run's seed; the test labels are clean); `adalfl_amortised_clean` meta-learns on a clean "
+                 "validation split (`label_noise_valid=false`, assuming a trusted set of that size exists); every "
+                 "other row, the tuned ones included, sees only noisy labels. ")
+    text += (f"Tuned rows: the grid value with the lowest validation metric per seed ({picked}); their cost is "
+             f"the whole sweep. `adalfl_amortised`: `meta_every={AMORTISED['meta_every']}, init_steps="
+             f"{AMORTISED['init_steps']}`. **Total cost** in runs of the plain loss at the same length: from idle "
+             "per-step costs (`benchmarks/peer_step_cost.py` for optimisers and losses, `benchmarks/step_cost.py`'s "
+             "cost model for AdaLFL; one idle interleaved run each), and from the measured wall times of the runs "
+             "(made two at a time at one thread each on two cores, so indicative). ")
+    if protocol == "tuning_free" and config in PROTOCOLS["tuning_free"][:3]:
+        text += ("The plain loss, its LR grid and the AdaLFL rows are the AdaLFL variants protocol's runs of the "
+                 "same configuration and seeds (`adalfl_variants_<config>.json`).")
+    return text
+
+
+def _figure(protocol: str, config: str, points: list[tuple[str, float, list[float]]], ylabel: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rel = Path("experiments") / "figures" / f"{protocol}_{config}.png"
+    path = HERE.parent / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    means = [(name, cost, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for name, cost, v in points]
+    front = [m for m in means if not any(o[1] <= m[1] and o[2] <= m[2] and (o[1], o[2]) != (m[1], m[2])
+                                         for o in means)]
+    for name, cost, mean, std in means:
+        on = any(name == f[0] for f in front)
+        ax.errorbar(cost, mean, yerr=std, fmt="o" if on else "s", color="C3" if on else "C0", capsize=3)
+        ax.annotate(name, (cost, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front.sort(key=lambda m: m[1])
+    ax.step([m[1] for m in front], [m[2] for m in front], where="post", color="C3", alpha=0.5,
+            label="Pareto front (lower cost, lower metric)")
+    ax.set_xscale("log")
+    ax.set_xlabel("total cost (runs of the plain loss)")
+    ax.set_ylabel(f"{ylabel}, mean ± std over seeds")
+    ax.set_title(f"{protocol.replace('_', ' ')}: {config}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(rel)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,7 +378,7 @@ def main() -> None:
                  f"but got {args.config!r}")
     if not args.report:
         run(args.protocol, args.config, args.rows, args.seeds, args.data_dir, args.threads)
-    _collect(args.protocol, args.config)
+    report(args.protocol, args.config)
 
 
 if __name__ == "__main__":
