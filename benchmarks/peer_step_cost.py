@@ -18,8 +18,10 @@ installed is reported as skipped, with the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -85,7 +87,8 @@ def measure(model_name: str, rounds: int, steps: int) -> dict[str, object]:
     skipped: dict[str, str] = {}
     for name, builder in configurations(model_name).items():
         try:
-            steps_of[name] = builder()
+            with contextlib.redirect_stdout(sys.stderr):  # Prodigy prints its weight-decay mode
+                steps_of[name] = builder()
         except ImportError as e:
             skipped[name] = str(e)
     for step in steps_of.values():  # warm-up
