@@ -10,7 +10,7 @@ import pytest
 import adaloss
 
 PACKAGE = Path(adaloss.__file__).parent
-LOWER = ("functional", "losses", "metrics", "models", "data", "optim", "methods", "learners")
+LOWER = ("functional", "losses", "metrics", "models", "data", "optim", "executors", "methods", "learners")
 HIGHER = ("adaloss.training", "adaloss.plotting", "adaloss.cli")
 
 

@@ -64,6 +64,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="output folder (default: runs/compare/<dataset>-<model>-<hash of the configuration>)")
     c.add_argument("--overwrite", action="store_true",
                    help="replace runs in the output folder that were made with another configuration")
+    x = c.add_argument_group("where the runs train (docs: Scaling out)")
+    x.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                   help="local: one after another here (default); ray: one Ray task per run; slurm: one job per run")
+    x.add_argument("--max-retries", type=int, default=None, metavar="N",
+                   help="ray/slurm: retries of a run whose worker died, resumed from its checkpoint (default: 2)")
+    x.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="ray: the cluster (default: RAY_ADDRESS, else a local Ray started here)")
+    x.add_argument("--ray-cpus", type=int, metavar="N", help="ray: CPUs of the local Ray (default: all)")
+    x.add_argument("--slurm-partition", metavar="NAME", help="slurm: the partition")
+    x.add_argument("--slurm-time", type=int, metavar="MIN", help="slurm: each job's time limit in minutes")
+    x.add_argument("--slurm-gpus", type=int, metavar="N", help="slurm: GPUs per job (default: 1 for device=cuda)")
+    x.add_argument("--slurm-folder", metavar="DIR", help="slurm: submitit's folder (default: runs/submitit)")
 
     from adaloss.plotting.cli import add_plot_parser
 
@@ -111,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from adaloss.checkpoint import STORAGE_ERRNOS, CheckpointError, StorageError, storage_error
     from adaloss.distributed import DistributedError, launched_by_torchrun
+    from adaloss.executors import ExecutorError
     from adaloss.methods.base import TrainingDiverged
     from adaloss.training.config import ConfigError
     from adaloss.training.interrupt import Interrupted, graceful_stop
@@ -146,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"adaloss: error: {storage_error(e.filename or '?', e)}", file=sys.stderr)
         return 2
-    except (ConfigError, ValueError, TypeError, CheckpointError) as e:
+    except (ConfigError, ValueError, TypeError, CheckpointError, ExecutorError) as e:
         print(f"adaloss: error: {e}", file=sys.stderr)
         return 2
     except RunDirectoryBusy as e:
@@ -233,8 +246,13 @@ def _compare(args: argparse.Namespace) -> int:
         metrics = f"diverged: {r.diverged}" if r.diverged else ", ".join(f"{k}={v:.4g}" for k, v in r.final.items())
         print(f"  {r.method:<16} seed {r.seed}: {metrics} ({state})", file=sys.stderr)
 
-    results = compare(cfg, methods=methods, seeds=seeds, out_dir=out, on_result=report, overwrite=args.overwrite,
-                      on_plan=announce)
+    with _executor(args) as executor:
+        results = compare(cfg, methods=methods, seeds=seeds, out_dir=out, on_result=report,
+                          overwrite=args.overwrite, on_plan=announce, executor=executor)
+    failed = [r for r in results if r.failed]
+    if failed:
+        print(f"{len(failed)} run(s) failed: " + "; ".join(f"{r.method} seed {r.seed} ({r.failed})" for r in failed),
+              file=sys.stderr)
     write_text_atomic(out / "compare.yaml", yaml.safe_dump(
         {"methods": methods, "seeds": seeds, "config": cfg.to_dict()}, sort_keys=False))
     rows = summarise(results)
@@ -246,6 +264,30 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"\nwrote {summary_csv}, {runs_csv}, {out / 'summary.md'}" + (f", {curves}" if curves else ""),
           file=sys.stderr)
     return 0
+
+
+#: executor option -> the end of its command-line flag
+_FLAG_OF = {"address": "address", "num_cpus": "cpus", "partition": "partition", "time_min": "time",
+            "gpus_per_task": "gpus", "folder": "folder"}
+
+
+def _executor(args: argparse.Namespace):  # -> Executor
+    """The executor of ``--executor`` and its options; options of another executor are an error."""
+    from adaloss.executors import create_executor
+
+    ray = {"address": args.ray_address, "num_cpus": args.ray_cpus}
+    slurm = {"partition": args.slurm_partition, "time_min": args.slurm_time, "gpus_per_task": args.slurm_gpus,
+             "folder": args.slurm_folder}
+    given = {"ray": {k: v for k, v in ray.items() if v is not None},
+             "slurm": {k: v for k, v in slurm.items() if v is not None}}
+    for name, options in given.items():
+        if options and args.executor != name:
+            flags = sorted(f"--{name}-{_FLAG_OF[k]}" for k in options)
+            raise ValueError(f"{', '.join(flags)} apply to --executor {name}, but got --executor {args.executor}.")
+    options = dict(given.get(args.executor, {}))
+    if args.max_retries is not None:
+        options["max_retries"] = args.max_retries
+    return create_executor(args.executor, **options)
 
 
 #: method options that take Python objects (callables, modules, collectives): the Python API's, not a config's

@@ -26,6 +26,10 @@ class RunResult:
     reused: bool
     diverged: str | None = None
     """Why the run stopped early (its learned loss turned non-finite); ``final`` is then empty."""
+    failed: str | None = None
+    """Why the run failed for good (its task raised, or its worker died past its retries)."""
+    host: str | None = None
+    """The machine it trained on (``None``: not recorded)."""
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -6,13 +6,14 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 
 from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.types import TensorSplit
+from adaloss.executors import EXECUTORS, create_executor
 from adaloss.learners.base import TrainContext
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.losses.taylor import TaylorLoss, as_theta
@@ -49,6 +50,10 @@ class TaylorGLOLearner(FixedLossLearner):
         workers: processes evaluating candidates in parallel, one torch thread each (default: the
             run's torch thread count, i.e. its ``threads`` CPU budget, at most ``popsize``; 1 if
             the run's model factory cannot be pickled).
+        executor: ``"ray"`` or ``"slurm"``: evaluate candidates as tasks there instead of ``workers``
+            local processes (:class:`~adaloss.methods.TaylorGLO`'s ``executor``); ``executor_options``
+            go to :func:`~adaloss.executors.create_executor` (e.g. ``address``, ``partition``).
+        executor_options: options of that executor.
         x0: the initial CMA-ES mean (default: zeros, the centroid of the authors' EvoMAL baseline).
             It is also θ before the search (zeros: a constant loss).
         seed: the search seed (default: the torch seed of the run, ``torch.initial_seed()``).
@@ -65,6 +70,8 @@ class TaylorGLOLearner(FixedLossLearner):
         sigma: float = SIGMA,
         partial_steps: int = 500,
         workers: int | None = None,
+        executor: Literal["local", "ray", "slurm"] = "local",
+        executor_options: dict[str, Any] | None = None,
         x0: Sequence[float] | None = None,
         seed: int | None = None,
     ) -> None:
@@ -75,6 +82,14 @@ class TaylorGLOLearner(FixedLossLearner):
         self.sigma = float(check_positive("sigma", sigma))
         self.partial_steps = check_int("partial_steps", partial_steps, minimum=1)
         self.workers = None if workers is None else check_int("workers", workers, minimum=1)
+        self.executor = check_choice("executor", executor, EXECUTORS)
+        self.executor_options = dict(executor_options or {})
+        if self.executor_options and self.executor == "local":
+            raise ValueError(f"`executor_options` apply to executor='ray' or 'slurm', but executor='local' got "
+                             f"{sorted(self.executor_options)}.")
+        if self.executor != "local" and self.workers not in (None, 1):
+            raise ValueError(f"Give either `workers` (local processes) or `executor`, but got workers={workers} and "
+                             f"executor={executor!r}.")
         self.x0 = as_theta(x0, name="x0")
         self.seed = None if seed is None else check_int("seed", seed, minimum=0)
         super().__init__(TaylorLoss(task=task, theta=self.x0))
@@ -105,6 +120,10 @@ class TaylorGLOLearner(FixedLossLearner):
 
     def _workers(self) -> int:
         factory = self.context.model_factory
+        if self.executor != "local":
+            check_picklable(factory, what="the model_factory (e.g. functools.partial(create_model, ...))",
+                            workers=self.popsize)
+            return 1
         wanted = self.workers if self.workers is not None else min(torch.get_num_threads(), self.popsize)
         if wanted == 1:
             return 1
@@ -132,7 +151,8 @@ class TaylorGLOLearner(FixedLossLearner):
         """Run (or resume) the CMA-ES search (:class:`TaylorGLO`) and freeze the best θ."""
         ctx = self.context
         workers = self._workers()
-        fitness = self._fitness(portable=workers > 1)
+        remote = self.executor != "local"
+        fitness = self._fitness(portable=workers > 1 or remote)
         seed = self.seed if self.seed is not None else torch.initial_seed() % 2**31
         identity = {
             "task": self.task, "partial_steps": self.partial_steps, "model": repr(ctx.model),
@@ -149,14 +169,17 @@ class TaylorGLOLearner(FixedLossLearner):
         bar = tqdm(total=self.generations, desc="TaylorGLO search", unit="gen", file=sys.stderr,
                    dynamic_ncols=True, leave=False) if ctx.progress else None
         self.loss.set_theta(self.x0)  # the search starts from x0 (θ before the search)
+        executor = create_executor(self.executor, **self.executor_options) if remote else None
         searcher = TaylorGLO(fitness, loss=self.loss, popsize=self.popsize, generations=self.generations,
-                             sigma=self.sigma, seed=seed, workers=workers, state_path=state_path,
+                             sigma=self.sigma, seed=seed, workers=workers, executor=executor, state_path=state_path,
                              identity=identity, progress=self._progress(bar))
         try:
             searcher.search()
         finally:
             if bar is not None:
                 bar.close()
+            if executor is not None:
+                executor.close()
         self.search_summary = searcher.summary()
         result = searcher.result
         assert result is not None

@@ -29,6 +29,7 @@ import torch
 
 from adaloss._validation import check_int, check_positive
 from adaloss.checkpoint import atomic_write
+from adaloss.executors import Executor, LocalExecutor, TaskFailed
 
 __all__ = ["Fitness", "SearchResult", "SearchStateError", "candidate_seed", "cma_search"]
 
@@ -131,6 +132,16 @@ def _init_worker(payload: bytes, sys_path: list[str]) -> None:
     _WORKER_FITNESS = pickle.loads(payload)  # noqa: S301 - bytes the parent process pickled, never a file
 
 
+def _task_evaluate(fitness: Fitness, item: tuple[np.ndarray, int]) -> tuple[float | None, str | None]:
+    """One candidate as an executor's task: one torch thread, as in the process pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _evaluate(fitness, *item)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _worker_evaluate(x: np.ndarray, seed: int) -> tuple[float | None, str | None]:
     assert _WORKER_FITNESS is not None, "worker not initialised"
     return _evaluate(_WORKER_FITNESS, x, seed)
@@ -161,16 +172,20 @@ class _Evaluator:
     memory), and handed to each worker when it starts; a generation only sends candidates and seeds.
     """
 
-    def __init__(self, fitness: Fitness, workers: int) -> None:
+    def __init__(self, fitness: Fitness, workers: int, executor: Executor | None = None) -> None:
         self.fitness = fitness
         self.workers = workers
+        self.executor = executor
         self.pool: ProcessPoolExecutor | None = None
         self.payload: bytes | None = None
         self.started = False  # whether a worker has returned a result yet
-        if workers > 1:
-            self.payload = check_picklable(fitness, what="the fitness", workers=workers)
+        if workers > 1 or (executor is not None and not isinstance(executor, LocalExecutor)):
+            self.payload = check_picklable(fitness, what="the fitness", workers=max(workers, 2))
 
     def __call__(self, xs: Sequence[np.ndarray], seeds: Sequence[int]) -> list[tuple[float | None, str | None]]:
+        if self.executor is not None and not isinstance(self.executor, LocalExecutor):
+            done = self.executor.map(_task_evaluate, list(zip(xs, seeds)), shared=self.fitness)
+            return [(None, f"task failed: {r.error}") if isinstance(r, TaskFailed) else r for r in done]
         if self.payload is None:
             return [_evaluate(self.fitness, x, s) for x, s in zip(xs, seeds)]
         if self.pool is None:
@@ -361,6 +376,7 @@ def cma_search(
     state_path: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     identity: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> SearchResult:
     """Minimise ``fitness`` with CMA-ES (``cma.CMAEvolutionStrategy``) for ``generations`` generations.
 
@@ -393,6 +409,10 @@ def cma_search(
         state_path: where to keep the resumable state (``None``: nowhere).
         progress: called as ``progress(generation, best_fitness, seconds_left)`` after each generation.
         identity: extra settings (JSON values) stored with the state; resuming with different ones raises.
+        executor: evaluate each generation's candidates as tasks of this
+            :class:`~adaloss.executors.Executor` (Ray, Slurm) instead of ``workers`` local processes;
+            each task runs one torch thread, so the result equals ``workers=1``'s. A task that fails
+            for good counts as a failed candidate.
 
     Raises:
         SearchStateError: (a ``ValueError``) the file at ``state_path`` is not a search state of
@@ -436,7 +456,10 @@ def cma_search(
             _account(summary, list(stored), fs)
         logger.info("CMA-ES: resuming %s after generation %d", path, len(records))
     start = len(records)
-    evaluate = _Evaluator(fitness, min(workers, popsize))
+    if executor is not None and workers > 1:
+        raise ValueError(f"Give either `workers` (local processes) or `executor`, but got workers={workers} and "
+                         f"executor={executor.name!r}.")
+    evaluate = _Evaluator(fitness, min(workers, popsize), executor)
     seconds: list[float] = []
     try:
         for g in range(start, generations):

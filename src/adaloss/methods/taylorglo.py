@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from adaloss._validation import check_choice, check_int, check_positive
 from adaloss.data.batches import cycle, move_to
 from adaloss.data.loader import BatchLoader, iterate_batches
 from adaloss.data.types import TensorSplit
+from adaloss.executors import EXECUTORS, Executor, create_executor
 from adaloss.losses.taylor import TaylorLoss
 from adaloss.methods.base import TrainingDiverged, loss_step
 from adaloss.methods.search import GENERATIONS, POPSIZE, SIGMA, Progress, SearchResult, check_picklable, cma_search
@@ -210,6 +211,9 @@ class TaylorGLO:
         sigma: CMA-ES initial step size (the paper's 1.2).
         seed: the search seed.
         workers: processes evaluating candidates (1: this process).
+        executor: evaluate each generation's candidates as tasks elsewhere instead — ``"ray"``,
+            ``"slurm"``, or an :class:`~adaloss.executors.Executor` (``None``/``"local"``: ``workers``);
+            ``fitness`` must then be picklable; the result equals ``workers=1``'s.
         state_path: a JSON file that keeps the search resumable (``None``: not kept).
         identity: extra settings (JSON values) stored in the state file; resuming with others raises.
         progress: ``progress(generation, best_fitness, seconds_left)`` after each generation.
@@ -226,6 +230,7 @@ class TaylorGLO:
         sigma: float = SIGMA,
         seed: int = 0,
         workers: int = 1,
+        executor: Executor | Literal["local", "ray", "slurm"] | None = None,
         state_path: str | os.PathLike[str] | None = None,
         identity: Mapping[str, Any] | None = None,
         progress: Progress | None = None,
@@ -243,6 +248,12 @@ class TaylorGLO:
         self.sigma = float(check_positive("sigma", sigma))
         self.seed = check_int("seed", seed, minimum=0)
         self.workers = check_int("workers", workers, minimum=1)
+        if executor is not None and not isinstance(executor, Executor):
+            check_choice("executor", executor, EXECUTORS)
+        if executor not in (None, "local") and self.workers > 1:
+            raise ValueError(f"Give either `workers` (local processes) or `executor`, but got workers={workers} and "
+                             f"executor={getattr(executor, 'name', executor)!r}.")
+        self.executor = executor
         self.state_path = state_path
         self.identity = dict(identity or {})
         self.progress = progress
@@ -252,14 +263,20 @@ class TaylorGLO:
     def search(self) -> TaylorLoss:
         """Run (or resume) the search; set the best θ into :attr:`loss` (kept as it is if every
         candidate failed) and return it."""
-        if self.workers > 1:
-            check_picklable(self.fitness, what="`fitness`", workers=self.workers)
+        remote = self.executor not in (None, "local")
+        if self.workers > 1 or remote:
+            check_picklable(self.fitness, what="`fitness`", workers=max(self.workers, 2))
         x0 = self.loss.theta.detach().cpu().double().numpy()
-        result = cma_search(
-            _OnTheta(self.fitness, self.loss.task), x0, sigma=self.sigma, popsize=self.popsize,
-            generations=self.generations, workers=self.workers, seed=self.seed, state_path=self.state_path,
-            progress=self.progress, identity=self.identity,
-        )
+        executor = create_executor(self.executor) if remote else None
+        try:
+            result = cma_search(
+                _OnTheta(self.fitness, self.loss.task), x0, sigma=self.sigma, popsize=self.popsize,
+                generations=self.generations, workers=self.workers, seed=self.seed, state_path=self.state_path,
+                progress=self.progress, identity=self.identity, executor=executor,
+            )
+        finally:
+            if executor is not None and not isinstance(self.executor, Executor):
+                executor.close()  # one this search started
         if math.isfinite(result.fitness):
             self.loss.set_theta(result.x.tolist())
         else:

@@ -7,13 +7,18 @@ import json
 import logging
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from adaloss.data import DatasetSplits
+from adaloss.executors import Executor, LocalExecutor, Resources, TaskFailed, create_executor
+from adaloss.executors.base import ExecutorName, host_name
 from adaloss.methods.base import TrainingDiverged
 from adaloss.records import RunResult
 from adaloss.training.config import TrainConfig
@@ -96,6 +101,7 @@ def compare(
     data: object = None,
     overwrite: bool = False,
     on_plan: Callable[[dict[str, list]], None] | None = None,
+    executor: Executor | ExecutorName | None = None,
 ) -> list[RunResult]:
     """Train every method with every seed on ``base``'s task; reuse runs already finished.
 
@@ -116,6 +122,16 @@ def compare(
     A finished run is recognised by its configuration only, so give other data another
     ``out_dir``. ``on_plan`` receives :func:`plan`'s answer before anything is trained (the folder
     is read once for both).
+
+    ``executor``: where the runs train — ``"local"`` (default: one after another in this process),
+    ``"ray"`` or ``"slurm"`` (:func:`~adaloss.executors.create_executor` with its defaults), or an
+    :class:`~adaloss.executors.Executor`. Each run is one task declaring ``threads`` CPUs and a GPU
+    for ``device=cuda``; it writes into the same run directory (with remote executors, on a shared
+    file system), keeps its lock, identity and resume rules, and a task whose worker dies is
+    retried, resuming from its last checkpoint. A run that still fails comes back with ``failed``
+    set (left out of the means) instead of stopping the comparison; with the local executor an
+    error stops it, as a killed process would. ``on_result`` is called for each run as it ends (reused
+    runs first); the list returned is in the order of ``methods`` × ``seeds``.
     """
     if not methods:
         raise ValueError("Expected `methods` to name at least one method, but got an empty list.")
@@ -143,37 +159,91 @@ def compare(
             "Choose another output folder (the default one is keyed by the configuration), or replace them with "
             "--overwrite (overwrite=True)."
         )
-    results: list[RunResult] = []
+    runner = create_executor(executor)
+    todo = [r for r in runs if r.summary is None]
+    local = isinstance(runner, LocalExecutor)
     data_cache: dict[int, DatasetSplits] = {}
-    for planned in runs:
-        method, seed, cfg, summary, stale = (planned.method, planned.seed, planned.config, planned.summary,
-                                             planned.stale)
-        run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
-        reused = summary is not None
-        if summary is None:
-            if seed not in data_cache:
-                data_cache[seed] = load_data(cfg, data=data, seed=seed)
-            logger.info("training %s seed %d -> %s", method, seed, run_dir)
-            start = time.perf_counter()
-            # a run of this configuration continues (from its checkpoint, if any); one of another
-            # configuration is replaced only on request (checked for every run above)
-            if stale:
-                logger.warning("%s seed %d: replacing the run in %s, recorded with another configuration (%s), "
-                               "as asked (overwrite)", method, seed, run_dir, stale)
-            try:
-                summary = train(cfg, resume=not stale, overwrite=bool(stale), data=data_cache[seed])
-            except TrainingDiverged as e:
-                summary = {"config": cfg.identity(), "diverged": str(e), "final": {},
-                           "wall_time_s": time.perf_counter() - start}
-                run_dir.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(run_dir / _DIVERGED, json.dumps(summary, indent=2))  # a kill leaves none or all
-                logger.warning("%s seed %d diverged: %s", method, seed, e)
-        result = RunResult(method, seed, summary["final"], float(summary["wall_time_s"]), run_dir, reused,
-                           summary.get("diverged"))
-        results.append(result)
+
+    def task(r: _Planned) -> tuple[TrainConfig, object]:
+        if not local:  # loaded by the task, where it runs (your own arrays travel with it)
+            return _shared_paths(r.config), data
+        if r.seed not in data_cache:
+            data_cache[r.seed] = load_data(r.config, data=data, seed=r.seed)
+        return r.config, data_cache[r.seed]
+
+    results: dict[tuple[str, int], RunResult] = {}
+    for r in runs:
+        if r.summary is not None:
+            reused = RunResult(r.method, r.seed, r.summary["final"], float(r.summary["wall_time_s"]),
+                               Path(r.config.run_dir or ""), True, r.summary.get("diverged"),
+                               host=r.summary.get("host"))
+            results[(r.method, r.seed)] = reused
+            if on_result is not None:
+                on_result(reused)
+    bar = tqdm(total=len(todo), disable=not _shows_progress(base) or not todo, desc="runs", unit="run",
+               dynamic_ncols=True, file=sys.stderr, leave=False)
+
+    def done(i: int, outcome: dict[str, Any] | TaskFailed) -> None:
+        r = todo[i]
+        run_dir = Path(r.config.run_dir or "")
+        if isinstance(outcome, TaskFailed):
+            result = RunResult(r.method, r.seed, {}, 0.0, run_dir, False, failed=outcome.error, host=outcome.host)
+            logger.warning("%s seed %d failed after %d attempt(s): %s", r.method, r.seed, outcome.attempts,
+                           outcome.error)
+        else:
+            result = RunResult(r.method, r.seed, outcome["final"], float(outcome["wall_time_s"]), run_dir, False,
+                               outcome.get("diverged"), host=outcome.get("host"))
+        results[(r.method, r.seed)] = result
+        bar.update(1)
         if on_result is not None:
             on_result(result)
-    return results
+
+    try:
+        if todo:
+            resources = Resources(cpus=base.threads or 1, gpus=1 if str(base.device).startswith("cuda") else 0)
+            runner.map(_train_task, [task(r) for r in todo], resources=resources, on_done=done)
+    finally:
+        bar.close()
+        if executor is None or isinstance(executor, str):
+            runner.close()
+    return [results[(r.method, r.seed)] for r in runs if (r.method, r.seed) in results]
+
+
+def _shows_progress(base: TrainConfig) -> bool:
+    return sys.stderr.isatty() if base.progress == "auto" else base.progress == "on"
+
+
+def _shared_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its run directory and data folder absolute: a task elsewhere reads and writes
+    the same places on a shared file system."""
+    changes: dict[str, Any] = {"run_dir": str(Path(cfg.run_dir).resolve())} if cfg.run_dir else {}
+    if cfg.data_dir is not None:
+        changes["data_dir"] = str(Path(cfg.data_dir).expanduser().resolve())
+    return cfg.replace(**changes) if changes else cfg
+
+
+def _train_task(task: tuple[TrainConfig, object]) -> dict[str, Any]:
+    """One run of a comparison, where an executor runs it: continued from its checkpoint if its
+    directory holds this configuration's run, replaced if it holds another's (the comparison has
+    refused that unless asked to overwrite), recorded as diverged if it diverges."""
+    cfg, data = task
+    run_dir = Path(cfg.run_dir)  # type: ignore[arg-type]
+    stale = _recorded_elsewise(run_dir, cfg)
+    if stale:
+        logger.warning("%s seed %d: replacing the run in %s, recorded with another configuration (%s), as asked "
+                       "(overwrite)", cfg.method, cfg.seed, run_dir, stale)
+    logger.info("training %s seed %d -> %s", cfg.method, cfg.seed, run_dir)
+    start = time.perf_counter()
+    try:
+        summary = train(cfg, resume=not stale, overwrite=bool(stale), data=data)
+    except TrainingDiverged as e:
+        summary = {"config": cfg.identity(), "diverged": str(e), "final": {},
+                   "wall_time_s": time.perf_counter() - start, "host": host_name()}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / _DIVERGED, json.dumps(summary, indent=2))  # a kill leaves none or all
+        logger.warning("%s seed %d diverged: %s", cfg.method, cfg.seed, e)
+    return {"final": summary["final"], "wall_time_s": summary["wall_time_s"], "diverged": summary.get("diverged"),
+            "host": summary.get("host", host_name())}
 
 
 _DIVERGED = "diverged.json"
@@ -230,7 +300,8 @@ def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> l
     """One row per method: mean and sample std (n−1) over seeds of every final metric and wall time.
 
     ``seeds`` counts the runs that finished, ``diverged`` those that stopped early (left out of the
-    metric means, kept in the wall time: their compute was spent). Each row also carries
+    metric means, kept in the wall time: their compute was spent), ``failed`` (present when some
+    did) those whose task failed for good (left out of both). Each row also carries
     ``p_value``: the Welch t-test of its final test metric (the first ``test_*`` key) against
     ``baseline`` (default: the first of :data:`BASELINES` present, else the first method), over seeds.
     """
@@ -246,14 +317,18 @@ def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> l
 
     rows = []
     for method in methods:
-        runs = [r for r in results if r.method == method]
+        runs = [r for r in results if r.method == method and r.failed is None]
         finished = [r for r in runs if r.diverged is None]
         row: dict[str, Any] = {"method": method, "seeds": len(finished), "diverged": len(runs) - len(finished)}
+        failed = sum(1 for r in results if r.method == method and r.failed is not None)
+        if failed:
+            row["failed"] = failed
         for key in (finished[0].final if finished else {}):
             vals = values(method, key)
             if vals:
                 row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
-        row["wall_time_s_mean"], row["wall_time_s_std"] = _mean_std([r.wall_time_s for r in runs])
+        row["wall_time_s_mean"], row["wall_time_s_std"] = (
+            _mean_std([r.wall_time_s for r in runs]) if runs else (math.nan, math.nan))
         row["baseline"] = baseline
         row["p_value"] = (
             None if test_key is None or baseline is None or method == baseline
@@ -282,14 +357,16 @@ def format_markdown(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | Non
         headers.append(f"p vs {baseline} (Welch)")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        diverged = f" (+{row['diverged']} diverged)" if row.get("diverged") else ""
+        diverged = (f" (+{row['diverged']} diverged)" if row.get("diverged") else "") + (
+            f" (+{row['failed']} failed)" if row.get("failed") else "")
         cells = [str(row["method"]), str(row["seeds"]) + diverged]
         for k in keys:
             scale = 100.0 if _metric_of(k) == "error" else 1.0
             mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
             cells.append("n/a" if mean is None or std is None
                          else f"{scale * mean:.{_digits(k)}f} ± {scale * std:.{_digits(k)}f}")
-        cells.append(f"{row['wall_time_s_mean']:.1f} ± {row['wall_time_s_std']:.1f}")
+        cells.append("n/a" if math.isnan(row["wall_time_s_mean"])
+                     else f"{row['wall_time_s_mean']:.1f} ± {row['wall_time_s_std']:.1f}")
         if baseline is not None:
             p = row.get("p_value")
             cells.append("—" if row["method"] == baseline else ("n/a" if p is None else f"{p:.3g}"))
@@ -309,11 +386,10 @@ def write_csv(results: Sequence[RunResult], rows: Sequence[dict[str, Any]], out_
     metric_keys = list(dict.fromkeys(k for r in results for k in r.final))
     with runs_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seed", *metric_keys, "wall_time_s", "run_dir", "diverged"])
+        w.writerow(["method", "seed", *metric_keys, "wall_time_s", "host", "run_dir", "diverged", "failed"])
         for r in results:
             w.writerow([r.method, r.seed, *[r.final.get(k) for k in metric_keys], f"{r.wall_time_s:.3f}",
-                        str(r.run_dir),
-                        r.diverged or ""])
+                        r.host or "", str(r.run_dir), r.diverged or "", r.failed or ""])
     fields = list(dict.fromkeys(k for row in rows for k in row))
     with summary_path.open("w", newline="") as f:
         dw = csv.DictWriter(f, fieldnames=fields)

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -361,6 +362,7 @@ class Trainer:
                 "step": self.step,
                 "final": final,
                 "wall_time_s": self.elapsed_s,
+                "host": socket.gethostname(),
                 "config": self.config,
             }
             self.log.write({"step": self.step, **final})
