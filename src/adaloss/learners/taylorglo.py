@@ -169,7 +169,7 @@ class TaylorGLOLearner(FixedLossLearner):
         bar = tqdm(total=self.generations, desc="TaylorGLO search", unit="gen", file=sys.stderr,
                    dynamic_ncols=True, leave=False) if ctx.progress else None
         self.loss.set_theta(self.x0)  # the search starts from x0 (θ before the search)
-        executor = create_executor(self.executor, **self.executor_options) if remote else None
+        executor = create_executor(self.executor, **self.executor_options)  # type: ignore[arg-type] if remote else None
         searcher = TaylorGLO(fitness, loss=self.loss, popsize=self.popsize, generations=self.generations,
                              sigma=self.sigma, seed=seed, workers=workers, executor=executor, state_path=state_path,
                              identity=identity, progress=self._progress(bar))
