@@ -82,7 +82,7 @@ class TaylorGLOLearner(FixedLossLearner):
         self.sigma = float(check_positive("sigma", sigma))
         self.partial_steps = check_int("partial_steps", partial_steps, minimum=1)
         self.workers = None if workers is None else check_int("workers", workers, minimum=1)
-        self.executor = check_choice("executor", executor, EXECUTORS)
+        self.executor: Literal["local", "ray", "slurm"] = check_choice("executor", executor, EXECUTORS)  # type: ignore[assignment]
         self.executor_options = dict(executor_options or {})
         if self.executor_options and self.executor == "local":
             raise ValueError(f"`executor_options` apply to executor='ray' or 'slurm', but executor='local' got "
@@ -169,7 +169,7 @@ class TaylorGLOLearner(FixedLossLearner):
         bar = tqdm(total=self.generations, desc="TaylorGLO search", unit="gen", file=sys.stderr,
                    dynamic_ncols=True, leave=False) if ctx.progress else None
         self.loss.set_theta(self.x0)  # the search starts from x0 (θ before the search)
-        executor = create_executor(self.executor, **self.executor_options)  # type: ignore[arg-type] if remote else None
+        executor = create_executor(self.executor, **self.executor_options) if remote else None
         searcher = TaylorGLO(fitness, loss=self.loss, popsize=self.popsize, generations=self.generations,
                              sigma=self.sigma, seed=seed, workers=workers, executor=executor, state_path=state_path,
                              identity=identity, progress=self._progress(bar))
