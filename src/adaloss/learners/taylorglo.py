@@ -82,7 +82,7 @@ class TaylorGLOLearner(FixedLossLearner):
         self.sigma = float(check_positive("sigma", sigma))
         self.partial_steps = check_int("partial_steps", partial_steps, minimum=1)
         self.workers = None if workers is None else check_int("workers", workers, minimum=1)
-        self.executor: Literal["local", "ray", "slurm"] = check_choice("executor", executor, EXECUTORS)  # type: ignore[assignment]
+        self.executor: Literal["local", "ray", "slurm"] = check_choice("executor", executor, EXECUTORS)  # type: ignore[arg-type]
         self.executor_options = dict(executor_options or {})
         if self.executor_options and self.executor == "local":
             raise ValueError(f"`executor_options` apply to executor='ray' or 'slurm', but executor='local' got "
