@@ -198,3 +198,18 @@ def test_a_taylorglo_search_through_submitit_equals_one_worker(tmp_path: Path) -
     remote = cma_search(fitness, np.zeros(5), executor=create_executor("slurm", cluster="local",
                                                                         folder=str(tmp_path / "s")), **kw)
     assert remote.fitness == one.fitness and remote.history == one.history
+
+
+@pytest.mark.slow
+def test_the_taylorglo_method_searches_on_an_executor_as_in_one_process(tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    from adaloss.training import train
+
+    args = {"popsize": 3, "generations": 1, "partial_steps": 5, "workers": 1}
+    cfg = TrainConfig(**{**TINY, "steps": 10, "checkpoint_every": 0}).replace(method="taylorglo")  # type: ignore[arg-type]
+    here = train(cfg.replace(run_dir=str(tmp_path / "here"), method_args=args))
+    args = {**args, "workers": None, "executor": "slurm",
+            "executor_options": {"cluster": "local", "folder": str(tmp_path / "jobs")}}
+    there = train(cfg.replace(run_dir=str(tmp_path / "there"), method_args=args))
+    assert there["final"] == here["final"]
+    assert (tmp_path / "jobs").is_dir()
