@@ -484,7 +484,7 @@ def test_overrides_modify_the_built_in_job_and_the_plan_is_printed(tmp_path: Pat
     compare_module = importlib.import_module("adaloss.training.compare")
 
     def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None, overwrite=False,  # type: ignore[no-untyped-def]
-                     on_plan=None):
+                     on_plan=None, executor=None):
         seen.update(cfg=cfg, methods=list(methods), out=out_dir)
         on_plan(compare_module.plan(cfg, methods=methods, seeds=seeds, out_dir=out_dir))  # what compare announces
         raise Stop
