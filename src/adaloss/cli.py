@@ -77,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--slurm-gpus", type=int, metavar="N", help="slurm: GPUs per job (default: 1 for device=cuda)")
     x.add_argument("--slurm-folder", metavar="DIR", help="slurm: submitit's folder (default: runs/submitit)")
 
+    a = sub.add_parser(
+        "ala-pretrain", help="train ALA's policy over several short runs; write policy.pt for later runs",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(a)
+    a.add_argument("--runs", type=int, required=True, metavar="N", help="how many runs the policy trains over")
+    a.add_argument("--out", required=True, metavar="FILE", help="the policy file to write (policy.pt)")
+    a.add_argument("--seeds", metavar="S1,S2", help="one seed per run (default: 100, 101, ...)")
+    a.add_argument("--datasets", metavar="D1,D2", help="datasets used in turn (default: the config's)")
+    a.add_argument("--work-dir", metavar="DIR",
+                   help="where the runs train (default: runs/ala-pretrain/<hash of the settings>)")
+
     from adaloss.plotting.cli import add_plot_parser
 
     add_plot_parser(sub)
@@ -138,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_plot(args)
         # a signal stops the run after its current step (under torchrun the ranks must stop together: default)
         with contextlib.nullcontext() if launched_by_torchrun() else graceful_stop():
+            if args.command == "ala-pretrain":
+                return _ala_pretrain(args)
             return _train(args) if args.command == "train" else _compare(args)
     except Interrupted as e:
         again = ("rerun the same command to continue (finished runs are reused)" if args.command == "compare"
@@ -263,6 +277,23 @@ def _compare(args: argparse.Namespace) -> int:
     print(table)
     print(f"\nwrote {summary_csv}, {runs_csv}, {out / 'summary.md'}" + (f", {curves}" if curves else ""),
           file=sys.stderr)
+    return 0
+
+
+def _ala_pretrain(args: argparse.Namespace) -> int:
+    from adaloss.training.pretrain import pretrain_policy
+
+    cfg = _load(args)
+    seeds = _int_list("--seeds", args.seeds) if args.seeds else None
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+
+    def report(k: int, summary: dict) -> None:  # type: ignore[type-arg]
+        metrics = ", ".join(f"{key}={v:.4g}" for key, v in summary["final"].items())
+        print(f"  run {k + 1}/{args.runs}: {metrics} ({summary['run_dir']})", file=sys.stderr)
+
+    out = pretrain_policy(cfg, runs=args.runs, out=args.out, seeds=seeds, datasets=datasets, work_dir=args.work_dir,
+                          on_run=report)
+    print(f"wrote {out}; start a run from it with method_args.policy={out}")
     return 0
 
 

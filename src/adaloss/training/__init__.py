@@ -9,6 +9,7 @@ from adaloss.training.config import ConfigError, TrainConfig, load_config, parse
 from adaloss.training.evaluation import evaluate
 from adaloss.training.experiment import build_trainer, default_run_dir, train
 from adaloss.training.optim import create_optimizer, create_scheduler
+from adaloss.training.pretrain import pretrain_policy
 from adaloss.training.rundir import RunDirectoryBusy, RunDirectoryError
 from adaloss.training.seed import get_rng_state, seed_everything, set_rng_state
 from adaloss.training.sinks import JsonlSink, MetricSink, TensorBoardSink
@@ -37,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "parse_overrides",
+    "pretrain_policy",
     "read_jsonl",
     "save_checkpoint",
     "seed_everything",
