@@ -120,3 +120,26 @@ def test_workers_in_one_process_refuse_a_method_that_does_not_pool_them(
     run = train_in_subprocess(["model_args.hidden=[8]", "steps=3", "method=ce", "workers=2", f"run_dir={tmp_path}"])
     assert run.returncode == 2
     assert "`workers` applies to methods whose workers share what they learn (ala); method 'ce'" in run.stderr
+
+
+@pytest.mark.slow
+def test_eight_workers_as_threads_are_eight_ranks_bit_for_bit(tmp_path: Path, torchrun: Run,
+                                                                train_in_subprocess: Run) -> None:
+    tiny = [a for a in ARGS if not a.startswith(("steps=", "model_args.hidden=", "checkpoint_every="))]
+    tiny += ["steps=10", "model_args.hidden=[8]", "checkpoint_every=10"]
+    ranks = torchrun([*tiny, f"run_dir={tmp_path / 'ranks'}"], nproc=8, timeout=600)
+    assert ranks.returncode == 0, ranks.stderr
+    threads = train_in_subprocess([*tiny, "workers=8", f"run_dir={tmp_path / 'threads'}"], timeout=600)
+    assert threads.returncode == 0, threads.stderr
+    for r in range(8):
+        a = _load(tmp_path / "ranks" / "checkpoints" / f"rank{r}" / "last.pt")
+        b = _load(tmp_path / "threads" / "checkpoints" / f"rank{r}" / "last.pt")
+        assert a["step"] == b["step"] == 10
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), (r, k)
+        for k in a["learner"]["controller"]["policy"]:
+            assert torch.equal(a["learner"]["controller"]["policy"][k], b["learner"]["controller"]["policy"][k])
+        assert a["learner"]["controller"]["rewards"] == b["learner"]["controller"]["rewards"]
+    policies = [_load(tmp_path / "ranks" / "checkpoints" / f"rank{r}" / "last.pt")["learner"]["controller"]["policy"]
+                for r in range(8)]
+    assert all(torch.equal(p[k], policies[0][k]) for p in policies for k in p)  # one policy, shared

@@ -33,6 +33,11 @@ class Collective:
     def mean_(self, tensors: Sequence[Tensor]) -> None:
         """Replace each tensor, in place, by its mean over the ranks."""
 
+    def ordered_mean_(self, tensors: Sequence[Tensor]) -> None:
+        """:meth:`mean_` summed in rank order on every rank: the same bits whatever the backend's
+        reduction order, and the same as workers that are threads of one process (an all-gather:
+        for small tensors, e.g. a policy's gradient)."""
+
     def mean_grads_(self, model: nn.Module) -> None:
         """Average the ``.grad`` of ``model``'s trainable parameters over the ranks (after backward)."""
         self.mean_([p.grad for p in model.parameters() if p.requires_grad and p.grad is not None])
@@ -70,8 +75,22 @@ class FlatCollective(Collective):
         """Rank ``src``'s ``flat`` (``flat`` may be overwritten)."""
         raise NotImplementedError
 
+    def _gather_flat(self, flat: Tensor) -> list[Tensor]:
+        """Every rank's ``flat``, in rank order."""
+        raise NotImplementedError
+
     def mean_(self, tensors: Sequence[Tensor]) -> None:
         self._flat_collective(tensors, lambda flat: self._sum_flat(flat) / self.world_size)
+
+    def ordered_mean_(self, tensors: Sequence[Tensor]) -> None:
+        def ordered(flat: Tensor) -> Tensor:
+            parts = self._gather_flat(flat)
+            total = parts[0].clone()
+            for part in parts[1:]:
+                total += part
+            return total / self.world_size
+
+        self._flat_collective(tensors, ordered)
 
     def broadcast_(self, tensors: Sequence[Tensor], *, src: int = 0) -> None:
         self._flat_collective(tensors, lambda flat: self._broadcast_flat(flat, src))
@@ -111,6 +130,16 @@ class ProcessGroupCollective(FlatCollective):
                 f"checkpoint with --resume. Cause: {e}"
             ) from e
         return flat
+
+    def _gather_flat(self, flat: Tensor) -> list[Tensor]:
+        parts = [torch.empty_like(flat) for _ in range(self.world_size)]
+        try:
+            dist.all_gather(parts, flat, group=self.group)
+        except RuntimeError as e:
+            raise DistributedError(f"An all-gather across {self.world_size} ranks failed on rank {self.rank}: another "
+                                   f"rank died or did not reach it within the collective timeout (dist_timeout_s). "
+                                   f"Cause: {e}") from e
+        return parts
 
     def _broadcast_flat(self, flat: Tensor, src: int) -> Tensor:
         try:

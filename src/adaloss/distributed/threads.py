@@ -83,11 +83,14 @@ class ThreadCollective(FlatCollective):
         self.world_size = group.size
 
     def _sum_flat(self, flat: Tensor) -> Tensor:
-        parts = self.group.exchange(self.rank, flat)
+        parts = self._gather_flat(flat)
         total = parts[0].clone()
         for part in parts[1:]:
             total += part
         return total
+
+    def _gather_flat(self, flat: Tensor) -> list[Tensor]:
+        return list(self.group.exchange(self.rank, flat))
 
     def _broadcast_flat(self, flat: Tensor, src: int) -> Tensor:
         return self.group.exchange(self.rank, flat)[src].clone()

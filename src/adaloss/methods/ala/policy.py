@@ -233,7 +233,7 @@ class ALAController:
                 self.replay = [*self.replay, episode][-self.replay_capacity :]
         # several workers: the baseline follows the workers' mean reward, so it stays identical
         mean_r = torch.tensor([r], dtype=torch.float64)
-        self.collective.mean_([mean_r])
+        self.collective.ordered_mean_([mean_r])
         self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * float(mean_r)
         return stats
 
@@ -259,7 +259,7 @@ class ALAController:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # workers pool their episodes: the mean gradient, identical on every rank, keeps π identical
-        self.collective.mean_([p.grad for p in self.policy.parameters() if p.grad is not None])
+        self.collective.ordered_mean_([p.grad for p in self.policy.parameters() if p.grad is not None])
         self.optimizer.step()
         return float(loss.detach())
 
