@@ -406,6 +406,7 @@ class Trainer:
             self._mark = time.perf_counter()
         if not self.log.opened:
             self.log.open(truncate_after_step=None)
+        train_weights(self.optimizer)
         learner, loader, scheduler = self.learner, self.train_loader, self.scheduler
         for _ in range(num_steps):
             out = learner.step(next(loader))
