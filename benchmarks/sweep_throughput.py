@@ -10,7 +10,7 @@ printed with the figures: on a machine whose cores are all in use by the workers
 cannot beat one at a time by more than the cores allow, and each Ray worker process imports torch
 and adaloss once before its first run.
 
-    python benchmarks/sweep_throughput.py [--runs 8] [--steps 400] > benchmarks/results/sweep_throughput_cpu.json
+    python benchmarks/sweep_throughput.py [--runs 8] [--steps 3000] > benchmarks/results/sweep_throughput_cpu.json
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def sweep(executor: object, out: Path, runs: int, steps: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=8)
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=3000)
     args = p.parse_args()
     torch.set_num_threads(1)
     from adaloss.executors import create_executor
