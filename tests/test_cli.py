@@ -111,7 +111,7 @@ def test_builtin_compare_job_runs_the_documented_methods_on_digits(monkeypatch: 
         pass
 
     def fake_compare(cfg, *, methods, seeds, out_dir, on_result=None, overwrite=False,  # type: ignore[no-untyped-def]
-                     on_plan=None):
+                     on_plan=None, executor=None):
         seen.update(cfg=cfg, methods=list(methods), seeds=list(seeds), out=out_dir)
         raise Stop
 
