@@ -346,9 +346,10 @@ def _preamble(protocol: str, config: str, base: Any, picks: dict[str, dict[int, 
     text += (f"Tuned rows: the grid value with the lowest validation metric per seed ({picked}); their cost is "
              f"the whole sweep. `adalfl_amortised`: `meta_every={AMORTISED['meta_every']}, init_steps="
              f"{AMORTISED['init_steps']}`. **Total cost** in runs of the plain loss at the same length: from idle "
-             "per-step costs (`benchmarks/peer_step_cost.py` for optimisers and losses, `benchmarks/step_cost.py`'s "
-             "cost model for AdaLFL; one idle interleaved run each), and from the measured wall times of the runs "
-             "(made two at a time at one thread each on two cores, so indicative). ")
+             "per-step costs (`benchmarks/peer_step_cost.py` for optimisers and losses, one thread; "
+             "`benchmarks/step_cost.py`'s cost model for AdaLFL, two threads, MNIST models only; one idle interleaved "
+             "run each), and from the measured wall times of the runs (made two at a time at one thread each on two "
+             "cores, so indicative). The figure uses the idle cost, and the wall ratio where there is none. ")
     if protocol == "tuning_free" and config in PROTOCOLS["tuning_free"][:3]:
         text += ("The plain loss, its LR grid and the AdaLFL rows are the AdaLFL variants protocol's runs of the "
                  "same configuration and seeds (`adalfl_variants_<config>.json`).")
