@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 from adaloss.learners.base import RunOptimizer
-from adaloss.learners.peers import PEER_OPTIMIZERS, OptimizerPeerLearner
+from adaloss.learners.peers import PEER_OPTIMIZERS
 from adaloss.losses import create_loss
 from adaloss.models import create_model
 
@@ -54,9 +54,7 @@ def configurations(model_name: str) -> dict[str, Callable[[], Callable[[], None]
             opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=run.lr, momentum=run.momentum,
                                                          nesterov=run.nesterov, weight_decay=run.weight_decay)
         else:
-            made = OptimizerPeerLearner(loss, optimizer=optimizer).create_optimizer(params, run)  # type: ignore[arg-type]
-            assert made is not None
-            opt = made
+            opt = PEER_OPTIMIZERS[optimizer]()(params, run)  # the method's recipe at its defaults
             if hasattr(opt, "train"):
                 opt.train()
         g = torch.Generator().manual_seed(1)

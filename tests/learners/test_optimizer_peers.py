@@ -105,3 +105,8 @@ def test_bad_input_names_the_key(tmp_path: Path) -> None:
         build_trainer(_cfg(tmp_path, "schedulefree_sgd", method_args={"warmup_fraction": 1.5}))
     with pytest.raises(TypeError, match=r"Unknown option.*\['betas'\].*method 'dadapt_sgd'"):
         build_trainer(_cfg(tmp_path, "dadapt_sgd", method_args={"betas": [0.9, 0.99]}))
+    # an option of another peer is not silently ignored
+    with pytest.raises(TypeError, match=r"Unknown option.*\['momentum'\].*method 'hd_sgd'"):
+        build_trainer(_cfg(tmp_path, "hd_sgd", method_args={"momentum": 0.5}))
+    with pytest.raises(TypeError, match=r"Unknown option.*\['warmup_fraction'\].*method 'prodigy'"):
+        build_trainer(_cfg(tmp_path, "prodigy", method_args={"warmup_fraction": 0.1}))

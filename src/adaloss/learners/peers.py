@@ -11,6 +11,7 @@ the direct-optimisation peer): ``pip install -c constraints.txt -e ".[peers]" &&
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -21,79 +22,118 @@ from adaloss._validation import check_choice, check_fraction, check_positive
 from adaloss.learners.base import Learner, RunOptimizer, TrainContext, loss_step
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.optim import HypergradientSGD, dadapt_sgd, prodigy, schedulefree_sgd
+from adaloss.optim.external import import_optional
 from adaloss.typing import StateDict
 
-__all__ = ["PEER_OPTIMIZERS", "LibAUCAveragePrecisionLearner", "OptimizerPeerLearner", "import_libauc_losses"]
+__all__ = ["PEER_OPTIMIZERS", "DAdaptRecipe", "HypergradientRecipe", "LibAUCAveragePrecisionLearner",
+           "OptimizerPeerLearner", "ProdigyRecipe", "ScheduleFreeRecipe", "import_libauc_losses"]
 
-#: the optimisers of :class:`OptimizerPeerLearner`
-PEER_OPTIMIZERS = ("hd_sgd", "schedulefree_sgd", "prodigy", "dadapt_sgd")
+#: builds the optimiser a peer trains with from the model's parameters and the run's optimiser settings
+OptimizerRecipe = Callable[[list[nn.Parameter], RunOptimizer], torch.optim.Optimizer]
+
+
+class HypergradientRecipe:
+    """``method=hd_sgd``: :class:`~adaloss.optim.HypergradientSGD` (Baydin et al., ICLR 2018) from
+    the run's lr (or ``lr``), momentum, Nesterov flag and weight decay.
+
+    Args:
+        lr: the initial learning rate (``None``: the run's).
+        hypergrad_lr: the hypergradient step ``β`` (the paper's SGD-HD value).
+    """
+
+    def __init__(self, *, lr: float | None = None, hypergrad_lr: float = 1e-3) -> None:
+        self.lr = None if lr is None else float(check_positive("lr", lr))
+        self.hypergrad_lr = float(check_positive("hypergrad_lr", hypergrad_lr, allow_zero=True))
+
+    def __call__(self, params: list[nn.Parameter], run: RunOptimizer) -> torch.optim.Optimizer:
+        return HypergradientSGD(params, lr=self.lr or run.lr, hypergrad_lr=self.hypergrad_lr, momentum=run.momentum,
+                                nesterov=run.nesterov, weight_decay=run.weight_decay)
+
+
+class ScheduleFreeRecipe:
+    """``method=schedulefree_sgd``: ``schedulefree.SGDScheduleFree`` (Defazio et al., NeurIPS 2024)
+    with the package's advice — a learning rate 10–50× a tuned SGD one, momentum 0.9, a warm-up —
+    and the run's weight decay; evaluated at its averaged weights (:func:`~adaloss.optim.eval_weights`).
+
+    Args:
+        lr: its learning rate (``None``: ``lr_scale`` × the run's).
+        lr_scale: the multiple of the run's lr when ``lr`` is ``None``.
+        momentum: its interpolation momentum.
+        warmup_fraction: the linear warm-up, a share of the run's steps.
+    """
+
+    def __init__(self, *, lr: float | None = None, lr_scale: float = 10.0, momentum: float = 0.9,
+                 warmup_fraction: float = 0.05) -> None:
+        import_optional("schedulefree", needed_for="method='schedulefree_sgd'")  # before training
+        self.lr = None if lr is None else float(check_positive("lr", lr))
+        self.lr_scale = float(check_positive("lr_scale", lr_scale))
+        self.momentum = check_fraction("momentum", momentum, low_open=False, high_open=True)
+        self.warmup_fraction = check_fraction("warmup_fraction", warmup_fraction, low_open=False, high_open=True)
+
+    def __call__(self, params: list[nn.Parameter], run: RunOptimizer) -> torch.optim.Optimizer:
+        return schedulefree_sgd(params, lr=self.lr or self.lr_scale * run.lr, momentum=self.momentum,
+                                weight_decay=run.weight_decay, warmup_steps=round(self.warmup_fraction * run.steps))
+
+
+class ProdigyRecipe:
+    """``method=prodigy``: ``prodigyopt.Prodigy`` (Mishchenko & Defazio, ICML 2024) with the run's
+    weight decay (decoupled).
+
+    Args:
+        lr: the multiplier on its estimated step size (the package's 1.0).
+    """
+
+    def __init__(self, *, lr: float = 1.0) -> None:
+        import_optional("prodigyopt", needed_for="method='prodigy'")
+        self.lr = float(check_positive("lr", lr))
+
+    def __call__(self, params: list[nn.Parameter], run: RunOptimizer) -> torch.optim.Optimizer:
+        return prodigy(params, lr=self.lr, weight_decay=run.weight_decay)
+
+
+class DAdaptRecipe:
+    """``method=dadapt_sgd``: ``dadaptation.DAdaptSGD`` (Defazio & Mishchenko, ICML 2023) with the
+    run's weight decay.
+
+    Args:
+        lr: the multiplier on its step-size estimate (the package's 1.0).
+        momentum: its momentum (the package README's 0.9 for SGD).
+    """
+
+    def __init__(self, *, lr: float = 1.0, momentum: float = 0.9) -> None:
+        import_optional("dadaptation", needed_for="method='dadapt_sgd'")
+        self.lr = float(check_positive("lr", lr))
+        self.momentum = check_fraction("momentum", momentum, low_open=False, high_open=True)
+
+    def __call__(self, params: list[nn.Parameter], run: RunOptimizer) -> torch.optim.Optimizer:
+        return dadapt_sgd(params, lr=self.lr, momentum=self.momentum, weight_decay=run.weight_decay)
+
+
+#: method name -> the recipe of its optimiser, whose keyword options are the method's options
+PEER_OPTIMIZERS: dict[str, Callable[..., OptimizerRecipe]] = {
+    "hd_sgd": HypergradientRecipe, "schedulefree_sgd": ScheduleFreeRecipe, "prodigy": ProdigyRecipe,
+    "dadapt_sgd": DAdaptRecipe,
+}
 
 
 class OptimizerPeerLearner(FixedLossLearner):
     """The task's plain loss trained with an optimiser that needs no learning-rate tuning, in place
-    of the run's — ``method=hd_sgd | schedulefree_sgd | prodigy | dadapt_sgd``. What it reads of
-    the run's optimiser settings (:class:`~adaloss.learners.base.RunOptimizer`), and its defaults
-    (the methods' recommended settings):
-
-    * ``hd_sgd`` (:class:`~adaloss.optim.HypergradientSGD`; Baydin et al., ICLR 2018): starts at
-      the run's ``lr``, with its momentum, Nesterov flag and weight decay; ``hypergrad_lr`` 1e-3.
-    * ``schedulefree_sgd`` (Defazio et al., NeurIPS 2024): ``lr`` = ``lr_scale`` (10) × the run's
-      — the package's advice is 10–50× a tuned SGD rate —, momentum 0.9, a linear warm-up over
-      ``warmup_fraction`` (5 %) of the steps, the run's weight decay; evaluated at its averaged
-      weights (:func:`~adaloss.optim.eval_weights`).
-    * ``prodigy`` (Mishchenko & Defazio, ICML 2024): ``lr`` 1.0, the run's weight decay (decoupled).
-    * ``dadapt_sgd`` (Defazio & Mishchenko, ICML 2023): ``lr`` 1.0, momentum 0.9, the run's weight decay.
+    of the run's (``method=hd_sgd | schedulefree_sgd | prodigy | dadapt_sgd``).
 
     Args:
         loss: the criterion (the task's plain loss: cross-entropy or MSE).
-        optimizer: one of :data:`PEER_OPTIMIZERS`.
-        lr: the optimiser's learning rate (``None``: the rule above).
-        hypergrad_lr: ``hd_sgd``'s hypergradient step ``β``.
-        momentum: ``schedulefree_sgd``'s and ``dadapt_sgd``'s momentum (``hd_sgd`` takes the run's).
-        lr_scale: ``schedulefree_sgd``'s learning rate as a multiple of the run's, when ``lr`` is ``None``.
-        warmup_fraction: ``schedulefree_sgd``'s warm-up, a share of the run's steps.
+        optimizer: builds the optimiser from the model's parameters and the run's optimiser
+            settings (:class:`~adaloss.learners.base.RunOptimizer`), e.g. a recipe of :data:`PEER_OPTIMIZERS`.
     """
 
-    def __init__(
-        self,
-        loss: nn.Module,
-        *,
-        optimizer: Literal["hd_sgd", "schedulefree_sgd", "prodigy", "dadapt_sgd"],
-        lr: float | None = None,
-        hypergrad_lr: float = 1e-3,
-        momentum: float = 0.9,
-        lr_scale: float = 10.0,
-        warmup_fraction: float = 0.05,
-    ) -> None:
+    def __init__(self, loss: nn.Module, *,
+                 optimizer: OptimizerRecipe) -> None:
         super().__init__(loss)
-        self.optimizer = check_choice("optimizer", optimizer, PEER_OPTIMIZERS)
-        self.lr = None if lr is None else float(check_positive("lr", lr))
-        self.hypergrad_lr = float(check_positive("hypergrad_lr", hypergrad_lr, allow_zero=True))
-        self.momentum = check_fraction("momentum", momentum, low_open=False, high_open=True)
-        self.lr_scale = float(check_positive("lr_scale", lr_scale))
-        self.warmup_fraction = check_fraction("warmup_fraction", warmup_fraction, low_open=False, high_open=True)
-        if self.optimizer == "schedulefree_sgd":
-            # the package's optimisers import at construction: a missing extra fails before training
-            from adaloss.optim.external import import_optional
-
-            import_optional("schedulefree", needed_for="method='schedulefree_sgd'")
-        elif self.optimizer in ("prodigy", "dadapt_sgd"):
-            from adaloss.optim.external import import_optional
-
-            import_optional("prodigyopt" if self.optimizer == "prodigy" else "dadaptation",
-                            needed_for=f"method={self.optimizer!r}")
+        self.make_optimizer = optimizer
 
     def create_optimizer(self, params: list[nn.Parameter], run: RunOptimizer) -> torch.optim.Optimizer:
-        if self.optimizer == "hd_sgd":
-            return HypergradientSGD(params, lr=self.lr or run.lr, hypergrad_lr=self.hypergrad_lr,
-                                    momentum=run.momentum, nesterov=run.nesterov, weight_decay=run.weight_decay)
-        if self.optimizer == "schedulefree_sgd":
-            return schedulefree_sgd(params, lr=self.lr or self.lr_scale * run.lr, momentum=self.momentum,
-                                    weight_decay=run.weight_decay,
-                                    warmup_steps=round(self.warmup_fraction * run.steps))
-        if self.optimizer == "prodigy":
-            return prodigy(params, lr=self.lr or 1.0, weight_decay=run.weight_decay)
-        return dadapt_sgd(params, lr=self.lr or 1.0, momentum=self.momentum, weight_decay=run.weight_decay)
+        return self.make_optimizer(params, run)
+
 
 LIBAUC_INSTALL = 'pip install -c constraints.txt -e ".[peers]" && pip install --no-deps libauc==2.0.1'
 

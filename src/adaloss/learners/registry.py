@@ -209,19 +209,18 @@ def _optimizer_peer(name: str) -> Callable[..., Learner]:
     def factory(*, task: Task, **options: Any) -> Learner:
         """The task's plain loss trained with a learning-rate-free optimiser:
         :class:`~adaloss.learners.peers.OptimizerPeerLearner`."""
-        from adaloss.learners.peers import OptimizerPeerLearner
+        from adaloss.learners.peers import PEER_OPTIMIZERS, OptimizerPeerLearner
 
-        loss = create_loss(default_method(task), task=task)
-        peer = functools.partial(OptimizerPeerLearner, loss, optimizer=name)  # type: ignore[arg-type]
-        return call_with_options(f"method {name!r}", peer, options)
+        recipe = call_with_options(f"method {name!r}", PEER_OPTIMIZERS[name], options)
+        return OptimizerPeerLearner(create_loss(default_method(task), task=task), optimizer=recipe)
 
     return factory
 
 
-for _name in ("hd_sgd", "schedulefree_sgd", "prodigy", "dadapt_sgd"):
+for _name, _recipe in (("hd_sgd", "HypergradientRecipe"), ("schedulefree_sgd", "ScheduleFreeRecipe"),
+                       ("prodigy", "ProdigyRecipe"), ("dadapt_sgd", "DAdaptRecipe")):
     register_method(_name, _optimizer_peer(_name), tasks=("classification", "regression"),
-                    optional_dependency=_name != "hd_sgd",
-                    defaults_from=("adaloss.learners.peers:OptimizerPeerLearner",))
+                    optional_dependency=_name != "hd_sgd", defaults_from=(f"adaloss.learners.peers:{_recipe}",))
 _ADALFL_DEFAULTS = ("adaloss.losses.network:LossNetwork", "adaloss.learners.adalfl:AdaLFLLearner",
                     "adaloss.methods.adalfl:AdaLFL")
 register_method("adalfl", _adalfl, tasks=("classification", "regression"), defaults_from=_ADALFL_DEFAULTS)
