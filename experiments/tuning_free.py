@@ -128,11 +128,14 @@ def run(protocol: str, config: str, only: list[str] | None, seeds: list[int], da
     root = Path("runs") / protocol / config
     done = {**_load(_store(protocol, config)), **_variants(protocol, config, base.lr)}
     table = rows(protocol, config, base.lr)
+    grids = _grids(protocol, config, base.lr)
+    wanted = None if not only else {f for r in only for f in (grids[r] if r in grids else [r])}
+    unknown = sorted(set(only or ()) - set(table) - set(grids))
+    if unknown:
+        raise SystemExit(f"--rows: unknown row(s) {unknown}; rows: {[*table, *grids]}")
     for seed in seeds:
         for folder, (method, options, changes) in table.items():
-            if only and not any(folder == r or folder.startswith(f"{r}_lr") or (r == "label_smoothing_tuned"
-                                                                              and folder.startswith("ls"))
-                                for r in only):
+            if wanted is not None and folder not in wanted:
                 continue
             if str(seed) in done.get(folder, {}):
                 continue
