@@ -143,7 +143,7 @@ def test_a_ray_task_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path:
     cfg = TrainConfig(**{**TINY, "steps": 400, "checkpoint_every": 50})  # type: ignore[arg-type]
     plain = compare(cfg, methods=["ce"], seeds=[0], out_dir=tmp_path / "local")
     killed: list[int] = []
-    watcher = _kill_when_checkpointed(tmp_path / "ray" / "ce" / "seed0", "ray::_call_with_host", killed)
+    watcher = _kill_when_checkpointed(tmp_path / "ray" / "ce" / "seed0", "ray::call", killed)
     executor = create_executor("ray", max_retries=2)
     resumed = compare(cfg, methods=["ce"], seeds=[0], out_dir=tmp_path / "ray", executor=executor)
     watcher.join(timeout=5)

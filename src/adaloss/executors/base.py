@@ -31,11 +31,10 @@ class Resources:
 
 @dataclass(frozen=True)
 class TaskFailed:
-    """A task that failed for good (after ``attempts`` tries): its error, and where it ran last."""
+    """A task that failed for good (after ``attempts`` tries), and its error."""
 
     error: str
     attempts: int
-    host: str | None = None
 
 
 class Executor(ABC):

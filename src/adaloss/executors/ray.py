@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from adaloss.executors.base import Executor, ExecutorError, Resources, TaskFailed, call, host_name
+from adaloss.executors.base import Executor, ExecutorError, Resources, TaskFailed, call
 
 __all__ = ["RAY_INSTALL", "RayExecutor"]
 
@@ -74,7 +74,7 @@ class RayExecutor(Executor):
             on_done: Callable[[int, R | TaskFailed], None] | None = None) -> list[R | TaskFailed]:
         ray = self.ray
         remote = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=self.max_retries,
-                            retry_exceptions=False)(_call_with_host)
+                            retry_exceptions=False)(call)
         shared_ref = ray.put(shared) if shared is not None else None  # sent once; Ray resolves it in each task
         refs = [remote.remote(fn, shared_ref, item) for item in items]
         index = {ref: i for i, ref in enumerate(refs)}
@@ -84,10 +84,10 @@ class RayExecutor(Executor):
             done, pending = ray.wait(pending, num_returns=1)
             i = index[done[0]]
             try:
-                result, _host = ray.get(done[0])
+                result = ray.get(done[0])
             except ray.exceptions.RayTaskError as e:  # the task raised
                 result = TaskFailed(f"{type(e.cause).__name__}: {e.cause}", attempts=1)
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as e:  # died past its retries
+            except ray.exceptions.RayError as e:  # its worker died past its retries
                 result = TaskFailed(f"{type(e).__name__}: {e}", attempts=self.max_retries + 1)
             out[i] = result
             if on_done is not None:
@@ -97,7 +97,3 @@ class RayExecutor(Executor):
     def close(self) -> None:
         if self._started and self.ray.is_initialized():
             self.ray.shutdown()
-
-
-def _call_with_host(fn: Callable[..., R], shared: Any, item: Any) -> tuple[R, str]:
-    return call(fn, shared, item), host_name()

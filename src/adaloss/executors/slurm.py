@@ -3,6 +3,7 @@ with submitit's local executor (for tests, and machines without Slurm)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -66,8 +67,6 @@ class SlurmExecutor(Executor):
         jobs = {i: ex.submit(call, fn, shared, item) for i, item in enumerate(items)}
         attempts = dict.fromkeys(jobs, 1)
         out: list[R | TaskFailed | None] = [None] * len(items)
-        import time
-
         while jobs:
             for i, job in list(jobs.items()):
                 if not job.done():

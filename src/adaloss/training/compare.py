@@ -187,7 +187,7 @@ def compare(
         r = todo[i]
         run_dir = Path(r.config.run_dir or "")
         if isinstance(outcome, TaskFailed):
-            result = RunResult(r.method, r.seed, {}, 0.0, run_dir, False, failed=outcome.error, host=outcome.host)
+            result = RunResult(r.method, r.seed, {}, 0.0, run_dir, False, failed=outcome.error)
             logger.warning("%s seed %d failed after %d attempt(s): %s", r.method, r.seed, outcome.attempts,
                            outcome.error)
         else:
