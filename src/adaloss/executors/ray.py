@@ -7,20 +7,16 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from adaloss._optional import import_optional
 from adaloss.executors.base import Executor, ExecutorError, Resources, TaskFailed, call
 
-__all__ = ["RAY_INSTALL", "RayExecutor"]
+__all__ = ["RayExecutor"]
 
 R = TypeVar("R")
-RAY_INSTALL = 'pip install -c constraints.txt -e ".[ray]"'
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as e:
-        raise ExecutorError(f"executor='ray' needs the package 'ray' ({e}); install it with: {RAY_INSTALL}") from None
-    return ray
+    return import_optional("ray", needed_for="executor='ray'", extra="ray", error=ExecutorError)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

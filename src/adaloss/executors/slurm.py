@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from adaloss._optional import import_optional
 from adaloss._validation import check_choice, check_int
 from adaloss.executors.base import Executor, ExecutorError, Resources, TaskFailed, call
 
-__all__ = ["SLURM_INSTALL", "SlurmExecutor"]
+__all__ = ["SlurmExecutor"]
 
 R = TypeVar("R")
-SLURM_INSTALL = 'pip install -c constraints.txt -e ".[slurm]"'
 
 
 class SlurmExecutor(Executor):
@@ -38,12 +38,7 @@ class SlurmExecutor(Executor):
                  gpus_per_task: int | None = None, cluster: Literal["slurm", "local"] | None = None,
                  max_retries: int = 2) -> None:
         super().__init__(max_retries=max_retries)
-        try:
-            import submitit
-        except ImportError as e:
-            raise ExecutorError(f"executor='slurm' needs the package 'submitit' ({e}); install it with: "
-                                f"{SLURM_INSTALL}") from None
-        self.submitit = submitit
+        self.submitit = import_optional("submitit", needed_for="executor='slurm'", extra="slurm", error=ExecutorError)
         self.folder = Path(folder)
         self.partition = partition
         self.time_min = check_int("time_min", time_min, minimum=1)

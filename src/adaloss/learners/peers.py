@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaloss._optional import import_optional
 from adaloss._validation import check_choice, check_fraction, check_positive
 from adaloss.learners.base import Learner, RunOptimizer, TrainContext, loss_step
 from adaloss.learners.handcrafted import FixedLossLearner
 from adaloss.optim import HypergradientSGD, dadapt_sgd, prodigy, schedulefree_sgd
-from adaloss.optim.external import import_optional
 from adaloss.typing import StateDict
 
 __all__ = ["PEER_OPTIMIZERS", "DAdaptRecipe", "HypergradientRecipe", "LibAUCAveragePrecisionLearner",
@@ -64,7 +64,7 @@ class ScheduleFreeRecipe:
 
     def __init__(self, *, lr: float | None = None, lr_scale: float = 10.0, momentum: float = 0.9,
                  warmup_fraction: float = 0.05) -> None:
-        import_optional("schedulefree", needed_for="method='schedulefree_sgd'")  # before training
+        import_optional("schedulefree", needed_for="method='schedulefree_sgd'", extra="peers")  # before training
         self.lr = None if lr is None else float(check_positive("lr", lr))
         self.lr_scale = float(check_positive("lr_scale", lr_scale))
         self.momentum = check_fraction("momentum", momentum, low_open=False, high_open=True)
@@ -84,7 +84,7 @@ class ProdigyRecipe:
     """
 
     def __init__(self, *, lr: float = 1.0) -> None:
-        import_optional("prodigyopt", needed_for="method='prodigy'")
+        import_optional("prodigyopt", needed_for="method='prodigy'", extra="peers")
         self.lr = float(check_positive("lr", lr))
 
     def __call__(self, params: list[nn.Parameter], run: RunOptimizer) -> torch.optim.Optimizer:
@@ -101,7 +101,7 @@ class DAdaptRecipe:
     """
 
     def __init__(self, *, lr: float = 1.0, momentum: float = 0.9) -> None:
-        import_optional("dadaptation", needed_for="method='dadapt_sgd'")
+        import_optional("dadaptation", needed_for="method='dadapt_sgd'", extra="peers")
         self.lr = float(check_positive("lr", lr))
         self.momentum = check_fraction("momentum", momentum, low_open=False, high_open=True)
 

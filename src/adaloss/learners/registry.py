@@ -9,7 +9,7 @@ from typing import Any
 from adaloss._validation import call_with_options, unknown_name_error
 from adaloss.learners.base import Learner
 from adaloss.learners.handcrafted import FixedLossLearner
-from adaloss.losses import HANDCRAFTED_LOSSES, create_loss
+from adaloss.losses import HANDCRAFTED_LOSSES, OPTIONAL_LOSSES, create_loss
 from adaloss.typing import Task
 
 __all__ = ["METHODS", "METHOD_TASKS", "create_learner", "default_method", "method_defaults", "methods_for",
@@ -140,7 +140,8 @@ def _handcrafted(name: str) -> Callable[..., Learner]:
 
 
 for _name, (_task, _) in HANDCRAFTED_LOSSES.items():
-    register_method(_name, _handcrafted(_name), tasks=(_task,), defaults_from=(HANDCRAFTED_LOSSES[_name][1],))
+    register_method(_name, _handcrafted(_name), tasks=(_task,), optional_dependency=_name in OPTIONAL_LOSSES,
+                    defaults_from=(HANDCRAFTED_LOSSES[_name][1],))
 
 
 def _adalfl(*, task: Task, **options: Any) -> Learner:

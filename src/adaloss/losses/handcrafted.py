@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from adaloss._optional import import_optional
 from adaloss._validation import call_with_options, check_positive, unknown_name_error
 from adaloss.functional.losses import (
     contrastive_loss,
@@ -18,7 +19,7 @@ from adaloss.functional.losses import (
 from adaloss.typing import Task
 
 __all__ = ["ContrastiveLoss", "FocalLoss", "GeneralizedCrossEntropy", "HANDCRAFTED_LOSSES", "MarginLoss",
-           "SymmetricCrossEntropy", "create_loss"]
+           "MultiSimilarityLoss", "OPTIONAL_LOSSES", "SymmetricCrossEntropy", "create_loss"]
 
 
 class FocalLoss(nn.Module):
@@ -131,6 +132,54 @@ class MarginLoss(nn.Module):
         return f"alpha={self.alpha}, beta={self.beta}, normalize={self.normalize}"
 
 
+class MultiSimilarityLoss(nn.Module):
+    """Multi-similarity loss with its hard-pair mining (Wang et al., "Multi-Similarity Loss with
+    General Pair Weighting for Deep Metric Learning", CVPR 2019, eqs. 10-12), as
+    pytorch-metric-learning computes it (``MultiSimilarityLoss`` after ``MultiSimilarityMiner``,
+    cosine similarity, the mean over anchors): the metric-learning peer users already know. Needs
+    ``adaloss[dml]``.
+
+    For anchor i with similarities S_ij, mining keeps a negative when S_ij + ε > min over its
+    positives, a positive when S_ij − ε < max over its negatives; the anchor's loss is
+    ``log(1 + Σ_pos exp(−α(S − λ))) / α + log(1 + Σ_neg exp(β(S − λ))) / β``.
+
+    Args:
+        alpha: the positives' scale α (the paper's 2).
+        beta: the negatives' scale β (the paper's 50).
+        base: the similarity margin λ (the paper's 0.5; ``base`` in pytorch-metric-learning).
+        epsilon: the mining margin ε (the paper's 0.1); ``None`` uses every pair.
+    """
+
+    _loss: Any
+    _miner: Any
+
+    def __init__(self, *, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5,
+                 epsilon: float | None = 0.1) -> None:
+        super().__init__()
+        self.alpha = float(check_positive("alpha", alpha))
+        self.beta = float(check_positive("beta", beta))
+        if isinstance(base, bool) or not isinstance(base, (int, float)) or not -1.0 <= base <= 1.0:
+            raise ValueError(f"Expected `base` to be a cosine similarity in [-1, 1], but got {base!r}.")
+        self.base = float(base)
+        self.epsilon = None if epsilon is None else float(check_positive("epsilon", epsilon, allow_zero=True))
+        needed = "loss 'multi_similarity'"
+        pml = {name: import_optional(f"pytorch_metric_learning.{name}", needed_for=needed, extra="dml")
+               for name in ("losses", "miners", "reducers")}
+        # kept out of the module tree: they hold no state, and the loss's own options are above
+        self.__dict__["_loss"] = pml["losses"].MultiSimilarityLoss(
+            alpha=self.alpha, beta=self.beta, base=self.base, reducer=pml["reducers"].MeanReducer())
+        self.__dict__["_miner"] = (None if self.epsilon is None
+                                   else pml["miners"].MultiSimilarityMiner(epsilon=self.epsilon))
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        pairs = None if self._miner is None else self._miner(embeddings, labels)
+        loss: Tensor = self._loss(embeddings, labels, pairs)
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, base={self.base}, epsilon={self.epsilon}"
+
+
 def _cross_entropy() -> nn.Module:
     return nn.CrossEntropyLoss()
 
@@ -165,6 +214,11 @@ def _margin(alpha: float = 0.2, beta: float = 1.2, normalize: bool = True) -> nn
     return MarginLoss(alpha=alpha, beta=beta, normalize=normalize)
 
 
+def _multi_similarity(alpha: float = 2.0, beta: float = 50.0, base: float = 0.5,
+                      epsilon: float | None = 0.1) -> nn.Module:
+    return MultiSimilarityLoss(alpha=alpha, beta=beta, base=base, epsilon=epsilon)
+
+
 #: name → (task the loss applies to, factory taking the loss's keyword options)
 HANDCRAFTED_LOSSES: dict[str, tuple[Task, Callable[..., nn.Module]]] = {
     "ce": ("classification", _cross_entropy),
@@ -175,7 +229,10 @@ HANDCRAFTED_LOSSES: dict[str, tuple[Task, Callable[..., nn.Module]]] = {
     "mse": ("regression", _mse),
     "contrastive": ("embedding", _contrastive),
     "margin": ("embedding", _margin),
+    "multi_similarity": ("embedding", _multi_similarity),
 }
+#: losses computed by a package outside the base install → the extra that installs it
+OPTIONAL_LOSSES: dict[str, str] = {"multi_similarity": "dml"}
 
 
 def create_loss(name: str, *, task: Task, **options: Any) -> nn.Module:

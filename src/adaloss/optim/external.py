@@ -11,36 +11,22 @@ Optional dependencies (``pip install -c constraints.txt -e ".[peers]"``): ``sche
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from torch import Tensor
 from torch.optim import Optimizer
 
+from adaloss._optional import import_optional
 from adaloss._validation import check_fraction, check_positive
 
 __all__ = [
-    "PEERS_INSTALL",
     "dadapt_sgd",
     "eval_weights",
     "final_weights",
-    "import_optional",
     "prodigy",
     "schedulefree_sgd",
     "train_weights",
 ]
-
-PEERS_INSTALL = 'pip install -c constraints.txt -e ".[peers]"'
-
-
-def import_optional(module: str, *, needed_for: str) -> Any:
-    """Import ``module``, or an ImportError naming what needs it and the extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"{needed_for} needs the package {module!r} ({e}); install it with: "
-                          f"{PEERS_INSTALL}") from None
 
 
 def schedulefree_sgd(
@@ -50,7 +36,7 @@ def schedulefree_sgd(
     """``schedulefree.SGDScheduleFree``: SGD with Polyak–Ruppert-style interpolated averaging in
     place of a schedule (Defazio et al. 2024, Alg. 1). Its README's advice: a learning rate 10–50×
     a tuned SGD one, momentum 0.9 and a warm-up; evaluate with :func:`eval_weights`."""
-    sf = import_optional("schedulefree", needed_for="optimizer='schedulefree_sgd'")
+    sf = import_optional("schedulefree", needed_for="optimizer='schedulefree_sgd'", extra="peers")
     check_positive("lr", lr)
     check_fraction("momentum", momentum, low_open=False)
     if warmup_steps < 0:
@@ -63,7 +49,7 @@ def prodigy(params: Iterable[Tensor], *, lr: float = 1.0, weight_decay: float = 
             betas: tuple[float, float] = (0.9, 0.999), d_coef: float = 1.0) -> Optimizer:
     """``prodigyopt.Prodigy``: Adam whose step size D is estimated on line (Mishchenko & Defazio
     2024, Alg. 4); the package recommends ``lr=1.0`` (a multiplier on D), decoupled weight decay."""
-    mod = import_optional("prodigyopt", needed_for="optimizer='prodigy'")
+    mod = import_optional("prodigyopt", needed_for="optimizer='prodigy'", extra="peers")
     check_positive("lr", lr)
     check_positive("d_coef", d_coef)
     return mod.Prodigy(params, lr=lr, betas=betas, weight_decay=weight_decay, d_coef=d_coef)
@@ -74,7 +60,7 @@ def dadapt_sgd(params: Iterable[Tensor], *, lr: float = 1.0, momentum: float = 0
     """``dadaptation.DAdaptSGD``: SGD with a D-Adaptation estimate of the distance to the
     solution as its step size (Defazio & Mishchenko 2023, Alg. 1 with momentum); ``lr=1.0`` is the
     package's multiplier on that estimate, momentum 0.9 its README's advice for SGD."""
-    mod = import_optional("dadaptation", needed_for="optimizer='dadapt_sgd'")
+    mod = import_optional("dadaptation", needed_for="optimizer='dadapt_sgd'", extra="peers")
     check_positive("lr", lr)
     check_fraction("momentum", momentum, low_open=False)
     return mod.DAdaptSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
