@@ -51,7 +51,7 @@ ROWS = [
     # candidates for sample efficiency , each beside the default row
     ("ala (class_frequency, workers=4)", "ala", ("workers=4", *FREQUENCY), "ala_workers4"),
     ("ala (class_frequency, entropy_coef=0.01)", "ala", (*FREQUENCY, "method_args.ala.entropy_coef=0.01"), "ala_entropy"),
-    # the previous default (sessions 8-9): windows of K = 100 steps, 30 episodes per run
+    # the previous default: windows of K = 100 steps, 30 episodes per run
     ("ala (class_frequency, K=100)", "ala", (*FREQUENCY, "method_args.ala.every=100"), "ala_K100"),
     ("ala (class_frequency, warm-started policy)", "ala", (*FREQUENCY, "method_args.ala.policy={warm_policy}"), "ala_warm"),
 ]
