@@ -1,0 +1,224 @@
+"""ALA's own loss families on the planted mismatch: how many pooled episodes they need to learn.
+
+The planted task of ``ala_planted.py`` (imbalanced Fashion-MNIST, target balanced error,
+``experiments/configs/fmnist_imbalanced.yaml``), with one of the paper's classification families
+(``class_weight``: one log-weight per class; ``class_pair``: the C×C matrix, log-probability form)
+given more episodes two ways:
+
+* **workers** — ``workers=W`` training workers (threads of one process) share one policy and pool
+  their episodes into each update, as torchrun ranks do; worker 0 is reported. Section
+  ``ala_workers_<family>``.
+* **pretraining** — ``adaloss ala-pretrain``: a chain of N runs (seeds 100, 101, …, none an
+  evaluation seed), each continuing the previous run's policy; every evaluation seed then starts from
+  the chain's policy after N runs and keeps training it (one worker). One chain of the largest N
+  serves every N (the policy after run N of it). The policy pretrained on Fashion-MNIST is also
+  started on the same imbalance of MNIST, which it never saw (transfer). Section
+  ``ala_pretrained_planted_<family>``.
+
+Every ALA row uses the controller settings under which the tied family learns in one run
+(``--controller efficient``: windows of 50 steps, 60 episodes per 3000-step run, β = 0.3, policy lr
+1e-2, normalized reward) or the preset's (``--controller preset``). CE and the class-weighted
+oracles are trained beside them; "gap closed" is (CE − ALA) / (CE − best oracle).
+
+    python experiments/ala_families.py --family class_weight --data-dir ../shared/datasets --threads 1
+    python experiments/make_results.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CONFIG = "fmnist_imbalanced"
+CONTROLLERS: dict[str, tuple[str, ...]] = {
+    "efficient": ("method_args.ala.every=50", "method_args.ala.smoothing_window=10", "method_args.ala.beta=0.3",
+                  "method_args.ala.policy_lr=0.01", "method_args.ala.reward=normalized"),
+    "preset": (),
+}
+ORACLES = (("ce_weighted (1/f)", ()), ("ce_weighted (1/√f)", ("method_args.ce_weighted.power=0.5",)))
+
+
+def _overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    return (f"method_args.ala.family={args.family}", "method_args.ala.val_subset=all", *CONTROLLERS[args.controller])
+
+
+def _command(method: str, seeds: str, folder: Path, data_dir: str, overrides: tuple[str, ...],
+             runtime: list[str]) -> str:
+    return (f"adaloss compare -c experiments/configs/{CONFIG}.yaml --methods {method} --seeds {seeds} "
+            f"--data-dir {data_dir} --out {folder} {' '.join((*overrides, *runtime))}").rstrip()
+
+
+def _phi_line(results: list[Any], minority: list[int]) -> str:
+    """Worker 0's learned Φ at the end: the minority/majority class-weight ratio (class_weight) or
+    the mean off-diagonal entry of the minority classes' rows against the others' (class_pair)."""
+    from adaloss.training.sinks import read_jsonl
+
+    ratios = []
+    for r in results:
+        snaps = read_jsonl(r.run_dir / "snapshots.jsonl")
+        if not snaps:
+            continue
+        last = snaps[-1]
+        if "weights" in last:
+            w = last["weights"]
+            major = [x for c, x in enumerate(w) if c not in minority]
+            ratios.append(statistics.fmean(w[c] for c in minority) / statistics.fmean(major))
+    if not ratios:
+        return ""
+    return (f"minority/majority class-weight ratio {statistics.fmean(ratios):.2f} (per seed "
+            f"{', '.join(f'{x:.2f}' for x in ratios)}; 1 = cross-entropy)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", required=True, choices=["class_weight", "class_pair"])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--workers", type=int, nargs="*", default=[1, 4, 8, 16])
+    p.add_argument("--pretrain", type=int, nargs="*", default=[4, 16], metavar="N",
+                   help="pretraining budgets in runs (empty: no pretraining rows)")
+    p.add_argument("--transfer", default="mnist", help="dataset the pretrained policy is started on unseen ('': none)")
+    p.add_argument("--controller", choices=sorted(CONTROLLERS), default="efficient")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--runs", default="runs/ala_families")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from adaloss.training import load_config
+    from adaloss.training.compare import compare, format_markdown, summarise, welch_p_value
+    from adaloss.training.pretrain import POLICY_FILE, pretrain_policy
+    from ala_protocol import controller_summary
+    from make_results import write_section
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runtime = [*args.overrides, *([f"threads={args.threads}"] if args.threads else [])]
+    runs = Path(args.runs)
+    ala = _overrides(args)
+    cfg0 = load_config(HERE / "configs" / f"{CONFIG}.yaml", [])
+    minority = list(cfg0.minority_classes or [])
+    key = f"test_{cfg0.metric}"
+
+    def rows_of(label: str, method: str, overrides: tuple[str, ...], folder: Path,
+                dataset: str | None = None) -> tuple[list[Any], str]:
+        cfg = load_config(HERE / "configs" / f"{CONFIG}.yaml", [*overrides, *runtime]).replace(data_dir=args.data_dir)
+        if dataset is not None:
+            cfg = cfg.replace(dataset=dataset)
+            overrides = (f"dataset={dataset}", *overrides)
+        print(f"{label}: {method} x {seeds} -> {folder}", file=sys.stderr)
+        results = [dataclasses.replace(r, method=label)
+                   for r in compare(cfg, methods=(method,), seeds=seeds, out_dir=folder)]
+        return results, _command(method, args.seeds, folder, args.data_dir, overrides, runtime)
+
+    def section(title: str, blocks: list[tuple[str, str, tuple[str, ...], Path]], intro: str,
+                extra_commands: list[str], record: dict[str, Any], dataset: str | None = None) -> str:
+        table, values, commands, notes = [], {}, [*extra_commands], []
+        for label, method, overrides, folder in blocks:
+            results, command = rows_of(label, method, overrides, folder, dataset)
+            table += results
+            values[label] = [r.final[key] for r in results if r.final.get(key) is not None]
+            commands.append(command)
+            record[label] = {str(r.seed): {**r.final, "wall_time_s": r.wall_time_s, "run_dir": str(r.run_dir)}
+                             for r in results}
+            if method == "ala":
+                notes.append((label, results))
+        ce = statistics.fmean(values["ce"])
+        oracle_label = min((lbl for lbl in values if lbl.startswith("ce_weighted")),
+                           key=lambda lbl: statistics.fmean(values[lbl]))
+        oracle = statistics.fmean(values[oracle_label])
+        lines = [title, "", intro, "", format_markdown(summarise(table, baseline="ce")), ""]
+        for label, results in notes:
+            v = values[label]
+            m = statistics.fmean(v)
+            pv = welch_p_value(v, values["ce"])
+            shown_p = "n/a" if pv is None else f"{pv:.3g}"
+            closed = (ce - m) / (ce - oracle) if ce != oracle else float("nan")
+            wall = statistics.median(r.wall_time_s for r in results)
+            phi = _phi_line(results, minority)
+            lines.append(f"- **{label}**: {key} {m:.4f} vs ce {ce:.4f} (p = {shown_p}), best oracle `{oracle_label}` "
+                         f"{oracle:.4f}: closes **{closed:.0%}** of the CE→oracle gap; median wall time of a run "
+                         f"{wall:.0f} s. " + (f"Learned Φ: {phi}. " if phi else "")
+                         + controller_summary(results, label))
+        lines += ["", "Generated by (finished runs are reused):", "", "```", *commands,
+                  "python experiments/ala_families.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "```", ""]
+        return "\n".join(lines)
+
+    base_rows = [("ce", "ce", (), runs / "ce"),
+                 *((label, "ce_weighted", o, runs / ("ce_sqrt" if o else "ce")) for label, o in ORACLES)]
+    setting = (f"ALA `family={args.family}`, controller `{args.controller}` "
+               f"({', '.join(o.removeprefix('method_args.ala.') for o in CONTROLLERS[args.controller]) or 'the preset'}"
+               f"), reward on the whole validation split")
+    common = (f"`experiments/configs/{CONFIG}.yaml`: classes {minority} keep {cfg0.minority_fraction:.0%} of their "
+              f"training and validation rows (test split balanced); MLP {cfg0.model_args}, {cfg0.steps} steps. "
+              f"{setting}. Seeds {args.seeds}; mean ± sample std; p: Welch t-test against `ce`. The workers of a run "
+              "are threads sharing this machine's 2 cores with one torch thread each, and other jobs ran beside "
+              "them: wall times are each run's own, not a timing.")
+
+    def workers_row(w: int) -> tuple[str, str, tuple[str, ...], Path]:
+        return (f"ala ({args.family}, workers={w})", "ala", (f"workers={w}", *ala),
+                runs / args.family / args.controller / f"workers{w}")
+
+    record: dict[str, Any] = {}
+    if args.workers:
+        blocks = [*base_rows, *(workers_row(w) for w in args.workers)]
+        text = section(f"## ALA's `{args.family}` family with pooled episodes: workers sharing one policy "
+                       "(`experiments/ala_families.py`)", blocks,
+                       common + " Each update averages the W workers' policy gradients (W × 60 episodes per run "
+                       "with the efficient controller); worker 0 is reported.", [],
+                       record.setdefault("workers", {}))
+        write_section(f"ala_workers_{args.family}", text)
+
+    if args.pretrain:
+        chain = runs / args.family / args.controller / "pretrain"
+        cfg = load_config(HERE / "configs" / f"{CONFIG}.yaml",
+                          [*(o.replace("method_args.ala.", "method_args.") for o in ala), "method=ala",
+                           *runtime]).replace(data_dir=args.data_dir)
+        longest = max(args.pretrain)
+        pretrain_policy(cfg, runs=longest, out=chain / "policy.pt", work_dir=chain / "chain")
+        chain_cmd = (f"adaloss ala-pretrain -c experiments/configs/{CONFIG}.yaml --runs {longest} --out "
+                     f"{chain / 'policy.pt'} --work-dir {chain / 'chain'} --data-dir {args.data_dir} method=ala "
+                     + " ".join((*(o.replace("method_args.ala.", "method_args.") for o in ala), *runtime)))
+
+        def pretrained(dataset: str | None) -> list[tuple[str, str, tuple[str, ...], Path]]:
+            where = dataset or "fmnist"
+            if dataset is None:  # the workers section's folders: the same runs
+                label, method, overrides, folder = workers_row(1)
+                rows = [*base_rows, (f"ala ({args.family}, from scratch)", method, overrides, folder)]
+            else:
+                rows = [("ce", "ce", (), runs / where / "ce"),
+                        *((label, "ce_weighted", o, runs / where / ("ce_sqrt" if o else "ce")) for label, o in ORACLES),
+                        (f"ala ({args.family}, from scratch)", "ala", ala,
+                         runs / args.family / args.controller / where / "scratch")]
+            for n in args.pretrain:
+                policy = chain / "chain" / f"run{n - 1}" / POLICY_FILE
+                rows.append((f"ala ({args.family}, pretrained N={n})", "ala",
+                             (*ala, f"method_args.ala.policy={policy}"),
+                             runs / args.family / args.controller / where / f"pretrained{n}"))
+            return rows
+
+        parts = [section(f"## ALA's `{args.family}` family from a pretrained policy: the planted task "
+                         "(`experiments/ala_families.py`)", pretrained(None),
+                         common + f" Pretraining: one chain of {longest} runs (seeds 100…{99 + longest}), N runs × "
+                         "60 episodes; each evaluation seed starts from the chain's policy after N runs, with one "
+                         "worker, and keeps training it.", [chain_cmd], record.setdefault("pretrained", {}))]
+        if args.transfer:
+            parts.append(section(f"### Transfer: the Fashion-MNIST policy on `{args.transfer}` with the same imbalance",
+                                 pretrained(args.transfer),
+                                 f"The same rows on `dataset={args.transfer}` (classes {minority} thinned the same "
+                                 "way), a dataset the pretraining never saw.", [],
+                                 record.setdefault(f"transfer_{args.transfer}", {}), dataset=args.transfer))
+        write_section(f"ala_pretrained_planted_{args.family}", "\n".join(parts))
+    out = HERE / "results" / f"ala_families_{args.family}_{args.controller}.json"
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    out.write_text(json.dumps({**old, **record}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
