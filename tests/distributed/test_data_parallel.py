@@ -97,7 +97,18 @@ def test_a_killed_rank_fails_the_job_fast_and_the_run_resumes(
     assert procs[0].returncode != 0
     assert time.monotonic() - killed < 45  # within the collective timeout, not a hang
     assert "adaloss: distributed job failed" in err and "dist_timeout_s" in err, err[-2000:]
-    # the checkpoint written before the failure resumes on 2 ranks to the end
+    # the checkpoint written before the failure resumes on 2 ranks to the end, once the dead job's
+    # processes are gone (the kernel drops their lock on the run directory when the last one exits)
+    from adaloss.training.rundir import RunDirectoryBusy, RunDirLock
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            RunDirLock(run_dir).probe()
+            break
+        except RunDirectoryBusy:
+            assert time.monotonic() < deadline, "the killed job's lock on the run directory was never released"
+            time.sleep(0.2)
     done = torchrun(args)
     assert done.returncode == 0, done.stderr
     assert "test_error" in done.stdout
