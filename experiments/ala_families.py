@@ -1,26 +1,30 @@
-"""ALA's own loss families on the planted mismatch: how many pooled episodes they need to learn.
+"""ALA's own loss families: how many pooled episodes they need to learn.
 
-The planted task of ``ala_planted.py`` (imbalanced Fashion-MNIST, target balanced error,
-``experiments/configs/fmnist_imbalanced.yaml``), with one of the paper's classification families
-(``class_weight``: one log-weight per class; ``class_pair``: the C×C matrix, log-probability form)
-given more episodes two ways:
+Two protocols. ``planted`` (``ala_planted.py``'s task: imbalanced Fashion-MNIST, target balanced
+error, ``experiments/configs/fmnist_imbalanced.yaml``) with one of the paper's classification
+families (``class_weight``: one log-weight per class; ``class_pair``: the C×C matrix,
+log-probability form); the class-weighted cross-entropies are the oracles. ``metric``
+(``experiments/configs/fmnist_metric.yaml``: retrieval Recall@1 on classes never trained on) with
+the pair-distance bins (``bins``); pytorch-metric-learning's multi-similarity loss is the peer.
+The family is given more episodes two ways:
 
 * **workers** — ``workers=W`` training workers (threads of one process) share one policy and pool
   their episodes into each update, as torchrun ranks do; worker 0 is reported. Section
-  ``ala_workers_<family>``.
+  ``ala_workers_<family>`` (``ala_workers_metric_bins``).
 * **pretraining** — ``adaloss ala-pretrain``: a chain of N runs (seeds 100, 101, …, none an
   evaluation seed), each continuing the previous run's policy; every evaluation seed then starts from
   the chain's policy after N runs and keeps training it (one worker). One chain of the largest N
   serves every N (the policy after run N of it). The policy pretrained on Fashion-MNIST is also
-  started on the same imbalance of MNIST, which it never saw (transfer). Section
-  ``ala_pretrained_planted_<family>``.
+  started on MNIST with the same setting, which it never saw (transfer). Section
+  ``ala_pretrained_planted_<family>`` / ``ala_pretrained_metric``.
 
 Every ALA row uses the controller settings under which the tied family learns in one run
 (``--controller efficient``: windows of 50 steps, 60 episodes per 3000-step run, β = 0.3, policy lr
-1e-2, normalized reward) or the preset's (``--controller preset``). CE and the class-weighted
-oracles are trained beside them; "gap closed" is (CE − ALA) / (CE − best oracle).
+1e-2, normalized reward) or the preset's (``--controller preset``). "Gap closed" is
+(ALA − baseline) / (best reference − baseline).
 
     python experiments/ala_families.py --family class_weight --data-dir ../shared/datasets --threads 1
+    python experiments/ala_families.py --protocol metric --family bins --data-dir ../shared/datasets --threads 1
     python experiments/make_results.py
 """
 
@@ -35,22 +39,52 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-CONFIG = "fmnist_imbalanced"
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A task ALA's families are measured on: its config, fixed-loss baseline and references."""
+
+    config: str
+    baseline: str
+    #: (label, method, overrides, folder): the known better losses (oracles) or the peers
+    references: tuple[tuple[str, str, tuple[str, ...], str], ...]
+    families: tuple[str, ...]
+    what: str  # how the section introduces the task
+    reference_kind: str
+    pretrain: tuple[int, ...]
+    workers: tuple[int, ...]
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "planted": Protocol(
+        "fmnist_imbalanced", "ce",
+        (("ce_weighted (1/f)", "ce_weighted", (), "ce"),
+         ("ce_weighted (1/√f)", "ce_weighted", ("method_args.ce_weighted.power=0.5",), "ce_sqrt")),
+        ("class_weight", "class_pair"),
+        "classes {minority} keep {fraction:.0%} of their training and validation rows (test split balanced); "
+        "MLP {model_args}, {steps} steps", "oracle", (4, 16), (1, 4, 8, 16)),
+    "metric": Protocol(
+        "fmnist_metric", "contrastive", (("multi_similarity", "multi_similarity", (), "multi_similarity"),),
+        ("bins",),
+        "Fashion-MNIST classes {train_classes} trained on, the other classes' test images retrieved; Conv-4 "
+        "embedding, {steps} steps", "peer", (2, 4), (1, 4)),
+}
 CONTROLLERS: dict[str, tuple[str, ...]] = {
     "efficient": ("method_args.ala.every=50", "method_args.ala.smoothing_window=10", "method_args.ala.beta=0.3",
                   "method_args.ala.policy_lr=0.01", "method_args.ala.reward=normalized"),
     "preset": (),
 }
-ORACLES = (("ce_weighted (1/f)", ()), ("ce_weighted (1/√f)", ("method_args.ce_weighted.power=0.5",)))
 
 
 def _overrides(args: argparse.Namespace) -> tuple[str, ...]:
-    return (f"method_args.ala.family={args.family}", "method_args.ala.val_subset=all", *CONTROLLERS[args.controller])
+    family = () if args.family == "bins" else (f"method_args.ala.family={args.family}",)
+    return (*family, "method_args.ala.val_subset=all", *CONTROLLERS[args.controller])
 
 
-def _command(method: str, seeds: str, folder: Path, data_dir: str, overrides: tuple[str, ...],
+def _command(config: str, method: str, seeds: str, folder: Path, data_dir: str, overrides: tuple[str, ...],
              runtime: list[str]) -> str:
-    return (f"adaloss compare -c experiments/configs/{CONFIG}.yaml --methods {method} --seeds {seeds} "
+    return (f"adaloss compare -c experiments/configs/{config}.yaml --methods {method} --seeds {seeds} "
             f"--data-dir {data_dir} --out {folder} {' '.join((*overrides, *runtime))}").rstrip()
 
 
@@ -77,18 +111,28 @@ def _phi_line(results: list[Any], minority: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", required=True, choices=["class_weight", "class_pair"])
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="planted")
+    p.add_argument("--family", required=True, choices=sorted({f for pr in PROTOCOLS.values() for f in pr.families}),
+                   help="the loss family (planted: class_weight, class_pair; metric: bins)")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--workers", type=int, nargs="*", default=[1, 4, 8, 16])
-    p.add_argument("--pretrain", type=int, nargs="*", default=[4, 16], metavar="N",
-                   help="pretraining budgets in runs (empty: no pretraining rows)")
+    p.add_argument("--workers", type=int, nargs="*", default=None,
+                   help="worker counts (default: planted 1 4 8 16, metric 1 4; empty: no workers rows)")
+    p.add_argument("--pretrain", type=int, nargs="*", default=None, metavar="N",
+                   help="pretraining budgets in runs (default: planted 4 16, metric 2 4; empty: none)")
     p.add_argument("--transfer", default="mnist", help="dataset the pretrained policy is started on unseen ('': none)")
     p.add_argument("--controller", choices=sorted(CONTROLLERS), default="efficient")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--runs", default="runs/ala_families")
+    p.add_argument("--runs", default=None, help="default: runs/ala_families (planted), runs/ala_families_metric")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     args = p.parse_args(argv)
+    proto = PROTOCOLS[args.protocol]
+    if args.family not in proto.families:
+        p.error(f"--family: the {args.protocol} protocol's families are {list(proto.families)}, "
+                f"but got {args.family!r}")
+    workers = proto.workers if args.workers is None else tuple(args.workers)
+    budgets = proto.pretrain if args.pretrain is None else tuple(args.pretrain)
+    config = proto.config
     sys.path.insert(0, str(HERE))
     from adaloss.training import load_config
     from adaloss.training.compare import compare, format_markdown, summarise, welch_p_value
@@ -98,22 +142,24 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = [int(s) for s in args.seeds.split(",")]
     runtime = [*args.overrides, *([f"threads={args.threads}"] if args.threads else [])]
-    runs = Path(args.runs)
+    runs = Path(args.runs or ("runs/ala_families" if args.protocol == "planted" else "runs/ala_families_metric"))
     ala = _overrides(args)
-    cfg0 = load_config(HERE / "configs" / f"{CONFIG}.yaml", [])
+    cfg0 = load_config(HERE / "configs" / f"{config}.yaml", [])
     minority = list(cfg0.minority_classes or [])
     key = f"test_{cfg0.metric}"
+    higher = cfg0.metric.startswith(("recall", "nmi", "aucpr", "accuracy"))
+    base = proto.baseline
 
     def rows_of(label: str, method: str, overrides: tuple[str, ...], folder: Path,
                 dataset: str | None = None) -> tuple[list[Any], str]:
-        cfg = load_config(HERE / "configs" / f"{CONFIG}.yaml", [*overrides, *runtime]).replace(data_dir=args.data_dir)
+        cfg = load_config(HERE / "configs" / f"{config}.yaml", [*overrides, *runtime]).replace(data_dir=args.data_dir)
         if dataset is not None:
             cfg = cfg.replace(dataset=dataset)
             overrides = (f"dataset={dataset}", *overrides)
         print(f"{label}: {method} x {seeds} -> {folder}", file=sys.stderr)
         results = [dataclasses.replace(r, method=label)
                    for r in compare(cfg, methods=(method,), seeds=seeds, out_dir=folder)]
-        return results, _command(method, args.seeds, folder, args.data_dir, overrides, runtime)
+        return results, _command(config, method, args.seeds, folder, args.data_dir, overrides, runtime)
 
     def section(title: str, blocks: list[tuple[str, str, tuple[str, ...], Path]], intro: str,
                 extra_commands: list[str], record: dict[str, Any], dataset: str | None = None) -> str:
@@ -127,37 +173,41 @@ def main(argv: list[str] | None = None) -> int:
                              for r in results}
             if method == "ala":
                 notes.append((label, results))
-        ce = statistics.fmean(values["ce"])
-        oracle_label = min((lbl for lbl in values if lbl.startswith("ce_weighted")),
-                           key=lambda lbl: statistics.fmean(values[lbl]))
-        oracle = statistics.fmean(values[oracle_label])
-        lines = [title, "", intro, "", format_markdown(summarise(table, baseline="ce")), ""]
+        b = statistics.fmean(values[base])
+        refs = [label for label, *_ in proto.references]
+        best = (max if higher else min)(refs, key=lambda lbl: statistics.fmean(values[lbl]))
+        ref = statistics.fmean(values[best])
+        lines = [title, "", intro, "", format_markdown(summarise(table, baseline=base)), ""]
         for label, results in notes:
             v = values[label]
             m = statistics.fmean(v)
-            pv = welch_p_value(v, values["ce"])
+            pv = welch_p_value(v, values[base])
             shown_p = "n/a" if pv is None else f"{pv:.3g}"
-            closed = (ce - m) / (ce - oracle) if ce != oracle else float("nan")
+            closed = (m - b) / (ref - b) if ref != b else float("nan")
             wall = statistics.median(r.wall_time_s for r in results)
             phi = _phi_line(results, minority)
-            lines.append(f"- **{label}**: {key} {m:.4f} vs ce {ce:.4f} (p = {shown_p}), best oracle `{oracle_label}` "
-                         f"{oracle:.4f}: closes **{closed:.0%}** of the CE→oracle gap; median wall time of a run "
-                         f"{wall:.0f} s. " + (f"Learned Φ: {phi}. " if phi else "")
+            lines.append(f"- **{label}**: {key} {m:.4f} vs {base} {b:.4f} (p = {shown_p}), best {proto.reference_kind} "
+                         f"`{best}` {ref:.4f}: closes **{closed:.0%}** of the {base}→{proto.reference_kind} gap; "
+                         f"median wall time of a run {wall:.0f} s. " + (f"Learned Φ: {phi}. " if phi else "")
                          + controller_summary(results, label))
         lines += ["", "Generated by (finished runs are reused):", "", "```", *commands,
                   "python experiments/ala_families.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "```", ""]
         return "\n".join(lines)
 
-    base_rows = [("ce", "ce", (), runs / "ce"),
-                 *((label, "ce_weighted", o, runs / ("ce_sqrt" if o else "ce")) for label, o in ORACLES)]
+    def fixed_rows(where: Path) -> list[tuple[str, str, tuple[str, ...], Path]]:
+        return [(base, base, (), where / base), *((lbl, m, o, where / f) for lbl, m, o, f in proto.references)]
+
+    base_rows = fixed_rows(runs)
     setting = (f"ALA `family={args.family}`, controller `{args.controller}` "
                f"({', '.join(o.removeprefix('method_args.ala.') for o in CONTROLLERS[args.controller]) or 'the preset'}"
                f"), reward on the whole validation split")
-    common = (f"`experiments/configs/{CONFIG}.yaml`: classes {minority} keep {cfg0.minority_fraction:.0%} of their "
-              f"training and validation rows (test split balanced); MLP {cfg0.model_args}, {cfg0.steps} steps. "
-              f"{setting}. Seeds {args.seeds}; mean ± sample std; p: Welch t-test against `ce`. The workers of a run "
-              "are threads sharing this machine's 2 cores with one torch thread each, and other jobs ran beside "
+    episodes = cfg0.steps // (50 if args.controller == "efficient" else 200)
+    what = proto.what.format(minority=minority, fraction=cfg0.minority_fraction or 0.0, model_args=cfg0.model_args,
+                             steps=cfg0.steps, train_classes=cfg0.train_classes)
+    common = (f"`experiments/configs/{config}.yaml`: {what}. "
+              f"{setting}. Seeds {args.seeds}; mean ± sample std; p: Welch t-test against `{base}`. The workers of "
+              "a run are threads sharing this machine's 2 cores with one torch thread each, and other jobs ran beside "
               "them: wall times are each run's own, not a timing.")
 
     def workers_row(w: int) -> tuple[str, str, tuple[str, ...], Path]:
@@ -165,23 +215,23 @@ def main(argv: list[str] | None = None) -> int:
                 runs / args.family / args.controller / f"workers{w}")
 
     record: dict[str, Any] = {}
-    if args.workers:
-        blocks = [*base_rows, *(workers_row(w) for w in args.workers)]
+    if workers:
+        blocks = [*base_rows, *(workers_row(w) for w in workers)]
         text = section(f"## ALA's `{args.family}` family with pooled episodes: workers sharing one policy "
                        "(`experiments/ala_families.py`)", blocks,
                        common + " Each update averages the W workers' policy gradients (W × 60 episodes per run "
                        "with the efficient controller); worker 0 is reported.", [],
                        record.setdefault("workers", {}))
-        write_section(f"ala_workers_{args.family}", text)
+        write_section(f"ala_workers_{args.family if args.protocol == 'planted' else 'metric_bins'}", text)
 
     if args.pretrain:
         chain = runs / args.family / args.controller / "pretrain"
-        cfg = load_config(HERE / "configs" / f"{CONFIG}.yaml",
+        cfg = load_config(HERE / "configs" / f"{config}.yaml",
                           [*(o.replace("method_args.ala.", "method_args.") for o in ala), "method=ala",
                            *runtime]).replace(data_dir=args.data_dir)
-        longest = max(args.pretrain)
+        longest = max(budgets)
         pretrain_policy(cfg, runs=longest, out=chain / "policy.pt", work_dir=chain / "chain")
-        chain_cmd = (f"adaloss ala-pretrain -c experiments/configs/{CONFIG}.yaml --runs {longest} --out "
+        chain_cmd = (f"adaloss ala-pretrain -c experiments/configs/{config}.yaml --runs {longest} --out "
                      f"{chain / 'policy.pt'} --work-dir {chain / 'chain'} --data-dir {args.data_dir} method=ala "
                      + " ".join((*(o.replace("method_args.ala.", "method_args.") for o in ala), *runtime)))
 
@@ -191,30 +241,29 @@ def main(argv: list[str] | None = None) -> int:
                 label, method, overrides, folder = workers_row(1)
                 rows = [*base_rows, (f"ala ({args.family}, from scratch)", method, overrides, folder)]
             else:
-                rows = [("ce", "ce", (), runs / where / "ce"),
-                        *((label, "ce_weighted", o, runs / where / ("ce_sqrt" if o else "ce")) for label, o in ORACLES),
-                        (f"ala ({args.family}, from scratch)", "ala", ala,
-                         runs / args.family / args.controller / where / "scratch")]
-            for n in args.pretrain:
+                rows = [*fixed_rows(runs / where), (f"ala ({args.family}, from scratch)", "ala", ala,
+                                                    runs / args.family / args.controller / where / "scratch")]
+            for n in budgets:
                 policy = chain / "chain" / f"run{n - 1}" / POLICY_FILE
                 rows.append((f"ala ({args.family}, pretrained N={n})", "ala",
                              (*ala, f"method_args.ala.policy={policy}"),
                              runs / args.family / args.controller / where / f"pretrained{n}"))
             return rows
 
-        parts = [section(f"## ALA's `{args.family}` family from a pretrained policy: the planted task "
+        parts = [section(f"## ALA's `{args.family}` family from a pretrained policy: the {args.protocol} task "
                          "(`experiments/ala_families.py`)", pretrained(None),
                          common + f" Pretraining: one chain of {longest} runs (seeds 100…{99 + longest}), N runs × "
-                         "60 episodes; each evaluation seed starts from the chain's policy after N runs, with one "
-                         "worker, and keeps training it.", [chain_cmd], record.setdefault("pretrained", {}))]
+                         f"{episodes} episodes; each evaluation seed starts from the chain's policy after N runs, with "
+                         "one worker, and keeps training it.", [chain_cmd], record.setdefault("pretrained", {}))]
         if args.transfer:
-            parts.append(section(f"### Transfer: the Fashion-MNIST policy on `{args.transfer}` with the same imbalance",
+            parts.append(section(f"### Transfer: the Fashion-MNIST policy on `{args.transfer}`",
                                  pretrained(args.transfer),
-                                 f"The same rows on `dataset={args.transfer}` (classes {minority} thinned the same "
-                                 "way), a dataset the pretraining never saw.", [],
+                                 f"The same rows on `dataset={args.transfer}` (the same split of classes), a dataset "
+                                 "the pretraining never saw.", [],
                                  record.setdefault(f"transfer_{args.transfer}", {}), dataset=args.transfer))
-        write_section(f"ala_pretrained_planted_{args.family}", "\n".join(parts))
-    out = HERE / "results" / f"ala_families_{args.family}_{args.controller}.json"
+        write_section(f"ala_pretrained_{args.protocol}" + (f"_{args.family}" if args.protocol == "planted" else ""),
+                      "\n".join(parts))
+    out = HERE / "results" / f"ala_families_{args.protocol}_{args.family}_{args.controller}.json"
     old = json.loads(out.read_text()) if out.is_file() else {}
     out.write_text(json.dumps({**old, **record}, indent=1) + "\n")
     return 0
