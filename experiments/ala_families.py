@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         blocks = [*base_rows, *(workers_row(w) for w in workers)]
         text = section(f"## ALA's `{args.family}` family with pooled episodes: workers sharing one policy "
                        "(`experiments/ala_families.py`)", blocks,
-                       common + " Each update averages the W workers' policy gradients (W × 60 episodes per run "
-                       "with the efficient controller); worker 0 is reported.", [],
+                       common + f" Each update averages the W workers' policy gradients (W × {episodes} episodes "
+                       "per run); worker 0 is reported.", [],
                        record.setdefault("workers", {}))
         write_section(f"ala_workers_{args.family if args.protocol == 'planted' else 'metric_bins'}", text)
 
