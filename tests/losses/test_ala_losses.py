@@ -217,7 +217,7 @@ def test_class_weight_loss_is_weighted_cross_entropy_by_hand() -> None:
 
     g = torch.Generator().manual_seed(0)
     z, y = torch.randn(12, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (12,), generator=g)
-    loss = ClassWeightLoss(3).double()
+    loss = ClassWeightLoss(3, center=False).double()
     assert torch.allclose(loss(z, y), F.cross_entropy(z, y))  # Φ = 0 is cross-entropy
     loss.set_parameter_vector(torch.tensor([0.5, -1.0, 3.0]))  # 3.0 clipped to the upper bound 2
     assert loss.parameter_vector().tolist() == [0.5, -1.0, 2.0]
@@ -229,6 +229,37 @@ def test_class_weight_loss_is_weighted_cross_entropy_by_hand() -> None:
     loss.set_parameter_vector(torch.tensor([0.0, -1.5, 1.5]))
     assert torch.allclose(loss(z, y), before)
     assert loss.parameter_names == ["log_w[0]", "log_w[1]", "log_w[2]"]
+
+
+def test_centred_class_weights_drop_the_common_mode_that_would_pin_them_to_a_bound() -> None:
+    from adaloss.losses import ClassWeightLoss
+    from adaloss.losses.ala import apply_parameter_delta
+
+    g = torch.Generator().manual_seed(1)
+    z, y = torch.randn(12, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (12,), generator=g)
+    centred, free = ClassWeightLoss(3).double(), ClassWeightLoss(3, center=False).double()
+    centred.set_parameter_vector(torch.tensor([0.5, -1.0, 2.5]))
+    # the mean (2 / 3) is taken off before the bounds apply: nothing is clipped here
+    torch.testing.assert_close(centred.parameter_vector(),
+                               torch.tensor([0.5, -1.0, 2.5], dtype=torch.float64) - 2 / 3)
+    free.set_parameter_vector(torch.tensor([0.5, -1.0, 2.5]))
+    assert free.parameter_vector().tolist() == [0.5, -1.0, 2.0]
+    # a controller that keeps pushing every weight up: uncentred, all of them reach the bound and the
+    # relative move (class 0 up against the others) that does change the loss is blocked
+    for loss in (centred, free):
+        for _ in range(20):
+            apply_parameter_delta(loss, torch.full((3,), 0.3, dtype=torch.float64))
+    assert free.parameter_vector().tolist() == [2.0, 2.0, 2.0]
+    assert torch.allclose(free(z, y), F.cross_entropy(z, y))
+    for loss in (centred, free):
+        apply_parameter_delta(loss, torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64))
+    assert free.parameter_vector().tolist() == [2.0, 2.0, 2.0]  # the move was lost
+    phi = centred.parameter_vector()
+    torch.testing.assert_close(phi[0] - phi[1], torch.tensor(0.3 + 1.5, dtype=torch.float64))
+    assert abs(float(phi.sum())) < 1e-12
+    assert "center=True" in repr(centred) and centred.config()["center"] is True
+    with pytest.raises(TypeError, match="`center` to be a bool, but got 'yes'"):
+        ClassWeightLoss(3, center="yes")  # type: ignore[arg-type]
 
 
 def test_class_weight_loss_inverse_frequency_oracle() -> None:

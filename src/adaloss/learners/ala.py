@@ -254,7 +254,7 @@ class ALALearner(Learner):
 #: the loss families of ``method=ala`` on the classification task, and the loss options each takes
 CLASSIFICATION_FAMILIES: dict[str, tuple[type, tuple[str, ...]]] = {
     "class_pair": (ClassPairLoss, ALA_LOSS_OPTIONS),
-    "class_weight": (ClassWeightLoss, ("bounds", "label_smoothing", "num_classes")),
+    "class_weight": (ClassWeightLoss, ("bounds", "label_smoothing", "num_classes", "center")),
     "class_frequency": (FrequencyWeightLoss, ("bounds", "label_smoothing", "num_classes")),
 }
 

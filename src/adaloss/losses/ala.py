@@ -313,19 +313,30 @@ class ClassWeightLoss(BoundedVectorLoss):
     so a controller's result can be checked against it. :class:`ClassPairLoss` with
     ``adapt_diagonal=True`` holds the same weights in its diagonal, but unnormalised.
 
+    Because the loss ignores the log-weights' common mode, ``center=True`` (default) removes it
+    whenever Φ is written (Φ − mean Φ, then clipped): uncentred, the common mode is a direction
+    the reward cannot see, so a controller's moves random-walk it until every log-weight sits at
+    one bound — where the bound blocks the relative moves that do change the loss (measured on the
+    planted task: uncentred runs ended with every weight at e^2 or every weight at e^−2, that is
+    cross-entropy; docs/decisions.md, "Centred class weights").
+
     Args:
         num_classes: C.
         bounds: clip range of every log-weight; default ``(-2, 2)`` (weights e^±2, a ratio up to
             e^4 ≈ 55 between classes; ours).
         label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
+        center: keep Φ centred (mean 0) on every write.
     """
 
     log_weights: Tensor
 
     def __init__(self, num_classes: int, *, bounds: tuple[float, float] = (-2.0, 2.0),
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, center: bool = True) -> None:
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        if not isinstance(center, bool):
+            raise TypeError(f"Expected `center` to be a bool, but got {center!r} ({type(center).__name__}).")
+        self.center = center
         self.log_weight_bounds = _check_bounds("bounds", bounds)
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ValueError(f"Expected `label_smoothing` to be in [0, 1), but got {label_smoothing!r}.")
@@ -361,20 +372,26 @@ class ClassWeightLoss(BoundedVectorLoss):
         """``exp(Φ)``, the class weights."""
         return self.log_weights.exp()
 
+    @torch.no_grad()
+    def set_parameter_vector(self, vector: Tensor) -> None:
+        if self.center and vector.shape == self.log_weights.shape:
+            vector = vector - vector.mean()
+        super().set_parameter_vector(vector)
+
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(prediction, target, weight=self.log_weights.exp().to(prediction.dtype),
                                label_smoothing=self.label_smoothing)
 
     def config(self) -> dict[str, object]:
         return {"num_classes": self.num_classes, "bounds": list(self.log_weight_bounds),
-                "label_smoothing": self.label_smoothing}
+                "label_smoothing": self.label_smoothing, "center": self.center}
 
     def snapshot(self) -> dict[str, object]:
         return {"log_weights": self.log_weights.detach().cpu().tolist(),
                 "weights": self.weights.detach().cpu().tolist()}
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, bounds={self.log_weight_bounds}"
+        return f"num_classes={self.num_classes}, bounds={self.log_weight_bounds}, center={self.center}"
 
 
 class FrequencyWeightLoss(BoundedVectorLoss):
