@@ -781,7 +781,7 @@ def test_class_error_features_layout_by_hand() -> None:
     from adaloss.losses import ClassWeightLoss
     from adaloss.methods.ala import ClassErrorFeatures
 
-    loss = ClassWeightLoss(3)  # bounds (-2, 2)
+    loss = ClassWeightLoss(3, center=False)  # bounds (-2, 2), Φ as written
     loss.set_parameter_vector(torch.tensor([1.0, 0.0, -2.0]))
     feats = ClassErrorFeatures(history=2)
     assert feats.num_features == 7 and ClassErrorFeatures.fits(loss) and not ClassErrorFeatures.fits(ClassPairLoss(3))
