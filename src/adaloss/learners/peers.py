@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaloss._optional import import_optional
+from adaloss._optional import import_optional, install_command
 from adaloss._validation import check_choice, check_fraction, check_positive
 from adaloss.learners.base import Learner, RunOptimizer, TrainContext, loss_step
 from adaloss.learners.handcrafted import FixedLossLearner
@@ -135,7 +135,7 @@ class OptimizerPeerLearner(FixedLossLearner):
         return self.make_optimizer(params, run)
 
 
-LIBAUC_INSTALL = 'pip install -c constraints.txt -e ".[peers]" && pip install --no-deps libauc==2.0.1'
+LIBAUC_INSTALL = install_command("peers") + " && pip install --no-deps libauc==2.0.1"
 
 
 def import_libauc_losses() -> Any:

@@ -317,8 +317,8 @@ class ClassWeightLoss(BoundedVectorLoss):
     whenever Φ is written (Φ − mean Φ, then clipped): uncentred, the common mode is a direction
     the reward cannot see, so a controller's moves random-walk it until every log-weight sits at
     one bound — where the bound blocks the relative moves that do change the loss (measured on the
-    planted task: uncentred runs ended with every weight at e^2 or every weight at e^−2, that is
-    cross-entropy; docs/decisions.md, "Centred class weights").
+    planted task: several uncentred runs ended with every weight at e^2 or every weight at e^−2,
+    that is cross-entropy; docs/decisions.md, "Centred class weights").
 
     Args:
         num_classes: C.
