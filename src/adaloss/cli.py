@@ -185,6 +185,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DistributedError as e:
         print(f"adaloss: distributed job failed: {e}", file=sys.stderr)
         return 1
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the torchrun process group on every way out, errors included (a finished run has
+    already left it): a process that exits with gloo's worker threads still holding work can abort
+    in interpreter shutdown."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _resume_command(argv: Sequence[str] | None) -> str:
@@ -213,7 +225,9 @@ def _train(args: argparse.Namespace) -> int:
         rank = dist.get_rank()
         # every rank past its last collective before any tears down (a rank leaving while its peer
         # is still inside a gloo collective can abort the peer: "terminate called without an active exception")
-        dist.barrier()
+        from adaloss.distributed import ProcessGroupCollective
+
+        ProcessGroupCollective().barrier()  # a peer that died here: a DistributedError, not a bare RuntimeError
         dist.destroy_process_group()
         if rank != 0:
             return 0
