@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = [*args.overrides, *([f"threads={args.threads}"] if args.threads else [])]
     runs = Path(args.runs or ("runs/ala_families" if args.protocol == "planted" else "runs/ala_families_metric"))
     ala = _overrides(args)
-    cfg0 = load_config(HERE / "configs" / f"{config}.yaml", [])
+    cfg0 = load_config(HERE / "configs" / f"{config}.yaml", list(args.overrides))
     minority = list(cfg0.minority_classes or [])
     key = f"test_{cfg0.metric}"
     higher = cfg0.metric.startswith(("recall", "nmi", "aucpr", "accuracy"))
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                        record.setdefault("workers", {}))
         write_section(f"ala_workers_{args.family if args.protocol == 'planted' else 'metric_bins'}", text)
 
-    if args.pretrain:
+    if budgets:
         chain = runs / args.family / args.controller / "pretrain"
         cfg = load_config(HERE / "configs" / f"{config}.yaml",
                           [*(o.replace("method_args.ala.", "method_args.") for o in ala), "method=ala",
