@@ -6,10 +6,11 @@ torchrun ranks do), at the measured σ and the measured Δ of each family's acti
 (``experiments/results/ala_signal.json``; ``--signal TAG``: ``ala_signal-TAG.json``, e.g. the
 metric-learning protocol's bins measured by ``ala_signal.py --config fmnist_metric --tag metric_K50``).
 
-    python experiments/ala_workers.py            # after experiments/ala_signal.py
-    python experiments/ala_workers.py --signal metric_K50
+    # after ala_signal.py --tag K50 (the planted task) and --tag metric_K50 (the metric-learning bins)
+    python experiments/ala_workers.py --signal K50 --seeds 6 --workers 1 4 8 16 32 64
+    python experiments/ala_workers.py --signal metric_K50 --seeds 6 --workers 1 4 8 16 32 64
 
-Writes ``experiments/results/ala_workers_bandit.json`` and the section ``ala_workers_bandit.md``.
+Writes ``experiments/results/ala_workers_bandit[-TAG].json`` and the section ``ala_workers_bandit[-TAG].md``.
 """
 
 from __future__ import annotations
