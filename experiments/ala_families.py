@@ -139,7 +139,8 @@ def _budget_line(family: str, protocol: str, episodes: int, one_worker_s: float 
         return ""
     return (f"- **Budget from the measured signal** (`ala_signal-{tag}.md`, σ {signal['reward_sigma']:.4f}; "
             f"{episodes} episodes per worker-run; a run of W workers costs W one-worker runs of compute, priced at "
-            "the median wall time of this section's one-worker runs on the shared machine, an upper bound): "
+            "the median wall time of the one-worker runs (`workers=1`, the pretrained section's \"from scratch\" "
+            "row) on the shared machine, an upper bound): "
             + "; ".join(parts) + ".")
 
 
