@@ -88,3 +88,31 @@ def test_normalized_reward_by_hand() -> None:
     again = ALAController(ALAPolicy(4), reward="normalized", baseline_decay=0.9)
     again.load_state_dict(state)
     assert again.reward_sq == pytest.approx(c.reward_sq)
+
+
+def test_the_bandit_builds_its_policy_under_the_global_rng_lock() -> None:
+    """Workers in threads build their policies from torch's global generator: one at a time, under
+    :data:`adaloss._rng.GLOBAL_RNG_LOCK` (concurrent seeding interleaves the draws and can deadlock)."""
+    import threading
+
+    from adaloss._rng import GLOBAL_RNG_LOCK
+
+    make = _controller()
+    built = threading.Event()  # the controller is made right after the policy is built
+
+    def build(policy):  # type: ignore[no-untyped-def]
+        built.set()
+        return make(policy, 0)
+
+    def work() -> None:
+        run_bandit(build, delta=DELTA, sigma=SIGMA, episodes=2, start=0.0, target=1.0, bounds=(0.0, 1.0), seed=0)
+
+    work()  # warm: imports and first calls out of the way
+    built.clear()
+    with GLOBAL_RNG_LOCK:
+        worker = threading.Thread(target=work)
+        worker.start()
+        assert not built.wait(1.0)  # the policy waits for the lock
+    assert built.wait(30)
+    worker.join(30)
+    assert not worker.is_alive()

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from adaloss._rng import GLOBAL_RNG_LOCK
 from adaloss.data import DatasetSplits, TaskOptionError, load_dataset, split_for_task
 from adaloss.data.arrays import as_splits
 from adaloss.data.loader import BatchLoader, ClassBalancedLoader
@@ -187,7 +188,6 @@ def _create_model(config: TrainConfig, data: DatasetSplits, device: torch.device
         ) from None
 
 
-_SEEDED = threading.Lock()  # workers in threads share the global RNG: seed and build one at a time
 
 
 def build_trainer(config: TrainConfig, *, data: object = None,
@@ -213,7 +213,7 @@ def build_trainer(config: TrainConfig, *, data: object = None,
     data = task_splits(config, load_data(config, data=data))
     config = resolve_method(config, data.task)
     method_args, eval_metrics = _target_metric(config, data.task)
-    with _SEEDED:
+    with GLOBAL_RNG_LOCK:  # workers in threads share the global RNG: seed and build one at a time
         seed_everything(config.seed, deterministic=config.deterministic)
         model = _create_model(config, data, device)
         learner = create_learner(config.method or "", task=data.task, **method_args)
