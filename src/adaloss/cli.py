@@ -228,7 +228,7 @@ def _train(args: argparse.Namespace) -> int:
         from adaloss.distributed import ProcessGroupCollective
 
         ProcessGroupCollective().barrier()  # a peer that died here: a DistributedError, not a bare RuntimeError
-        dist.destroy_process_group()
+        _leave_process_group()
         if rank != 0:
             return 0
     print(yaml.safe_dump({"run_dir": summary["run_dir"], "final": summary["final"],

@@ -188,8 +188,6 @@ def _create_model(config: TrainConfig, data: DatasetSplits, device: torch.device
         ) from None
 
 
-
-
 def build_trainer(config: TrainConfig, *, data: object = None,
                   collective: Collective | None = None) -> Trainer:
     """Seed, load data, build model, learner, optimiser and schedule, and wire the trainer.

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from adaloss._rng import GLOBAL_RNG_LOCK
+from adaloss._rng import seeded_global_rng
 from adaloss.methods.ala.features import MetricHistoryFeatures, Observation
 from adaloss.methods.ala.policy import ALAController, ALAPolicy
 
@@ -47,8 +47,7 @@ def run_bandit(
         seed: seeds the policy's initialisation and the noise.
     """
     features = MetricHistoryFeatures(history=history)
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         policy = ALAPolicy(features.num_features)
     controller = make_controller(policy)
     beta = controller.beta

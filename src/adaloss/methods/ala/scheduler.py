@@ -10,7 +10,7 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor, nn
 
-from adaloss._rng import GLOBAL_RNG_LOCK
+from adaloss._rng import seeded_global_rng
 from adaloss._validation import check_choice, check_fraction, check_int
 from adaloss.distributed import Collective
 from adaloss.losses.ala import (
@@ -274,8 +274,7 @@ class ALA:
             seed = int(torch.randint(0, 2**31 - 1, (1,)))
         seed = check_int("seed", seed, minimum=0)
         if policy is None:
-            with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with seeded_global_rng(seed):
                 policy = ALAPolicy(self.features.num_features, opts["hidden"])
         elif not isinstance(policy, ALAPolicy):
             source = policy
