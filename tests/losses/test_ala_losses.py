@@ -262,6 +262,52 @@ def test_centred_class_weights_drop_the_common_mode_that_would_pin_them_to_a_bou
         ClassWeightLoss(3, center="yes")  # type: ignore[arg-type]
 
 
+def _centred_in_bounds_by_bisection(v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    a, b = float(v.min()) - hi, float(v.max()) - lo  # mean(clip(v - c)) is hi at a and lo at b
+    for _ in range(200):
+        c = (a + b) / 2
+        a, b = (c, b) if float((v - c).clamp(lo, hi).mean()) > 0 else (a, c)
+    return (v - (a + b) / 2).clamp(lo, hi)
+
+
+def test_centred_in_bounds_is_the_nearest_centred_vector_within_the_bounds() -> None:
+    from adaloss.losses.ala import centred_in_bounds
+
+    g = torch.Generator().manual_seed(3)
+    for _ in range(50):
+        v = 3 * torch.randn(7, generator=g, dtype=torch.float64)
+        x = centred_in_bounds(v, -2.0, 2.0)
+        torch.testing.assert_close(x, _centred_in_bounds_by_bisection(v, -2.0, 2.0), atol=1e-12, rtol=0)
+        assert abs(float(x.mean())) < 1e-12 and bool(((x >= -2) & (x <= 2)).all())
+        torch.testing.assert_close(centred_in_bounds(v + 0.7, -2.0, 2.0), x, atol=1e-12, rtol=0)
+        torch.testing.assert_close(centred_in_bounds(x, -2.0, 2.0), x, atol=1e-12, rtol=0)
+        # no centred vector within the bounds is nearer (the projection's optimality)
+        for _ in range(5):
+            y = centred_in_bounds(x + 0.3 * torch.randn(7, generator=g, dtype=torch.float64), -2.0, 2.0)
+            assert float((v - v.mean() - x).norm()) <= float((v - v.mean() - y).norm()) + 1e-12
+    # hand-computed: (3, 0, -2) keeps 2 and -2 on the bounds, and 0 is already centred
+    torch.testing.assert_close(centred_in_bounds(torch.tensor([3.0, 0.0, -2.0]), -2.0, 2.0),
+                               torch.tensor([2.0, 0.0, -2.0]))
+    # 0 outside the bounds: the mean is the nearest bound
+    torch.testing.assert_close(centred_in_bounds(torch.tensor([0.0, 5.0]), 1.0, 4.0), torch.tensor([1.0, 1.0]))
+
+
+def test_a_push_every_class_weight_shares_does_not_move_them_at_a_bound() -> None:
+    from adaloss.losses import ClassWeightLoss
+    from adaloss.losses.ala import apply_parameter_delta
+
+    loss = ClassWeightLoss(3).double()
+    loss.set_parameter_vector(torch.tensor([2.0, 0.0, -2.0]))
+    # the loss cannot see a shared push; clipped before the centring it would have shrunk the spread
+    # (clip(2.3, 0.3, -1.7) = (2, 0.3, -1.7), centred: (1.8, 0.1, -1.9))
+    hits = apply_parameter_delta(loss, torch.full((3,), 0.3, dtype=torch.float64))
+    torch.testing.assert_close(loss.parameter_vector(), torch.tensor([2.0, 0.0, -2.0], dtype=torch.float64))
+    assert hits == 1  # log_w[0] was asked for 2.3 and held at 2
+    # a relative move: (2, 0.5, -2) minus 1/6 would leave -2 below its bound, so the shift is 1/4
+    assert apply_parameter_delta(loss, torch.tensor([0.0, 0.5, 0.0], dtype=torch.float64)) == 0
+    torch.testing.assert_close(loss.parameter_vector(), torch.tensor([1.75, 0.25, -2.0], dtype=torch.float64))
+
+
 def test_class_weight_loss_inverse_frequency_oracle() -> None:
     from adaloss.losses import ClassWeightLoss
 

@@ -38,6 +38,7 @@ __all__ = [
     "PairDistanceLoss",
     "ParametricLoss",
     "apply_parameter_delta",
+    "centred_in_bounds",
     "class_pair_loss",
     "distance_bins",
     "pair_distance_histograms",
@@ -51,8 +52,9 @@ class ParametricLoss(Protocol):
 
     Any module with these four members can be driven by
     :class:`~adaloss.methods.ALAController`: the controller reads
-    :meth:`parameter_vector`, proposes ``ΔΦ`` and writes ``clip(Φ + ΔΦ, *bounds)`` back with
-    :meth:`set_parameter_vector`. Φ is not trained by gradient descent (keep it a buffer).
+    :meth:`parameter_vector`, proposes ``ΔΦ`` and writes ``Φ + ΔΦ`` back with
+    :meth:`set_parameter_vector`, which clips it to :attr:`bounds`. Φ is not trained by gradient
+    descent (keep it a buffer).
     """
 
     @property
@@ -75,16 +77,44 @@ class ParametricLoss(Protocol):
 
 
 def apply_parameter_delta(loss: ParametricLoss, delta: Tensor) -> int:
-    """``Φ ← clip(Φ + delta, lower, upper)``; returns how many entries hit a bound (clamp hits)."""
+    """Write ``Φ + delta`` with :meth:`ParametricLoss.set_parameter_vector`, which clips it. The
+    request goes in unclipped so that a loss with a projection of its own sees all of it
+    (:class:`ClassWeightLoss` centres before it clips: clipped here first, a push that every entry
+    shares, which that loss cannot see, would move Φ at a bound). Returns the clamp hits: the
+    entries that the write left on a bound short of the requested value."""
     phi = loss.parameter_vector()
-    lower, upper = loss.bounds
     delta = delta.to(device=phi.device, dtype=phi.dtype)
     if delta.shape != phi.shape:
         raise ValueError(f"Expected a delta of shape {tuple(phi.shape)}, but got {tuple(delta.shape)}.")
     new = phi + delta
-    hits = int(((new < lower.to(new)) | (new > upper.to(new))).sum())
-    loss.set_parameter_vector(torch.maximum(torch.minimum(new, upper.to(new)), lower.to(new)))
-    return hits
+    loss.set_parameter_vector(new)
+    written = loss.parameter_vector().to(new)
+    lower, upper = (b.to(new) for b in loss.bounds)
+    held = ((written == upper) & (new > upper)) | ((written == lower) & (new < lower))
+    return int(held.sum())
+
+
+@torch.no_grad()
+def centred_in_bounds(vector: Tensor, lower: float, upper: float) -> Tensor:
+    """The nearest vector (Euclidean) to ``vector`` whose mean is 0 and whose entries lie in
+    ``[lower, upper]``: ``clip(vector − c, lower, upper)`` with the shift ``c`` that makes its mean
+    0 (the mean is piecewise linear and non-increasing in ``c``; ``c`` is found exactly between its
+    breakpoints). Adding a constant to ``vector`` does not change the result, and a centred vector
+    within the bounds is returned unchanged. When 0 is outside the bounds, the mean is the bound
+    nearest 0 instead."""
+    v = vector.detach().to(torch.float64).flatten()
+    target = min(max(0.0, lower), upper)
+    breaks = torch.cat([v - upper, v - lower]).sort().values
+
+    def excess(c: Tensor) -> Tensor:  # mean(clip(v - c)) - target, for each shift in c
+        return (v.unsqueeze(0) - c.unsqueeze(1)).clamp(lower, upper).mean(dim=1) - target
+
+    f = excess(breaks)  # non-increasing, f[0] = upper - target ≥ 0 ≥ lower - target = f[-1]
+    k = int(torch.searchsorted(-f, torch.zeros(1, dtype=f.dtype), right=True)) - 1
+    k = min(max(k, 0), breaks.numel() - 2)
+    b0, b1, f0, f1 = breaks[k], breaks[k + 1], f[k], f[k + 1]
+    c = b0 if f0 == f1 else b0 + f0 * (b1 - b0) / (f0 - f1)
+    return (v - c).clamp(lower, upper).to(vector.dtype).view_as(vector)
 
 
 def _check_bounds(name: str, bounds: tuple[float, float]) -> tuple[float, float]:
@@ -314,7 +344,8 @@ class ClassWeightLoss(BoundedVectorLoss):
     ``adapt_diagonal=True`` holds the same weights in its diagonal, but unnormalised.
 
     Because the loss ignores the log-weights' common mode, ``center=True`` (default) removes it
-    whenever Φ is written (Φ − mean Φ, then clipped): uncentred, the common mode is a direction
+    whenever Φ is written (the nearest centred vector within the bounds,
+    :func:`centred_in_bounds`): uncentred, the common mode is a direction
     the reward cannot see, so a controller's moves random-walk it until every log-weight sits at
     one bound — where the bound blocks the relative moves that do change the loss (measured on the
     planted task: several uncentred runs ended with every weight at e^2 or every weight at e^−2,
@@ -355,7 +386,10 @@ class ClassWeightLoss(BoundedVectorLoss):
                              f"{counts.tolist()!r}.")
         loss = cls(int(counts.numel()), bounds=bounds)
         log_w = -float(power) * counts.log()
-        loss.set_parameter_vector((log_w - log_w.mean()).float())
+        centred = (log_w - log_w.mean()).float()
+        # the oracle is defined as centred on the mean, then clipped (not a write's projection,
+        # which would shift the unclipped weights to keep the mean at 0)
+        BoundedVectorLoss.set_parameter_vector(loss, centred - centred.mean())
         return loss
 
     @property
@@ -375,7 +409,7 @@ class ClassWeightLoss(BoundedVectorLoss):
     @torch.no_grad()
     def set_parameter_vector(self, vector: Tensor) -> None:
         if self.center and vector.shape == self.log_weights.shape:
-            vector = vector - vector.mean()
+            vector = centred_in_bounds(vector, *self.log_weight_bounds)
         super().set_parameter_vector(vector)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
