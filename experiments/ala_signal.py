@@ -126,14 +126,13 @@ def _setup(config: Any) -> tuple[Any, torch.nn.Module, torch.optim.Optimizer]:
 
 
 def _train_batches(config: Any, data: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The training batches: the run's class-balanced loader when ``samples_per_class`` is set;
+    """The training batches: the run's own loader when ``samples_per_class`` is set (class-balanced);
     else uniform draws with replacement (generator seed 1000 + seed), as the planted task's are."""
-    from adaloss.data import ClassBalancedLoader
+    from adaloss.training.experiment import make_loaders
 
     if config.samples_per_class is not None:
-        yield from ClassBalancedLoader(data.train, batch_size=config.batch_size,
-                                       samples_per_class=config.samples_per_class, seed=config.seed,
-                                       augment=data.augment)
+        for batch in make_loaders(config, data, seed=config.seed)[0]:
+            yield batch[0], batch[1]
         return
     g = torch.Generator().manual_seed(1000 + config.seed)
     n = data.train.x.shape[0]
@@ -143,16 +142,21 @@ def _train_batches(config: Any, data: Any) -> Iterator[tuple[torch.Tensor, torch
 
 
 def _valid_batches(config: Any, data: Any, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The validation examples M is computed on: the whole split (``count`` = 0), else ``count``
-    batches of the run's validation loader, drawn once as ALA's ``val_subset="fixed"`` draws them
-    (a retrieval metric that would see an example twice gets the whole split, as ALA's ``"auto"``)."""
-    from adaloss.data import BatchLoader
+    """The validation examples M is computed on: the whole split (``count`` = 0), else what ALA's
+    ``val_subset="auto"`` reads with ``val_batches=count`` from the run's validation stream (``count``
+    batches drawn once, or the whole split where a retrieval metric would see an example twice)."""
+    from adaloss.learners.ala import resolve_val_subset
+    from adaloss.training.experiment import make_loaders
 
     whole = [(data.valid.x, data.valid.y)]
     if count == 0:
         return whole
-    meta = BatchLoader(data.valid, batch_size=min(config.batch_size, len(data.valid)), seed=config.seed + 1)
-    if data.task == "embedding" and count > meta.batches_per_epoch:
+    meta = make_loaders(config, data, seed=config.seed)[1]
+    assert meta is not None
+    subset = resolve_val_subset("auto", val_batches=count, batches_per_pass=meta.batches_per_epoch,
+                                retrieval_metric=config.metric if data.task == "embedding" else None,
+                                has_split=True)
+    if subset == "all":
         return whole
     return [(b[0], b[1]) for b in (next(meta) for _ in range(count))]
 

@@ -733,6 +733,24 @@ def test_embedding_bad_options_are_clear_errors(tmp_path: Path) -> None:
     assert isinstance(auto, ALALearner) and auto.val_subset == "all"  # auto: the whole split, no repeats
 
 
+def test_resolve_val_subset_reads_the_whole_split_only_where_batches_would_repeat() -> None:
+    from adaloss.learners.ala import resolve_val_subset
+
+    def pick(subset: str = "auto", *, batches: int = 3, per_pass: int | None = 2, metric: str | None = "recall@1",
+             split: bool = True) -> str:
+        return resolve_val_subset(subset, val_batches=batches, batches_per_pass=per_pass,  # type: ignore[arg-type]
+                                  retrieval_metric=metric, has_split=split)
+
+    assert pick() == "all"
+    assert pick(batches=2) == pick(metric=None) == pick(per_pass=None) == "fixed"
+    assert pick("stream", metric=None) == "stream"
+    for subset in ("fixed", "auto"):  # auto without a whole split to read: fixed batches, which would repeat
+        with pytest.raises(ValueError, match="at most 2 .* retrieval metric 'recall@1', but got 3"):
+            pick(subset, split=subset == "fixed")
+    with pytest.raises(ValueError, match="`val_subset='all'` evaluates the whole validation split"):
+        pick("all", split=False)
+
+
 def test_the_preset_picks_the_class_pair_form() -> None:
     from adaloss.learners import create_learner
 

@@ -30,7 +30,7 @@ from adaloss.methods.ala.scheduler import ALA
 from adaloss.metrics import create_metric
 from adaloss.typing import Batch, StateDict, Task
 
-__all__ = ["ALALearner", "check_family", "create_ala_learner"]
+__all__ = ["ALALearner", "check_family", "create_ala_learner", "resolve_val_subset"]
 
 #: options :class:`ALALearner` passes to :class:`ALA` as they are (see its docstring)
 CORE_OPTIONS = ("beta", "gamma", "smoothing_window", "history", "hidden", "policy_lr", "baseline_decay",
@@ -175,19 +175,11 @@ class ALALearner(Learner):
         if context.meta_batches is None:
             raise ValueError("ALA rewards a validation metric and needs a validation split; the run has none "
                              "(valid_fraction).")
-        per_pass = getattr(context.meta_batches, "batches_per_epoch", None)
-        repeats = self.core.metric.task == "embedding" and per_pass is not None and self.val_batches > per_pass
-        if self.val_subset == "auto":
-            self.val_subset = "all" if repeats and context.valid_split is not None else "fixed"
-        if self.val_subset == "all" and context.valid_split is None:
-            raise ValueError("`val_subset='all'` evaluates the whole validation split, but the trainer passed none.")
-        if self.val_subset == "fixed" and repeats:
-            raise ValueError(
-                f"Expected `val_batches` to be at most {per_pass} (the validation batches of one pass over the "
-                f"validation split) for the retrieval metric {self.core.metric.name!r}, "
-                f"but got {self.val_batches}: more "
-                "would repeat examples, and a repeated example finds its own copy. Lower it or use val_subset='all'."
-            )
+        self.val_subset = resolve_val_subset(
+            self.val_subset, val_batches=self.val_batches,
+            batches_per_pass=getattr(context.meta_batches, "batches_per_epoch", None),
+            retrieval_metric=self.core.metric.name if self.core.metric.task == "embedding" else None,
+            has_split=context.valid_split is not None)
         self.core.to(context.device)
 
     def _valid_data(self) -> Iterable[Batch] | Callable[[], Iterable[Batch]]:
@@ -257,6 +249,35 @@ CLASSIFICATION_FAMILIES: dict[str, tuple[type, tuple[str, ...]]] = {
     "class_weight": (ClassWeightLoss, ("bounds", "label_smoothing", "num_classes", "center")),
     "class_frequency": (FrequencyWeightLoss, ("bounds", "label_smoothing", "num_classes")),
 }
+
+
+def resolve_val_subset(
+    val_subset: Literal["auto", "fixed", "stream", "all"], *, val_batches: int, batches_per_pass: int | None,
+    retrieval_metric: str | None, has_split: bool,
+) -> Literal["auto", "fixed", "stream", "all"]:
+    """Which validation examples ALA's reward reads: ``"auto"`` becomes ``"all"`` (the whole
+    split) when ``val_batches`` batches would repeat examples for a retrieval metric (a repeated
+    example finds its own copy), else ``"fixed"`` (``val_batches`` batches drawn once).
+
+    Args:
+        val_subset: ``"auto"``, ``"fixed"``, ``"stream"`` or ``"all"``.
+        val_batches: batches of the validation stream per evaluation.
+        batches_per_pass: the stream's batches in one pass over the split (``None``: unknown).
+        retrieval_metric: the metric's name when it is a retrieval metric, else ``None``.
+        has_split: the whole validation split is at hand.
+    """
+    repeats = retrieval_metric is not None and batches_per_pass is not None and val_batches > batches_per_pass
+    if val_subset == "auto":
+        val_subset = "all" if repeats and has_split else "fixed"
+    if val_subset == "all" and not has_split:
+        raise ValueError("`val_subset='all'` evaluates the whole validation split, but the trainer passed none.")
+    if val_subset == "fixed" and repeats:
+        raise ValueError(
+            f"Expected `val_batches` to be at most {batches_per_pass} (the validation batches of one pass over the "
+            f"validation split) for the retrieval metric {retrieval_metric!r}, but got {val_batches}: more "
+            "would repeat examples, and a repeated example finds its own copy. Lower it or use val_subset='all'."
+        )
+    return val_subset
 
 
 def check_family(family: str) -> str:

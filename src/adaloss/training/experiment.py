@@ -37,7 +37,7 @@ from adaloss.training.optim import create_optimizer, create_scheduler
 from adaloss.training.rundir import check_run_dir, finished_run
 from adaloss.training.seed import seed_everything
 from adaloss.training.trainer import Trainer
-from adaloss.typing import Task
+from adaloss.typing import Device, Task
 
 __all__ = ["build_trainer", "check_device", "default_run_dir", "load_data", "resolve_method", "task_splits", "train"]
 
@@ -188,6 +188,38 @@ def _create_model(config: TrainConfig, data: DatasetSplits, device: torch.device
         ) from None
 
 
+def make_loaders(
+    config: TrainConfig, data: DatasetSplits, *, seed: int, device: Device = "cpu",
+    return_index: bool = False,
+) -> tuple[BatchLoader | ClassBalancedLoader, BatchLoader | None]:
+    """A run's training loader (class-balanced when ``samples_per_class`` is set) and the
+    validation stream handed to meta-learners (``None`` without a validation split), seeded
+    ``seed`` and ``seed + 1``. ``return_index``: batches carry their row indices (a learner's
+    ``needs_index``)."""
+    batch_size = config.batch_size
+    if batch_size > len(data.train) and config.samples_per_class is None:
+        logger.warning("batch_size=%d is larger than the training split (%d rows): using batches of %d",
+                       batch_size, len(data.train), len(data.train))
+        batch_size = len(data.train)
+    train_loader: BatchLoader | ClassBalancedLoader
+    if config.samples_per_class is not None:
+        if return_index:
+            raise ConfigError(f"method {config.method!r} needs each batch's row indices, which the class-balanced "
+                              "sampler (`samples_per_class`) does not give; leave `samples_per_class` unset.")
+        train_loader = ClassBalancedLoader(data.train, batch_size=config.batch_size,
+                                           samples_per_class=config.samples_per_class, seed=seed,
+                                           augment=data.augment, device=device)
+    else:
+        train_loader = BatchLoader(data.train, batch_size=batch_size, seed=seed, augment=data.augment,
+                                   device=device, return_index=return_index)
+    meta_loader = None
+    if len(data.valid) > 0:
+        meta_loader = BatchLoader(
+            data.valid, batch_size=min(batch_size, len(data.valid)), seed=seed + 1, device=device
+        )
+    return train_loader, meta_loader
+
+
 def build_trainer(config: TrainConfig, *, data: object = None,
                   collective: Collective | None = None) -> Trainer:
     """Seed, load data, build model, learner, optimiser and schedule, and wire the trainer.
@@ -237,27 +269,8 @@ def build_trainer(config: TrainConfig, *, data: object = None,
             nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas,
         )
     scheduler = create_scheduler(optimizer, milestones=config.milestones, gamma=config.lr_gamma)
-    batch_size = config.batch_size
-    if batch_size > len(data.train) and config.samples_per_class is None:
-        logger.warning("batch_size=%d is larger than the training split (%d rows): using batches of %d",
-                       batch_size, len(data.train), len(data.train))
-        batch_size = len(data.train)
-    train_loader: BatchLoader | ClassBalancedLoader
-    if config.samples_per_class is not None:
-        if learner.needs_index:
-            raise ConfigError(f"method {config.method!r} needs each batch's row indices, which the class-balanced "
-                              "sampler (`samples_per_class`) does not give; leave `samples_per_class` unset.")
-        train_loader = ClassBalancedLoader(data.train, batch_size=config.batch_size,
-                                           samples_per_class=config.samples_per_class, seed=seed,
-                                           augment=data.augment, device=device)
-    else:
-        train_loader = BatchLoader(data.train, batch_size=batch_size, seed=seed, augment=data.augment,
-                                   device=device, return_index=learner.needs_index)
-    meta_loader = None
-    if len(data.valid) > 0:
-        meta_loader = BatchLoader(
-            data.valid, batch_size=min(batch_size, len(data.valid)), seed=seed + 1, device=device
-        )
+    train_loader, meta_loader = make_loaders(config, data, seed=seed, device=device,
+                                             return_index=learner.needs_index)
     run_dir = Path(config.run_dir) if config.run_dir is not None else default_run_dir(config)
     progress = sys.stderr.isatty() if config.progress == "auto" else config.progress == "on"
     return Trainer(
