@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def test_summary_rows_carry_p_value_against_the_handcrafted_baseline() -> None:
     assert "p vs ce (Welch)" in table.splitlines()[0] and table.splitlines()[3].endswith("| — |")
     with pytest.raises(ValueError, match=r"Expected `baseline` to be one of \['adalfl', 'ce'\], but got 'mse'"):
         summarise(results, baseline="mse")
+    # the p-values of another metric than the first test_* key, named in the table
+    other = [dataclasses.replace(r, final={**r.final, "test_balanced_error": r.final["test_error"] + 0.01 * r.seed})
+             for r in results]
+    rows = summarise(other, test_key="test_balanced_error")
+    shifted = {m: [e + 0.01 * s for s, e in enumerate(es)] for m, es in errs.items()}
+    assert rows[0]["p_value"] == pytest.approx(_hand_welch(shifted["adalfl"], shifted["ce"]), rel=1e-10)
+    assert "p vs ce (Welch, test_balanced_error)" in format_markdown(rows).splitlines()[0]
+    with pytest.raises(ValueError, match=r"Expected `test_key` to be one of .*'test_error'.*but got 'test_nmi'"):
+        summarise(results, test_key="test_nmi")
 
 
 def test_diverged_runs_are_counted_and_left_out_of_the_means() -> None:

@@ -296,21 +296,28 @@ def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> list[dict[str, Any]]:
+def summarise(results: Sequence[RunResult], *, baseline: str | None = None,
+              test_key: str | None = None) -> list[dict[str, Any]]:
     """One row per method: mean and sample std (n−1) over seeds of every final metric and wall time.
 
     ``seeds`` counts the runs that finished, ``diverged`` those that stopped early (left out of the
     metric means, kept in the wall time: their compute was spent), ``failed`` (present when some
     did) those whose task failed for good (left out of both). Each row also carries
-    ``p_value``: the Welch t-test of its final test metric (the first ``test_*`` key) against
-    ``baseline`` (default: the first of :data:`BASELINES` present, else the first method), over seeds.
+    ``p_value``: the Welch t-test of its final test metric (``test_key``; default: the first
+    ``test_*`` key) against ``baseline`` (default: the first of :data:`BASELINES` present, else the
+    first method), over seeds. A ``test_key`` given is recorded as ``p_key`` (the table names it).
     """
     methods = list(dict.fromkeys(r.method for r in results))
     if baseline is None:
         baseline = next((m for m in BASELINES if m in methods), methods[0] if methods else None)
     elif baseline not in methods:
         raise ValueError(f"Expected `baseline` to be one of {methods}, but got {baseline!r}.")
-    test_key = next((k for r in results for k in r.final if k.startswith("test_")), None)
+    chosen = test_key
+    if test_key is None:
+        test_key = next((k for r in results for k in r.final if k.startswith("test_")), None)
+    elif not any(test_key in r.final for r in results):
+        raise ValueError(f"Expected `test_key` to be one of the runs' final metrics "
+                         f"{sorted({k for r in results for k in r.final})}, but got {test_key!r}.")
 
     def values(method: str, key: str) -> list[float]:
         return [r.final[key] for r in results if r.method == method and r.final.get(key) is not None]
@@ -330,6 +337,8 @@ def summarise(results: Sequence[RunResult], *, baseline: str | None = None) -> l
         row["wall_time_s_mean"], row["wall_time_s_std"] = (
             _mean_std([r.wall_time_s for r in runs]) if runs else (math.nan, math.nan))
         row["baseline"] = baseline
+        if chosen is not None:
+            row["p_key"] = chosen
         row["p_value"] = (
             None if test_key is None or baseline is None or method == baseline
             else welch_p_value(values(method, test_key), values(baseline, test_key))
@@ -354,7 +363,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | Non
     headers.append("wall time (s)")
     baseline = rows[0].get("baseline")
     if baseline is not None:
-        headers.append(f"p vs {baseline} (Welch)")
+        on = f", {rows[0]['p_key']}" if rows[0].get("p_key") else ""
+        headers.append(f"p vs {baseline} (Welch{on})")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         diverged = (f" (+{row['diverged']} diverged)" if row.get("diverged") else "") + (
