@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         refs = [label for label, *_ in proto.references]
         best = (max if higher else min)(refs, key=lambda lbl: statistics.fmean(values[lbl]))
         ref = statistics.fmean(values[best])
-        lines = [title, "", intro, "", format_markdown(summarise(table, baseline=base)), ""]
+        lines = [title, "", intro, "", format_markdown(summarise(table, baseline=base, test_key=key)), ""]
         for label, results in notes:
             v = values[label]
             m = statistics.fmean(v)
