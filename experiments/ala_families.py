@@ -76,8 +76,8 @@ CONTROLLERS: dict[str, tuple[str, ...]] = {
                   "method_args.ala.policy_lr=0.01", "method_args.ala.reward=normalized"),
     "preset": (),
 }
-#: the efficient controller with an entropy bonus on the policy (Williams & Peng, 1991): a remedy,
-#: measured here, for a pretraining chain whose policy becomes deterministic
+#: the efficient controller with an entropy bonus on the policy (Williams & Peng, 1991), measured
+#: against a policy that commits to one action too early
 CONTROLLERS["efficient_entropy"] = (*CONTROLLERS["efficient"], "method_args.ala.entropy_coef=0.1")
 
 
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = proto.pretrain if args.pretrain is None else tuple(args.pretrain)
     config = proto.config
     sys.path.insert(0, str(HERE))
+    from adaloss.methods.ala.presets import ALA_PRESETS
     from adaloss.training import load_config
     from adaloss.training.compare import compare, format_markdown, summarise, welch_p_value
     from adaloss.training.pretrain import POLICY_FILE, pretrain_policy
@@ -247,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     setting = (f"ALA `family={args.family}`, controller `{args.controller}` "
                f"({', '.join(o.removeprefix('method_args.ala.') for o in CONTROLLERS[args.controller]) or 'the preset'}"
                f"), reward on the whole validation split")
-    episodes = cfg0.steps // (50 if "method_args.ala.every=50" in CONTROLLERS[args.controller] else 200)
+    every = next((int(o.split("=", 1)[1]) for o in CONTROLLERS[args.controller]
+                  if o.startswith("method_args.ala.every=")), ALA_PRESETS["default"]["every"])
+    episodes = cfg0.steps // every
     suffix = "" if args.controller == "efficient" else f"-{args.controller}"  # the other controllers' sections
     what = proto.what.format(minority=minority, fraction=cfg0.minority_fraction or 0.0, model_args=cfg0.model_args,
                              steps=cfg0.steps, train_classes=cfg0.train_classes)

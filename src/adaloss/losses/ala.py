@@ -388,7 +388,8 @@ class ClassWeightLoss(BoundedVectorLoss):
         log_w = -float(power) * counts.log()
         centred = (log_w - log_w.mean()).float()
         # the oracle is defined as centred on the mean, then clipped (not a write's projection,
-        # which would shift the unclipped weights to keep the mean at 0)
+        # which would shift the unclipped weights to keep the mean at 0); centred once more in
+        # float32, as the oracle's runs always were
         BoundedVectorLoss.set_parameter_vector(loss, centred - centred.mean())
         return loss
 
